@@ -1,0 +1,315 @@
+"""The aiohttp application: routes and thin handlers (parse -> facade -> render).
+
+Errors raised by handlers (the facade's OrchError, pydantic's ValidationError,
+ApiError) are turned into responses by the one mapper in ``errors.py``, called
+from the ``request_context`` middleware.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from pydantic import BaseModel
+
+from app.api.auth import bearer_auth, browser_guard
+from app.api.errors import ApiError
+from app.api.middleware import CORRELATION_HEADER, request_context, stamp_headers
+from app.api.models import DrainAccepted, PoolHealth
+from app.api.openapi import build_openapi
+from app.api.render import JSON_TYPE, dumps, model_response
+from app.api.settings import ApiSettings
+from app.api.sse import LiveStreams, StreamOptions, serve_stream
+from app.api.state import (
+    CORRELATION_ID,
+    IDENTITY,
+    OPENAPI_JSON,
+    ORCH,
+    SETTINGS,
+    STREAMS,
+    SettingsBox,
+)
+from app.orchestrator.contracts import DrainRequest, ReloadRequest, TaskRequest
+from app.orchestrator.errors import InvalidParams, NotFound
+from app.orchestrator.service import Orchestrator
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_LIMIT = 500
+
+_PROCESS_REGISTRY = CollectorRegistry()
+ProcessCollector(registry=_PROCESS_REGISTRY)
+
+
+# ---- request parsing ---------------------------------------------------------------
+
+
+async def read_json(request: web.Request) -> Any:
+    """Return the parsed JSON body, None when the body is empty. Awaits the body.
+
+    Raises ApiError 413 over ``max_body_bytes`` and InvalidParams for bad JSON.
+    """
+    limit = request.app[SETTINGS].current.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    raw = bytearray()
+    async for chunk in request.content.iter_any():
+        raw += chunk
+        if len(raw) > limit:
+            raise _too_large(limit)
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidParams(
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidParams("request body is not UTF-8 encoded JSON") from None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, "INVALID_PARAMS", f"request body is over {limit} bytes; send a smaller body"
+    )
+
+
+async def parse_body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
+    """Return the body validated as ``model``; awaits the body.
+
+    Raises InvalidParams (empty or bad JSON), ValidationError (schema) or ApiError 413.
+    """
+    data = await read_json(request)
+    if data is None:
+        if not optional:
+            raise InvalidParams(
+                f"request body is empty; send a JSON {model.__name__} (see GET /openapi.json)"
+            )
+        data = {}
+    return model.model_validate(data)
+
+
+def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """Return the integer query parameter ``name`` (default when absent).
+
+    Raises InvalidParams when it is not an integer within [low, high].
+    """
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise InvalidParams(f"query parameter '{name}' must be an integer from {low} to {high}")
+    return value
+
+
+def _orch(request: web.Request) -> Orchestrator:
+    return request.app[ORCH]
+
+
+# ---- data plane ------------------------------------------------------------------
+
+
+async def submit_task(request: web.Request) -> web.Response:
+    """POST /v1/tasks -> 202 AdmissionResponse."""
+    task = await parse_body(request, TaskRequest)
+    admission = _orch(request).submit(
+        task, identity=request[IDENTITY], correlation_id=request[CORRELATION_ID]
+    )
+    location = f"/v1/tasks/{admission.task_id}/stream"
+    return model_response(admission, status=202, headers={"Location": location})
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    """GET /v1/tasks -> live tasks, then recent finished ones."""
+    limit = int_query(request, "limit", 200, 1, MAX_LIMIT)
+    return model_response(_orch(request).tasks(limit))
+
+
+async def get_task(request: web.Request) -> web.Response:
+    """GET /v1/tasks/{task_id} -> TaskView."""
+    return model_response(_orch(request).task(request.match_info["task_id"]))
+
+
+async def stream_task(request: web.Request) -> web.StreamResponse:
+    """GET /v1/tasks/{task_id}/stream -> SSE until the terminal event."""
+    orch = _orch(request)
+    handle = orch.open_stream(request.match_info["task_id"])
+    if CORRELATION_HEADER not in request.headers:
+        request[CORRELATION_ID] = handle.correlation_id
+    settings = request.app[SETTINGS].current
+    options = StreamOptions(
+        heartbeat_ms=settings.sse_heartbeat_ms,
+        microbatch_ms=settings.sse_microbatch_ms,
+        cancel_on_disconnect=settings.cancel_on_disconnect,
+    )
+    headers = budget_headers(orch, handle.session_id)
+    return await serve_stream(request, handle, request.app[STREAMS], options, headers)
+
+
+def budget_headers(orch: Orchestrator, session_id: str | None) -> dict[str, str]:
+    """Return the X-Budget-* headers of a session that has budgets (else none)."""
+    if session_id is None:
+        return {}
+    try:
+        budgets = orch.session(session_id).budgets
+    except NotFound:
+        return {}
+    headers = {}
+    if budgets.tokens_remaining is not None:
+        headers["X-Budget-Tokens-Remaining"] = str(budgets.tokens_remaining)
+    if budgets.time_remaining_ms is not None:
+        headers["X-Budget-Time-Remaining-Ms"] = str(budgets.time_remaining_ms)
+    return headers
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    """POST /v1/tasks/{task_id}/cancel -> 204 (idempotent)."""
+    _orch(request).cancel(request.match_info["task_id"])
+    return web.Response(status=204)
+
+
+async def get_session(request: web.Request) -> web.Response:
+    """GET /v1/sessions/{session_id} -> SessionInfo."""
+    return model_response(_orch(request).session(request.match_info["session_id"]))
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    """DELETE /v1/sessions/{session_id} -> 204."""
+    _orch(request).delete_session(request.match_info["session_id"])
+    return web.Response(status=204)
+
+
+# ---- control plane -----------------------------------------------------------------
+
+
+def feature_flags(settings: ApiSettings) -> dict[str, bool]:
+    """Return the API's feature flags for GET /v1/capabilities."""
+    return {
+        "cancel_on_disconnect": settings.cancel_on_disconnect,
+        "heartbeat": settings.sse_heartbeat_ms > 0,
+        "micro_batch": settings.sse_microbatch_ms > 0,
+        "auth_required": settings.token_required,
+    }
+
+
+async def capabilities(request: web.Request) -> web.Response:
+    """GET /v1/capabilities."""
+    flags = feature_flags(request.app[SETTINGS].current)
+    return model_response(_orch(request).capabilities(flags))
+
+
+async def list_pools(request: web.Request) -> web.Response:
+    """GET /v1/pools."""
+    return model_response(_orch(request).pool_views())
+
+
+async def pool_health(request: web.Request) -> web.Response:
+    """GET /v1/pools/{pool_id}/health."""
+    view = _orch(request).pool_view(request.match_info["pool_id"])
+    return model_response(PoolHealth.of(view))
+
+
+async def drain_pool(request: web.Request) -> web.Response:
+    """POST /v1/pools/{pool_id}/drain {deadline_ms} -> 202."""
+    pool_id = request.match_info["pool_id"]
+    drain = await parse_body(request, DrainRequest, optional=True)
+    _orch(request).drain(pool_id, drain.deadline_ms)
+    accepted = DrainAccepted(pool_id=pool_id, draining=True, deadline_ms=drain.deadline_ms)
+    return model_response(accepted, status=202)
+
+
+async def resume_pool(request: web.Request) -> web.Response:
+    """POST /v1/pools/{pool_id}/resume -> 200 PoolHealth."""
+    pool_id = request.match_info["pool_id"]
+    _orch(request).resume(pool_id)
+    return model_response(PoolHealth.of(_orch(request).pool_view(pool_id)))
+
+
+async def reload_pool(request: web.Request) -> web.Response:
+    """POST /v1/pools/{pool_id}/reload {model_ref} -> 200 ReloadResult."""
+    reload = await parse_body(request, ReloadRequest)
+    result = await _orch(request).reload(request.match_info["pool_id"], reload.model_ref)
+    return model_response(result)
+
+
+async def placement_decisions(request: web.Request) -> web.Response:
+    """GET /v1/placement/decisions?limit=N (1..500, default 50)."""
+    limit = int_query(request, "limit", 50, 1, MAX_LIMIT)
+    return model_response(_orch(request).recent_decisions(limit))
+
+
+# ---- observability -----------------------------------------------------------------
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text of the core's collectors plus process metrics."""
+    body = generate_latest(_orch(request).metrics.registry) + generate_latest(_PROCESS_REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json."""
+    return web.Response(text=request.app[OPENAPI_JSON], content_type=JSON_TYPE)
+
+
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("POST", "/v1/tasks", submit_task),
+    ("GET", "/v1/tasks", list_tasks),
+    ("GET", "/v1/tasks/{task_id}", get_task),
+    ("GET", "/v1/tasks/{task_id}/stream", stream_task),
+    ("POST", "/v1/tasks/{task_id}/cancel", cancel_task),
+    ("GET", "/v1/sessions/{session_id}", get_session),
+    ("DELETE", "/v1/sessions/{session_id}", delete_session),
+    ("GET", "/v1/capabilities", capabilities),
+    ("GET", "/v1/pools", list_pools),
+    ("GET", "/v1/pools/{pool_id}/health", pool_health),
+    ("POST", "/v1/pools/{pool_id}/drain", drain_pool),
+    ("POST", "/v1/pools/{pool_id}/resume", resume_pool),
+    ("POST", "/v1/pools/{pool_id}/reload", reload_pool),
+    ("GET", "/v1/placement/decisions", placement_decisions),
+    ("GET", "/metrics", metrics),
+    ("GET", "/openapi.json", openapi),
+)
+
+
+# ---- the factory -------------------------------------------------------------------
+
+
+async def _close_streams(app: web.Application) -> None:
+    await app[STREAMS].close_all()
+
+
+async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[STREAMS].close_all()
+
+
+def make_app(orch: Orchestrator, settings: ApiSettings) -> web.Application:
+    """Return the application serving ``orch`` with ``settings``. Never blocks.
+
+    Live streams are closed with an ``error`` frame at shutdown (on_shutdown,
+    while connections are still open; cleanup_ctx sweeps again at cleanup).
+    """
+    app = web.Application(
+        middlewares=[request_context, browser_guard, bearer_auth],
+        client_max_size=max(1, settings.max_body_bytes),
+    )
+    app[ORCH] = orch
+    app[SETTINGS] = SettingsBox(settings)
+    app[STREAMS] = LiveStreams(orch.cancel)
+    app[OPENAPI_JSON] = dumps(build_openapi())
+    app.on_response_prepare.append(stamp_headers)
+    app.on_shutdown.append(_close_streams)
+    app.cleanup_ctx.append(_streams_ctx)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app

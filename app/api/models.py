@@ -1,0 +1,64 @@
+"""Wire models that only the HTTP layer produces (the rest live in the core's contracts)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from app.orchestrator.contracts import PoolView, QueueDepth
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthErrorBody(_Wire):
+    """The body of a 401 answer; ``hint`` says how to authenticate."""
+
+    code: Literal["MISSING_TOKEN", "BAD_TOKEN"]
+    message: str
+    hint: str
+
+
+class PoolHealth(_Wire):
+    """``GET /v1/pools/{pool_id}/health``."""
+
+    pool_id: str
+    live: bool
+    ready: bool
+    draining: bool
+    state: str
+    detail: str
+    queue: QueueDepth
+    slots_busy: int
+    slots_total: int
+    vram_total_bytes: int | None
+    vram_free_bytes: int | None
+    gpu_utilization: float | None
+
+    @classmethod
+    def of(cls, view: PoolView) -> PoolHealth:
+        """Return the health part of a pool view."""
+        return cls(
+            pool_id=view.pool_id,
+            live=view.live,
+            ready=view.ready,
+            draining=view.draining,
+            state=view.state,
+            detail=view.detail,
+            queue=view.queue,
+            slots_busy=view.slots_busy,
+            slots_total=view.slots_total,
+            vram_total_bytes=view.vram_total_bytes,
+            vram_free_bytes=view.vram_free_bytes,
+            gpu_utilization=view.gpu_utilization,
+        )
+
+
+class DrainAccepted(_Wire):
+    """``POST /v1/pools/{pool_id}/drain`` -> 202."""
+
+    pool_id: str
+    draining: bool
+    deadline_ms: int

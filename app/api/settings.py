@@ -1,0 +1,75 @@
+"""Settings of the HTTP server and the start-up safety check on its bind address."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """Return True for a loopback name or address (``localhost``, 127.0.0.0/8, ``::1``).
+
+    Accepts IPv6 with or without brackets; any other host name counts as
+    non-loopback. Never blocks (no DNS lookup).
+    """
+    text = host.strip().lower()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if text in LOOPBACK_NAMES or text.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """How the server listens, authenticates and streams.
+
+    ``auth_token`` None means no token is configured (allowed on loopback only).
+    ``auth_optional`` lets loopback callers skip the token; ``trust_proxy_auth``
+    accepts the identity a reverse proxy puts in ``X-Forwarded-User`` without a
+    token (safe only when nothing but that proxy can reach the port).
+    """
+
+    bind_host: str = "127.0.0.1"
+    bind_port: int = 8080
+    auth_token: str | None = None
+    auth_optional: bool = False
+    trust_proxy_auth: bool = False
+    cancel_on_disconnect: bool = True
+    sse_heartbeat_ms: int = 0
+    sse_microbatch_ms: int = 0
+    max_body_bytes: int = 1 << 20
+    cors_origins: tuple[str, ...] = ()
+
+    def is_loopback(self) -> bool:
+        """Return True when the bind address only accepts local connections."""
+        return is_loopback_host(self.bind_host)
+
+    @property
+    def token_required(self) -> bool:
+        """Return True when a configured token guards the routes."""
+        return bool(self.auth_token)
+
+
+class UnsafeBind(Exception):
+    """Refusal to listen on a non-loopback address without a bearer token."""
+
+
+def check_bind(settings: ApiSettings) -> None:
+    """Return None when the bind is safe; never blocks.
+
+    Raises UnsafeBind (one line naming BIND_ADDR and AUTH_TOKEN) when the
+    address is not loopback and no token is configured.
+    """
+    if settings.is_loopback() or settings.token_required:
+        return
+    raise UnsafeBind(
+        f"refusing to listen on {settings.bind_host}:{settings.bind_port} without a token: "
+        "set AUTH_TOKEN (or [server] auth_token_file) for LAN access, "
+        "or bind to loopback with BIND_ADDR=127.0.0.1:8080"
+    )

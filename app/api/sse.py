@@ -1,0 +1,287 @@
+"""Server-Sent Events: one task's events written and flushed as they happen.
+
+Frames are ``event: <kind>\\ndata: <compact json>\\n\\n``. The per-token path
+does no logging and builds no pydantic model. A client that goes away (write
+error, closed transport) gets its task canceled when ``cancel_on_disconnect``;
+otherwise the task's remaining events are drained in the background so it can
+finish and free its slot. Live streams are tracked so a shutdown can end each
+one with an ``error`` frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from app.orchestrator.events import TERMINAL_KINDS, TOKEN, TaskEvent
+from app.orchestrator.service import StreamHandle
+
+log = logging.getLogger("llama_orch.api")
+
+HEARTBEAT = b": keep-alive\n\n"
+DISCONNECT_POLL_S = 0.25
+SHUTDOWN_ERROR = {
+    "code": "POOL_UNAVAILABLE",
+    "message": "server shutting down",
+    "retriable": True,
+}
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def frame(kind: str, data: Mapping[str, Any]) -> bytes:
+    """Return one SSE frame for ``kind`` with ``data`` as compact JSON."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {kind}\ndata: {text}\n\n".encode()
+
+
+@dataclass(eq=False, slots=True)
+class LiveStream:
+    """A stream being served: the handler task that owns it."""
+
+    task_id: str
+    handler: asyncio.Task[Any]
+    closing: bool = False
+
+
+@dataclass(slots=True)
+class LiveStreams:
+    """Every stream being served, plus the background drains of abandoned ones.
+
+    ``cancel_task`` is the facade's cancel (used when a drain is stopped).
+    """
+
+    cancel_task: Callable[[str], None]
+    streams: set[LiveStream] = field(default_factory=set)
+    drains: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+    def register(self, task_id: str) -> LiveStream:
+        """Track the calling handler task as the server of ``task_id``'s stream."""
+        task = asyncio.current_task()
+        assert task is not None
+        live = LiveStream(task_id, task)
+        self.streams.add(live)
+        return live
+
+    def drain(self, handle: StreamHandle) -> None:
+        """Read ``handle`` to its end in the background (a reader that went away)."""
+        task = asyncio.get_running_loop().create_task(_drain(handle))
+        self.drains[handle.task_id] = task
+        task.add_done_callback(lambda _t: self.drains.pop(handle.task_id, None))
+
+    async def close_all(self, timeout_s: float = 5.0) -> None:
+        """End every live stream with an ``error`` frame and stop the drains.
+
+        Awaits the stream handlers for up to ``timeout_s``; never raises.
+        """
+        for live in list(self.streams):
+            live.closing = True
+            live.handler.cancel()
+        for task_id, task in list(self.drains.items()):
+            task.cancel()
+            with contextlib.suppress(Exception):
+                self.cancel_task(task_id)
+        pending = [s.handler for s in self.streams] + list(self.drains.values())
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+
+
+async def _drain(handle: StreamHandle) -> None:
+    while await handle.next() is not None:
+        pass
+
+
+class SseWriter:
+    """Writes one task's events to a prepared StreamResponse.
+
+    ``heartbeat_s`` > 0 adds ``: keep-alive`` comments after that much silence;
+    ``batch_s`` > 0 coalesces consecutive tokens arriving within that window.
+    """
+
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        handle: StreamHandle,
+        *,
+        heartbeat_s: float = 0.0,
+        batch_s: float = 0.0,
+    ) -> None:
+        self._request = request
+        self._response = response
+        self._handle = handle
+        self._heartbeat_s = heartbeat_s
+        self._batch_s = batch_s
+        self._pending: TaskEvent | None = None
+        self._loop = asyncio.get_running_loop()
+        self._last_write = self._loop.time()
+        self.finished = False
+
+    async def pump(self) -> None:
+        """Write events until the terminal one (then end the body). Awaits the task.
+
+        Raises ConnectionError when the client went away.
+        """
+        get_nowait = self._handle.channel.get_nowait
+        while True:
+            event = self._take_pending() or get_nowait() or await self._wait()
+            if event is None:
+                return
+            if event.kind == TOKEN and self._batch_s > 0:
+                event = await self._coalesce(event)
+            await self._write(frame(event.kind, event.data))
+            if event.kind in TERMINAL_KINDS:
+                self.finished = True
+                await self._response.write_eof()
+                return
+
+    async def write_shutdown_error(self) -> None:
+        """Write the ``error`` frame of a server shutdown and end the body."""
+        await self._write(frame("error", SHUTDOWN_ERROR))
+        self.finished = True
+        await self._response.write_eof()
+
+    def _take_pending(self) -> TaskEvent | None:
+        event, self._pending = self._pending, None
+        return event
+
+    async def _write(self, data: bytes) -> None:
+        await self._response.write(data)
+        self._last_write = self._loop.time()
+
+    def _client_gone(self) -> bool:
+        transport = self._request.transport
+        return transport is None or transport.is_closing()
+
+    async def _wait(self) -> TaskEvent | None:
+        """Await the next event, writing heartbeats and watching for a disconnect."""
+        while True:
+            if self._client_gone():
+                raise ConnectionResetError("the client closed the stream")
+            wait = DISCONNECT_POLL_S
+            if self._heartbeat_s > 0:
+                due = self._last_write + self._heartbeat_s - self._loop.time()
+                if due <= 0:
+                    await self._write(HEARTBEAT)
+                    continue
+                wait = min(wait, due)
+            try:
+                async with asyncio.timeout(wait):
+                    return await self._handle.next()
+            except TimeoutError:
+                continue
+
+    async def _coalesce(self, first: TaskEvent) -> TaskEvent:
+        """Return one token event holding the texts of tokens within the window."""
+        texts = [first.data["t"]]
+        deadline = self._loop.time() + self._batch_s
+        channel = self._handle.channel
+        while True:
+            event = channel.get_nowait()
+            if event is None:
+                remaining = deadline - self._loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        event = await self._handle.next()
+                except TimeoutError:
+                    break
+                if event is None:
+                    break
+            if event.kind != TOKEN:
+                self._pending = event
+                break
+            texts.append(event.data["t"])
+        if len(texts) == 1:
+            return first
+        return TaskEvent(TOKEN, {"t": "".join(texts), "i": first.data["i"]})
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """How one stream is served (from the settings in force when it opened)."""
+
+    heartbeat_ms: int = 0
+    microbatch_ms: int = 0
+    cancel_on_disconnect: bool = True
+
+
+async def serve_stream(
+    request: web.Request,
+    handle: StreamHandle,
+    streams: LiveStreams,
+    options: StreamOptions,
+    headers: Mapping[str, str],
+) -> web.StreamResponse:
+    """Serve ``handle``'s events as SSE until the terminal event. Awaits the task.
+
+    A client that goes away gets its task canceled (``cancel_on_disconnect``) or
+    drained in the background; a shutdown ends the stream with an ``error`` frame
+    and cancels the task. Raises CancelledError when aiohttp cancels the handler.
+    """
+    response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+    writer = SseWriter(
+        request,
+        response,
+        handle,
+        heartbeat_s=options.heartbeat_ms / 1000,
+        batch_s=options.microbatch_ms / 1000,
+    )
+    live = streams.register(handle.task_id)
+    shutdown = False
+    try:
+        await response.prepare(request)
+        await writer.pump()
+    except ConnectionError:
+        pass
+    except asyncio.CancelledError:
+        if not live.closing:
+            raise
+        shutdown = _uncancel()
+        with contextlib.suppress(ConnectionError):
+            await writer.write_shutdown_error()
+    finally:
+        streams.streams.discard(live)
+        _after_stream(handle, streams, options, writer.finished, shutdown)
+    return response
+
+
+def _uncancel() -> bool:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return True
+
+
+def _after_stream(
+    handle: StreamHandle,
+    streams: LiveStreams,
+    options: StreamOptions,
+    finished: bool,
+    shutdown: bool,
+) -> None:
+    if finished and not shutdown:
+        return
+    fields = {"correlation_id": handle.correlation_id, "job_id": handle.task_id}
+    if shutdown or options.cancel_on_disconnect:
+        with contextlib.suppress(Exception):
+            streams.cancel_task(handle.task_id)
+        why = "server shutting down" if shutdown else "client disconnected"
+        log.info("stream closed (%s); task canceled", why, extra={"fields": fields})
+        return
+    streams.drain(handle)
+    log.info("client disconnected; task keeps running", extra={"fields": fields})

@@ -1,0 +1,84 @@
+"""Typed settings: TOML load and save, environment overrides, validation.
+
+Every problem found in a config is reported at once, each naming its key path
+(``pools[1].device_mask``) and the fix. Relative paths in the file (model
+files, the token file, ``llama_server``, ``log_dir``) are relative to the
+folder of the config file. Environment overrides (``BIND_ADDR``/``ORCHD_ADDR``,
+``AUTH_TOKEN``, ``AUTH_OPTIONAL``, ``TRUST_PROXY_AUTH``) apply after the file
+and are never written back by :func:`save_settings`.
+
+The package is split by responsibility: :mod:`app.config.models` (problems,
+bind addresses, the schema), :mod:`app.config.validate` (messages, rules
+across keys, environment and token), :mod:`app.config.load` (files on disk and
+defaults), :mod:`app.config.toml_io` (TOML writing and saving) and
+:mod:`app.config.files` (atomic private writes and token files).
+"""
+
+from __future__ import annotations
+
+from app.config.files import (
+    atomic_write,
+    generate_token,
+    read_token_file,
+    token_fingerprint,
+    write_token_file,
+)
+from app.config.load import (
+    check_config,
+    check_config_main,
+    default_config_path,
+    default_settings,
+    load_settings,
+)
+from app.config.models import (
+    INVALID_CONFIG,
+    MOCK_KEYS,
+    NON_LOOPBACK_WITHOUT_TOKEN,
+    OPENAI_KEYS,
+    AdmissionSettings,
+    ConfigError,
+    Engine,
+    EngineSettings,
+    EnvOverride,
+    PoolSettings,
+    Problem,
+    ServerSettings,
+    SessionSettings,
+    Settings,
+    is_loopback_host,
+    parse_bind,
+)
+from app.config.toml_io import save_settings, to_toml
+from app.config.validate import parse_settings
+
+__all__ = [
+    "INVALID_CONFIG",
+    "MOCK_KEYS",
+    "NON_LOOPBACK_WITHOUT_TOKEN",
+    "OPENAI_KEYS",
+    "AdmissionSettings",
+    "ConfigError",
+    "Engine",
+    "EngineSettings",
+    "EnvOverride",
+    "PoolSettings",
+    "Problem",
+    "ServerSettings",
+    "SessionSettings",
+    "Settings",
+    "atomic_write",
+    "check_config",
+    "check_config_main",
+    "default_config_path",
+    "default_settings",
+    "generate_token",
+    "is_loopback_host",
+    "load_settings",
+    "parse_bind",
+    "parse_settings",
+    "read_token_file",
+    "save_settings",
+    "to_toml",
+    "token_fingerprint",
+    "write_token_file",
+]

@@ -1,0 +1,476 @@
+"""One pool served by a local llama.cpp engine process, supervised.
+
+``LlamaCppEngine`` runs llama.cpp's ``llama-server`` when configured or on
+PATH, else the ``llama_cpp.server`` module of llama-cpp-python. One asyncio
+task (the supervisor loop) owns the engine process: it starts it, waits for
+health plus a one-token warm-up, restarts it after crashes following
+``RestartPolicy``, swaps models on reload and stops it. Other tasks send it
+commands and await the results; streams go straight to the engine's HTTP port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shutil
+import signal
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+
+from app.engine_host import process
+from app.engine_host.llamacpp_launch import (
+    EngineCommand,
+    EngineLauncher,
+    EngineProcess,
+    LaunchFailed,
+    LlamaCppSpec,
+    model_id_for,
+    python_server_version,
+    resolve_model_ref,
+)
+from app.engine_host.sse_stream import OpenAIStream, open_stream, request_body
+from app.engine_host.supervisor import (
+    CrashHistory,
+    PoolStateMachine,
+    RestartPolicy,
+    classify_exit,
+)
+from app.orchestrator.contracts import ErrorCode
+from app.orchestrator.ports import (
+    Clock,
+    EngineError,
+    EngineRequest,
+    PoolDescriptor,
+    PoolListener,
+    PoolState,
+    PoolStatus,
+    SystemClock,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LlamaCppEngine", "LlamaCppSpec", "model_id_for", "resolve_model_ref"]
+
+Sleep = Callable[[float], Coroutine[Any, Any, None]]
+_STARTABLE = (PoolState.STOPPED, PoolState.FAILED)
+
+
+@dataclass
+class _Command:
+    kind: Literal["start", "restart", "reload", "stop", "hung"]
+    model_ref: str | None = None
+    instance: EngineProcess | None = None
+    reply: asyncio.Future[str] | None = None
+
+
+class LlamaCppEngine:
+    """``EngineControl`` for one pool backed by a local llama.cpp engine process."""
+
+    def __init__(
+        self,
+        spec: LlamaCppSpec,
+        *,
+        log_dir: Path,
+        clock: Clock | None = None,
+        policy: RestartPolicy | None = None,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._spec = spec
+        self._log_path = log_dir / f"{spec.pool_id}.log"
+        self._clock = clock if clock is not None else SystemClock()
+        self._policy = policy if policy is not None else RestartPolicy()
+        self._rng = rng if rng is not None else random.Random()
+        self._sleep = sleep
+        self._listeners: list[PoolListener] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._python_server = spec.server_binary is None and shutil.which("llama-server") is None
+        self._machine = PoolStateMachine()
+        self._status = PoolStatus(PoolState.STOPPED, at=self._clock.time())
+        self._descriptor = self._describe(spec.model_ref, None)
+        self._model_ref = spec.model_ref
+        self._session: aiohttp.ClientSession | None = None
+        self._launcher = EngineLauncher(spec, log_path=self._log_path, session=self._http)
+        self._commands: asyncio.Queue[_Command] = asyncio.Queue()
+        self._owner: asyncio.Task[None] | None = None
+        # Owned by the supervisor task:
+        self._inst: EngineProcess | None = None
+        self._launch: asyncio.Task[EngineProcess] | None = None
+        self._launch_recovering = False
+        self._launch_reply: asyncio.Future[str] | None = None
+        self._candidate: asyncio.Task[EngineProcess] | None = None
+        self._candidate_reply: asyncio.Future[str] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[int]] = set()
+        self._hung: EngineProcess | None = None
+        self._last_crash = ""
+        self._history = CrashHistory()
+        self._stopping = False
+
+    # ---- EngineControl ----
+
+    @property
+    def descriptor(self) -> PoolDescriptor:
+        """Return what the pool serves now."""
+        return self._descriptor
+
+    @property
+    def status(self) -> PoolStatus:
+        """Return the latest status snapshot."""
+        return self._status
+
+    @property
+    def log_path(self) -> Path:
+        """Return the file that collects the engine's output."""
+        return self._log_path
+
+    @property
+    def engine_pid(self) -> int | None:
+        """Return the pid of the serving engine process, None when none serves."""
+        inst = self._inst
+        return inst.proc.pid if inst is not None else None
+
+    @property
+    def base_url(self) -> str | None:
+        """Return the serving engine's loopback URL (without ``/v1``), None when none serves."""
+        inst = self._inst
+        return inst.base_url if inst is not None else None
+
+    def add_listener(self, listener: PoolListener) -> None:
+        """Call ``listener(status)`` on the loop after every status change."""
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        """Start the engine; returns once it is starting (or needs a model). Never raises."""
+        await self._send(_Command("start"))
+
+    async def restart(self) -> None:
+        """Restart the engine process with the current model; returns once it is starting."""
+        await self._send(_Command("restart"))
+
+    async def reload(self, model_ref: str) -> str:
+        """Load ``model_ref`` beside the serving engine and swap once it is ready.
+
+        Returns a message naming the new model. Raises EngineError when the
+        new engine fails to become ready; the old one keeps serving then.
+        Waits up to the startup timeout.
+        """
+        return await self._send(_Command("reload", model_ref=model_ref))
+
+    async def stop(self) -> None:
+        """Stop the engine (SIGTERM, SIGKILL after the grace period) and wait for it to exit."""
+        owner = self._owner
+        if owner is not None and not owner.done():
+            self._commands.put_nowait(_Command("stop"))
+            await asyncio.shield(owner)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def open_stream(self, request: EngineRequest) -> OpenAIStream:
+        """Send ``request`` to the engine; returns once it accepted it.
+
+        Raises EngineError: POOL_UNREADY when the pool is not ready, else
+        what ``sse_stream.open_stream`` raises. Awaits the response headers.
+        """
+        inst = self._inst
+        state = self._status.state
+        if inst is None or state not in (PoolState.READY, PoolState.DRAINING):
+            why = f"pool {self._spec.pool_id} is {state}"
+            why += f": {self._status.detail}" if self._status.detail else ""
+            raise EngineError(ErrorCode.POOL_UNREADY, why, retriable=True)
+        path, body = request_body(request, self._descriptor.model)
+        return await self._open(inst, path, body, self._spec.decode_timeout_s)
+
+    async def wait_for(self, *states: PoolState, timeout_s: float) -> PoolStatus:
+        """Return the status once its state is one of ``states``.
+
+        Raises TimeoutError after ``timeout_s``. Blocks (asynchronously) until then.
+        """
+        async with asyncio.timeout(timeout_s):
+            while self._status.state not in states:
+                changed = asyncio.get_running_loop().create_future()
+                self._waiters.append(changed)
+                await changed
+        return self._status
+
+    # ---- commands ----
+
+    async def _send(self, command: _Command) -> str:
+        if self._owner is None or self._owner.done():
+            self._stopping = False
+            self._owner = asyncio.create_task(self._supervise(), name=f"pool-{self._spec.pool_id}")
+        command.reply = asyncio.get_running_loop().create_future()
+        self._commands.put_nowait(command)
+        return await command.reply
+
+    async def _open(
+        self, inst: EngineProcess, path: str, body: dict[str, object], timeout_s: float
+    ) -> OpenAIStream:
+        def finished(error: EngineError | None) -> None:
+            if error is not None and error.code is ErrorCode.DECODE_TIMEOUT:
+                self._commands.put_nowait(_Command("hung", instance=inst))
+
+        return await open_stream(
+            self._http(),
+            f"{inst.base_url}/v1/{path}",
+            body,
+            decode_timeout_s=timeout_s,
+            connect_timeout_s=self._spec.connect_timeout_s,
+            name=f"engine of pool {self._spec.pool_id}",
+            on_finish=finished,
+        )
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    # ---- the supervisor task ----
+
+    async def _supervise(self) -> None:
+        pending_cmd: asyncio.Task[_Command] | None = None
+        try:
+            while not self._stopping:
+                if pending_cmd is None:
+                    pending_cmd = asyncio.ensure_future(self._commands.get())
+                waits = self._waitables(pending_cmd)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if pending_cmd.done():
+                    command, pending_cmd = pending_cmd.result(), None
+                    await self._on_command(command)
+                else:
+                    await self._on_event()
+        finally:
+            if pending_cmd is not None:
+                pending_cmd.cancel()
+            await self._teardown()
+            self._refuse_queued(pending_cmd)
+
+    def _refuse_queued(self, pending_cmd: asyncio.Task[_Command] | None) -> None:
+        """Answer commands that arrived while the pool stopped (no await: runs last)."""
+        queued = []
+        if pending_cmd is not None and pending_cmd.done() and not pending_cmd.cancelled():
+            queued.append(pending_cmd.result())
+        while not self._commands.empty():
+            queued.append(self._commands.get_nowait())
+        stopped = EngineError(ErrorCode.POOL_UNAVAILABLE, f"pool {self._spec.pool_id} stopped")
+        for command in queued:
+            _resolve(command.reply, "" if command.kind == "stop" else stopped)
+
+    def _waitables(self, pending_cmd: asyncio.Task[_Command]) -> set[asyncio.Future[Any]]:
+        tasks: list[asyncio.Future[Any] | None] = [pending_cmd, self._launch]
+        tasks += [self._candidate, self._timer, self._inst.exited if self._inst else None]
+        return {t for t in tasks if t is not None}
+
+    async def _on_event(self) -> None:
+        if self._inst is not None and self._inst.exited.done():
+            self._on_exit(self._inst)
+        elif self._launch is not None and self._launch.done():
+            self._on_launched(self._launch)
+        elif self._candidate is not None and self._candidate.done():
+            await self._on_candidate(self._candidate)
+        elif self._timer is not None and self._timer.done():
+            self._timer = None
+            self._begin_launch(self._model_ref, recovering=True, detail="restarting after crash")
+
+    async def _on_command(self, command: _Command) -> None:
+        if command.kind == "stop":
+            self._stopping = True
+        elif command.kind == "hung":
+            self._on_hung(command.instance)
+        elif command.kind == "reload":
+            await self._on_reload(command)
+            return
+        elif command.kind == "restart" or self._machine.state in _STARTABLE:
+            await self._cancel_all()
+            self._history = CrashHistory()
+            self._begin_launch(self._model_ref, recovering=False, detail="starting")
+        if command.reply is not None and not command.reply.done():
+            command.reply.set_result("")
+
+    async def _on_reload(self, command: _Command) -> None:
+        assert command.reply is not None and command.model_ref is not None
+        ref = command.model_ref
+        if self._candidate is not None:
+            why = f"a reload of pool {self._spec.pool_id} is already in progress; retry later"
+            busy = EngineError(ErrorCode.POOL_UNAVAILABLE, why, retriable=True)
+            command.reply.set_exception(busy)
+        elif self._inst is not None:
+            self._candidate = asyncio.create_task(self._launcher.launch(ref))
+            self._candidate_reply = command.reply
+            self._publish(
+                self._machine.state, f"loading {model_id_for(ref)} beside the current model"
+            )
+        else:
+            await self._cancel_all()
+            self._history = CrashHistory()
+            self._model_ref = ref
+            self._begin_launch(ref, recovering=False, detail="starting")
+            self._launch_reply = command.reply
+
+    def _begin_launch(self, model_ref: str | None, *, recovering: bool, detail: str) -> None:
+        if model_ref is None:
+            self._publish(PoolState.NEEDS_MODEL, "no model configured; reload a model to serve")
+            return
+        self._descriptor = self._describe(model_ref, None)
+        self._launch = asyncio.create_task(self._launcher.launch(model_ref))
+        self._launch_recovering = recovering
+        self._publish(PoolState.STARTING, f"{detail}: loading {model_id_for(model_ref)}")
+
+    def _on_launched(self, task: asyncio.Task[EngineProcess]) -> None:
+        self._launch = None
+        reply, self._launch_reply = self._launch_reply, None
+        try:
+            inst = task.result()
+        except LaunchFailed as exc:
+            if self._launch_recovering and exc.transient:
+                self._after_crash(f"restart failed: {exc.detail}")
+            else:
+                self._publish(PoolState.FAILED, f"load failed: {exc.detail}")
+            _resolve(reply, EngineError(exc.code, f"load failed: {exc.detail}"))
+            return
+        recovered = f"recovered after: {self._last_crash}" if self._launch_recovering else ""
+        self._serve(inst, recovered)
+        _resolve(reply, f"pool {self._spec.pool_id} now serves {self._descriptor.model}")
+
+    async def _on_candidate(self, task: asyncio.Task[EngineProcess]) -> None:
+        self._candidate = None
+        reply, self._candidate_reply = self._candidate_reply, None
+        try:
+            inst = task.result()
+        except LaunchFailed as exc:
+            current = self._descriptor.model
+            why = f"reload failed: {exc.detail}; {current} keeps serving"
+            _resolve(reply, EngineError(exc.code, why))
+            if self._inst is None:
+                self._schedule_restart(f"crashed during a reload; {why}")
+            else:
+                self._publish(self._machine.state, why)
+            return
+        old = self._inst
+        self._history = CrashHistory()
+        self._model_ref = inst.model_ref
+        self._serve(inst, "")
+        if old is not None:
+            self._retire(old)
+        _resolve(reply, f"pool {self._spec.pool_id} now serves {self._descriptor.model}")
+
+    def _serve(self, inst: EngineProcess, detail: str) -> None:
+        self._inst = inst
+        self._descriptor = self._describe(inst.model_ref, inst.command)
+        self._history = self._policy.on_ready(self._history, self._clock.monotonic())
+        self._publish(PoolState.READY, detail)
+
+    def _on_exit(self, inst: EngineProcess) -> None:
+        self._inst = None
+        tail = process.read_log_tail(self._log_path, since=inst.log_offset)
+        if self._hung is inst:
+            cause = f"hung (no token within {self._spec.decode_timeout_s:g} s), killed"
+        else:
+            cause = classify_exit(inst.exited.result(), tail)
+        self._hung = None
+        log.warning("pool %s: engine exited while serving: %s", self._spec.pool_id, cause)
+        self._after_crash(f"crashed while serving: {cause}")
+
+    def _on_hung(self, inst: EngineProcess | None) -> None:
+        if inst is not None and inst is self._inst and inst.proc.returncode is None:
+            self._hung = inst
+            process.signal_group(inst.proc.pid, signal.SIGKILL)
+
+    def _after_crash(self, detail: str) -> None:
+        self._last_crash = detail
+        self._history = self._policy.on_crash(self._history, self._clock.monotonic())
+        if self._candidate is not None:
+            self._publish(PoolState.STARTING, f"{detail}; waiting for the model being loaded")
+            return
+        self._schedule_restart(detail)
+
+    def _schedule_restart(self, detail: str) -> None:
+        now = self._clock.monotonic()
+        decision = self._policy.decide(self._history, now, self._rng)
+        if not decision.restart:
+            self._publish(PoolState.FAILED, f"{detail}; {decision.reason}")
+            return
+        self._timer = asyncio.create_task(self._sleep(decision.delay_s))
+        self._publish(PoolState.STARTING, f"{detail}; restarting in {decision.delay_s:.1f} s")
+
+    def _retire(self, inst: EngineProcess) -> None:
+        task = asyncio.create_task(process.terminate(inst.proc, self._spec.stop_grace_s))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _cancel_all(self) -> None:
+        """Cancel timers and launches and stop the serving engine (keeps the state)."""
+        for task in (self._timer, self._launch, self._candidate):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+                if not task.cancelled():
+                    task.exception()  # retrieved: a launch that failed as it was cancelled
+        self._timer = self._launch = self._candidate = None
+        inst, self._inst = self._inst, None
+        if inst is not None:
+            await process.terminate(inst.proc, self._spec.stop_grace_s)
+        for reply in (self._launch_reply, self._candidate_reply):
+            _resolve(reply, EngineError(ErrorCode.POOL_UNAVAILABLE, "superseded", retriable=True))
+        self._launch_reply = self._candidate_reply = None
+
+    async def _teardown(self) -> None:
+        if self._machine.can(PoolState.STOPPING):
+            self._publish(PoolState.STOPPING, "stopping")
+        await self._cancel_all()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self._machine.can(PoolState.STOPPED):
+            self._publish(PoolState.STOPPED, "")
+
+    # ---- status ----
+
+    def _describe(self, model_ref: str | None, command: EngineCommand | None) -> PoolDescriptor:
+        spec = self._spec
+        if command is not None:
+            version, slots = command.version, command.slots
+        elif self._python_server:
+            version, slots = python_server_version(), 1
+        else:
+            version, slots = "llama-server", spec.slots
+        return PoolDescriptor(
+            pool_id=spec.pool_id,
+            engine="llamacpp",
+            engine_version=version,
+            model=model_id_for(model_ref),
+            ctx=spec.ctx,
+            slots=slots,
+            device_mask=spec.device_mask,
+            demo=spec.demo,
+        )
+
+    def _publish(self, state: PoolState, detail: str) -> None:
+        if state is not self._machine.state:
+            self._machine.transition(state)
+        crashes = self._policy.crashes_recent(self._history, self._clock.monotonic())
+        self._status = PoolStatus(state, detail, crashes_recent=crashes, at=self._clock.time())
+        for listener in list(self._listeners):
+            try:
+                listener(self._status)
+            except Exception:
+                log.exception("pool %s: status listener failed", self._spec.pool_id)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+def _resolve(reply: asyncio.Future[str] | None, outcome: str | BaseException) -> None:
+    if reply is None or reply.done():
+        return
+    if isinstance(outcome, BaseException):
+        reply.set_exception(outcome)
+    else:
+        reply.set_result(outcome)

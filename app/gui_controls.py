@@ -1,0 +1,67 @@
+"""The window's hold on what lies beyond the core: settings, the API server.
+
+Part of the composition root (built by app.main for the GUI); implements
+app.ui.bridge.AppControls without importing Qt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from app.config import ConfigError, Settings, parse_settings, save_settings, to_toml
+from app.logs import REDACTOR
+from app.orchestrator.admission import FullPolicy
+
+
+class GuiControls:
+    """Applies settings from the dialog: validate, save atomically, re-bind."""
+
+    def __init__(
+        self,
+        backend: Any,
+        config_path: Path,
+        log_file: Path,
+        api_settings: Callable[[Settings], Any],
+    ) -> None:
+        self._backend = backend
+        self._config_path = config_path
+        self._log_file = log_file
+        self._api_settings = api_settings
+
+    def api_url(self) -> str:
+        return str(self._backend.api.url)
+
+    def config_path(self) -> str:
+        return str(self._config_path)
+
+    def log_path(self) -> str:
+        return str(self._log_file)
+
+    def current_settings(self) -> Settings:
+        return self._backend.settings  # type: ignore[no-any-return]
+
+    async def apply_settings(self, settings: Settings) -> None:
+        """Validate, save (worker thread) and apply ``settings`` without a restart.
+
+        Raises ValueError naming every problem; nothing changes then.
+        """
+        checked = await asyncio.to_thread(self._revalidate, settings)
+        await self._backend.api.rebind(self._api_settings(checked))
+        await asyncio.to_thread(save_settings, checked, self._config_path)
+        self._backend.orch.set_admission(
+            checked.admission.queue_capacity, FullPolicy(checked.admission.full_policy)
+        )
+        REDACTOR.add(checked.auth_token)
+        self._backend.settings = checked
+
+    def _revalidate(self, settings: Settings) -> Settings:
+        import tomllib
+
+        try:
+            data = tomllib.loads(to_toml(settings))
+            return parse_settings(data, source=self._config_path)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None

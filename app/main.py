@@ -1,0 +1,347 @@
+"""Composition root: the CLI, and the one place that wires every layer.
+
+``llama-orch [gui]`` opens the desktop app, ``serve`` runs headless (and never
+imports Qt), ``gpus`` prints the NVML inventory, ``demo-model`` writes the
+generated GGUF model, ``check-config`` validates a config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.config import (
+    ConfigError,
+    PoolSettings,
+    Settings,
+    check_config_main,
+    default_config_path,
+    default_settings,
+    load_settings,
+    save_settings,
+)
+from app.logs import REDACTOR, setup_logging
+
+log = logging.getLogger("llama_orch.main")
+
+FIRST_START_BANNER = (
+    "You're running the demo model (a tiny generated model that writes nonsense). "
+    "Add a real GGUF model: Pools → Set model…, or edit the config file."
+)
+
+
+# ---- the backend: config -> engines -> core -> API --------------------------------
+
+
+@dataclass
+class Backend:
+    """Everything ``serve`` and the GUI run: engines, core, API server, GPU poller."""
+
+    settings: Settings
+    orch: Any
+    api: Any
+    poller: Any
+    engines: list[Any] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Start the GPU poller, the engines and the API server. Raises on failure
+        (UnsafeBind, OSError for a port in use) after stopping what started."""
+        self.poller.start()
+        await self.orch.start()
+        try:
+            await self.api.start()
+        except BaseException:
+            await self.orch.shutdown(deadline_s=0)
+            self.poller.stop()
+            raise
+
+    async def stop(self, deadline_s: float = 10.0) -> None:
+        """Stop admitting, drain in-flight work until ``deadline_s``, close live
+        streams, stop the engines (no orphans) and the poller."""
+        await self.orch.shutdown(deadline_s=deadline_s)
+        await self.api.stop()
+        await asyncio.to_thread(self.poller.stop)
+
+
+def api_settings(settings: Settings) -> Any:
+    """Return the app.api ApiSettings for ``settings``."""
+    from app.api.settings import ApiSettings
+
+    host, port = settings.bind_host_port()
+    s = settings.server
+    return ApiSettings(
+        bind_host=host,
+        bind_port=port,
+        auth_token=settings.auth_token,
+        auth_optional=s.auth_optional,
+        trust_proxy_auth=s.trust_proxy_auth,
+        cancel_on_disconnect=s.cancel_on_disconnect,
+        sse_heartbeat_ms=s.sse_heartbeat_ms,
+        sse_microbatch_ms=s.sse_microbatch_ms,
+        cors_origins=tuple(s.cors_origins),
+    )
+
+
+def orchestrator_config(settings: Settings) -> Any:
+    """Return the core's OrchestratorConfig for ``settings``."""
+    from app.orchestrator.admission import FullPolicy
+    from app.orchestrator.service import OrchestratorConfig
+    from app.orchestrator.sessions import BudgetLimits
+
+    ses = settings.sessions
+    return OrchestratorConfig(
+        queue_capacity=settings.admission.queue_capacity,
+        full_policy=FullPolicy(settings.admission.full_policy),
+        channel_cap=settings.server.sse_channel_cap,
+        unopened_stream_timeout_s=float(settings.server.unopened_stream_timeout_s),
+        session_ttl_s=float(ses.ttl_s),
+        session_max_turns=ses.max_turns,
+        budgets=BudgetLimits(
+            tokens=ses.token_budget or None,
+            time_ms=ses.time_budget_ms or None,
+            cost=ses.cost_budget or None,
+            cost_per_1k_tokens=ses.cost_per_1k_tokens,
+        ),
+    )
+
+
+def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
+    """Return the EngineControl adapter for one ``[[pools]]`` entry."""
+    if pool.engine == "mock":
+        from app.engine_host.mock import MockEngine, MockSpec
+
+        return MockEngine(
+            MockSpec(
+                pool_id=pool.id,
+                model=pool.model or "mock",
+                ctx=pool.ctx,
+                slots=pool.slots,
+                device_mask=pool.device_mask,
+                tokens_per_s=pool.mock_tokens_per_s,
+                first_token_ms=pool.mock_first_token_ms,
+                fail_after_tokens=pool.mock_fail_after_tokens,
+                crash_after_tokens=pool.mock_crash_after_tokens,
+                hang_after_tokens=pool.mock_hang_after_tokens,
+                start_delay_ms=pool.mock_start_delay_ms,
+                decode_timeout_s=float(settings.engines.decode_timeout_s),
+                demo=pool.demo,
+            )
+        )
+    if pool.engine == "openai":
+        from app.engine_host.openai_remote import OpenAIEngine, OpenAISpec
+
+        REDACTOR.add(os.environ.get(pool.api_key_env) if pool.api_key_env else None)
+        return OpenAIEngine(
+            OpenAISpec(
+                pool_id=pool.id,
+                base_url=pool.base_url,
+                model=pool.model,
+                api_key_env=pool.api_key_env or None,
+                ctx=pool.ctx,
+                slots=pool.slots,
+                device_mask=pool.device_mask,
+                decode_timeout_s=float(settings.engines.decode_timeout_s),
+            )
+        )
+    from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
+
+    model = settings.model_path(pool)
+    binary = settings.engines.llama_server or None
+    return LlamaCppEngine(
+        LlamaCppSpec(
+            pool_id=pool.id,
+            model_ref=str(model) if model else None,
+            ctx=pool.ctx,
+            slots=pool.slots,
+            device_mask=pool.device_mask,
+            server_binary=str(settings.resolve_path(binary)) if binary else None,
+            demo=pool.demo,
+            startup_timeout_s=float(settings.engines.startup_timeout_s),
+            decode_timeout_s=float(settings.engines.decode_timeout_s),
+        ),
+        log_dir=log_dir,
+    )
+
+
+def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None = None) -> Backend:
+    """Wire engines, core and API server for ``settings`` (nothing started yet)."""
+    from app.api.server import ApiServer
+    from app.engine_host.gpu_poller import GpuPoller
+    from app.engine_host.nvml import NvmlInventory
+    from app.orchestrator.service import Orchestrator
+
+    loop = loop or asyncio.get_running_loop()
+    log_dir = settings.log_dir_path()
+    engines = [build_engine(settings, p, log_dir) for p in settings.pools]
+
+    def engine_pids() -> list[int]:
+        return [pid for e in engines if (pid := getattr(e, "engine_pid", None))]
+
+    poller = GpuPoller(NvmlInventory(engine_pids=engine_pids), dispatch=loop.call_soon_threadsafe)
+    orch = Orchestrator(engines, orchestrator_config(settings), gpu_probe=poller)
+    api = ApiServer(orch, api_settings(settings))
+    REDACTOR.add(settings.auth_token)
+    return Backend(settings=settings, orch=orch, api=api, poller=poller, engines=engines)
+
+
+# ---- configuration on first start ------------------------------------------------------
+
+
+def load_or_create_settings(path: Path, env: dict[str, str] | None = None) -> tuple[Settings, bool]:
+    """Load ``path``; when it does not exist, write the default config (one pool
+    per GPU found plus the demo pool) and return it with ``True``. Raises
+    ConfigError. Blocks (disk, NVML)."""
+    env = dict(os.environ) if env is None else env
+    if path.exists():
+        return load_settings(path, env), False
+    from app.engine_host.demo_model import default_demo_model_path, ensure_demo_model
+    from app.engine_host.nvml import NvmlInventory
+
+    inventory = NvmlInventory().read(with_processes=False)
+    demo = ensure_demo_model(default_demo_model_path())
+    defaults = default_settings([g.index for g in inventory.gpus], demo)
+    save_settings(defaults, path)
+    log.info("wrote the default config to %s", path)
+    return load_settings(path, env), True
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+
+def cmd_serve(config: Path, bind: str | None) -> int:
+    """Run the orchestrator headless until SIGTERM/SIGINT. Returns the exit code."""
+    try:
+        settings, _ = load_or_create_settings(config)
+        if bind:
+            settings = settings.with_bind(bind)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    setup_logging(settings.log_dir_path() / "llama-orch.log")
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    from app.api.settings import UnsafeBind
+
+    backend = build_backend(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await backend.start()
+    except UnsafeBind as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cannot serve: {exc}", file=sys.stderr)
+        await backend.stop(deadline_s=0)
+        return 1
+    print(f"llama-orch serving on {backend.api.url}", file=sys.stderr, flush=True)
+    await stop.wait()
+    print("shutting down: finishing in-flight tasks", file=sys.stderr, flush=True)
+    await backend.stop()
+    return 0
+
+
+def cmd_gui(config: Path) -> int:
+    """Open the desktop app. Returns the exit code."""
+    try:
+        settings, first = load_or_create_settings(config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    log_file = settings.log_dir_path() / "llama-orch.log"
+    setup_logging(log_file)
+    from app.gui_controls import GuiControls
+    from app.ui.app import run_gui
+
+    async def start() -> tuple[Any, Any, Callable[[], Awaitable[None]]]:
+        backend = build_backend(settings)
+        await backend.start()
+        controls = GuiControls(backend, config, log_file, api_settings)
+        return backend.orch, controls, backend.stop
+
+    return run_gui(start, banner=FIRST_START_BANNER if first else _demo_banner(settings))
+
+
+def _demo_banner(settings: Settings) -> str | None:
+    only_demo = all(p.demo or not p.model for p in settings.pools)
+    return FIRST_START_BANNER if only_demo else None
+
+
+def cmd_gpus(as_json: bool) -> int:
+    """Print the NVML inventory (or the no-GPU hint). Returns 0."""
+    from app.engine_host.nvml import NvmlInventory, format_inventory, inventory_to_json
+
+    inv = NvmlInventory().read()
+    if as_json:
+        print(json.dumps(inventory_to_json(inv), indent=2))
+    else:
+        print(format_inventory(inv))
+    return 0
+
+
+def cmd_demo_model(path: str) -> int:
+    """Write the generated demo GGUF model to ``path``. Returns 0, or 1 on an OS error."""
+    from app.engine_host.demo_model import write_demo_model
+
+    try:
+        out = write_demo_model(Path(path))
+    except OSError as exc:
+        print(f"cannot write the demo model to {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")
+    return 0
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Return the parsed command line (``gui`` when no command is given)."""
+    p = argparse.ArgumentParser(
+        prog="llama-orch", description="A home-lab LLM orchestrator with GPU-aware placement."
+    )
+    sub = p.add_subparsers(dest="command")
+    for name in ("gui", "serve"):
+        what = "desktop app" if name == "gui" else "headless server"
+        sp = sub.add_parser(name, help=f"run the {what}")
+        sp.add_argument("--config", type=Path, default=None, help="config file (TOML)")
+        if name == "serve":
+            sp.add_argument("--bind", default=None, help="HOST:PORT to serve on")
+    gp = sub.add_parser("gpus", help="print the NVML GPU inventory")
+    gp.add_argument("--json", action="store_true")
+    dm = sub.add_parser("demo-model", help="write the small generated GGUF model")
+    dm.add_argument("path")
+    cc = sub.add_parser("check-config", help="validate a config file (exit 2 on problems)")
+    cc.add_argument("path")
+    p.add_argument("--config", type=Path, default=None, help="config file (TOML)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``llama-orch`` console script. Returns the exit code."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    command = args.command or "gui"
+    config = getattr(args, "config", None) or default_config_path()
+    if command == "serve":
+        return cmd_serve(config, args.bind)
+    if command == "gpus":
+        return cmd_gpus(args.json)
+    if command == "demo-model":
+        return cmd_demo_model(args.path)
+    if command == "check-config":
+        return check_config_main(args.path)
+    return cmd_gui(config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

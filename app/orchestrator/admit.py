@@ -1,0 +1,238 @@
+"""The admission path: guardrails, placement and enqueueing of a new task.
+
+``Admitter.submit`` checks the request against the session budgets and the
+pools' context sizes, asks the pure placement policy for a pool, offers the
+task to that pool's queues, registers its record and lets the dispatcher take
+it. Deciding stays in the pure modules (admission, placement, sessions). All
+methods must be called on the orchestrator's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from app.orchestrator import pools as poolmod
+from app.orchestrator.admission import (
+    Admitted,
+    QueuedItem,
+    check_ctx,
+    estimate_prompt_tokens,
+    retry_after_ms,
+)
+from app.orchestrator.contracts import AdmissionResponse, ErrorCode, TaskRequest, Workload
+from app.orchestrator.dispatch import Dispatcher
+from app.orchestrator.errors import Conflict, InvalidParams, OrchError, QueueFull, ShuttingDown
+from app.orchestrator.events import EventChannel
+from app.orchestrator.helpers import log_task, matches, predict_start_ms, prompt_chars
+from app.orchestrator.placement import JobSpec, PlacementDecision, PlacementInput, decide
+from app.orchestrator.pools import PoolRuntime
+from app.orchestrator.state import CoreState
+from app.orchestrator.tasks import TaskRecord
+
+
+class Admitter:
+    """Admits tasks into the shared ``CoreState`` and hands them to ``dispatcher``."""
+
+    def __init__(self, state: CoreState, dispatcher: Dispatcher) -> None:
+        self._st = state
+        self._dispatcher = dispatcher
+
+    def submit(
+        self, req: TaskRequest, *, identity: str, correlation_id: str | None, api: str
+    ) -> AdmissionResponse:
+        """Admit ``req`` into a pool's queue. Never blocks.
+
+        Returns the AdmissionResponse. Raises InvalidParams, Conflict (duplicate
+        task_id), OrchError ADMISSION_REJECT (guardrail, 400), POOL_UNAVAILABLE /
+        POOL_UNREADY (503), QueueFull (429) or ShuttingDown (503).
+        """
+        st = self._st
+        if st.closing:
+            raise ShuttingDown()
+        if req.workload is not Workload.COMPLETION:
+            raise InvalidParams(f"workload '{req.workload}' is not served yet; use 'completion'")
+        task_id = str(req.task_id)
+        if task_id in st.live or task_id in st.done:
+            raise Conflict(f"task_id {task_id} already exists; omit task_id to get a new one")
+        now = st.clock.monotonic()
+        tokens_in = estimate_prompt_tokens(prompt_chars(req))
+        self._check_session(req, now)
+        pool, decision = self._place(req, tokens_in, task_id)
+        queued = self._enqueue(pool, req, task_id, now)
+        rec = self._new_record(
+            req,
+            task_id=task_id,
+            pool=pool,
+            decision=decision,
+            identity=identity,
+            correlation_id=correlation_id,
+            tokens_in=tokens_in,
+        )
+        rec.api = api
+        rec.queue_position_at_admission = queued.position
+        rec.predicted_start_ms = predict_start_ms(pool, queued.position)
+        self._register(rec)
+        if queued.dropped is not None:
+            self._dispatcher.evict(queued.dropped.task_id)
+        self._dispatcher.pump(pool)
+        return AdmissionResponse(
+            task_id=req.task_id,
+            queue_position=queued.position,
+            predicted_start_ms=rec.predicted_start_ms,
+            backoff_ms=0,
+            pool_id=pool.pool_id,
+            session_id=req.session_id,
+        )
+
+    def _check_session(self, req: TaskRequest, now: float) -> None:
+        if req.session_id is None:
+            return
+        expected = req.expected_tokens or req.max_tokens
+        self._st.sessions.touch(req.session_id, now)
+        refusal = self._st.sessions.check(req.session_id, expected, now)
+        if refusal is not None:
+            self._reject("session_" + refusal.limit, "any")
+            raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
+
+    def _place(
+        self, req: TaskRequest, tokens_in: int, task_id: str
+    ) -> tuple[PoolRuntime, PlacementDecision]:
+        st = self._st
+        required = tokens_in + req.max_tokens
+        self._check_ctx(req, tokens_in)
+        session_pool = None
+        if req.session_id is not None:
+            sess = st.sessions.get(req.session_id, st.clock.monotonic())
+            session_pool = sess.last_pool_id if sess else None
+        gpu = st.gpu_probe.snapshot()
+        inp = PlacementInput(
+            pools=tuple(poolmod.snapshot(p, gpu) for p in st.pools.values()),
+            job=JobSpec(
+                priority=req.priority,
+                engine=req.engine,
+                model_ref=req.model_ref,
+                required_ctx=max(required, req.ctx or 0),
+                expected_tokens=req.expected_tokens or req.max_tokens,
+                est_kv_bytes=0,
+                session_pool_id=session_pool,
+                overrides=req.placement,
+            ),
+        )
+        decision = decide(inp)
+        record = st.decisions.add(st.clock.time(), task_id, req, decision.log)
+        self._record_decision_metrics(decision)
+        st.notify("decision", record)
+        if decision.pool_id is None:
+            self._refuse_no_capacity(req, decision)
+        return st.pools[decision.pool_id], decision  # type: ignore[index]
+
+    def _check_ctx(self, req: TaskRequest, tokens_in: int) -> None:
+        matching = [
+            p.engine.descriptor
+            for p in self._st.pools.values()
+            if matches(p.engine.descriptor.model, p.pool_id, p.engine.descriptor.engine, req)
+        ]
+        if not matching:
+            return
+        best = max(matching, key=lambda d: d.ctx)
+        refusal = check_ctx(tokens_in, req.max_tokens, best.ctx, best.pool_id)
+        if refusal is not None:
+            self._reject("ctx", best.engine)
+            raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
+
+    def _refuse_no_capacity(self, req: TaskRequest, decision: PlacementDecision) -> None:
+        reason = decision.log.no_capacity_reason or "no_feasible_pool"
+        code = ErrorCode.POOL_UNREADY if decision.only_unready else ErrorCode.POOL_UNAVAILABLE
+        self._reject(reason, req.engine or "any")
+        detail = decision.log.summary or reason
+        hint = (
+            "the pool is still loading; retry shortly"
+            if decision.only_unready
+            else "check GET /v1/pools and the placement overrides"
+        )
+        raise OrchError(
+            code,
+            f"no pool can take this task ({reason}): {detail}; {hint}",
+            status=503,
+            retriable=decision.only_unready,
+            retry_after_ms=2000 if decision.only_unready else None,
+        )
+
+    def _enqueue(self, pool: PoolRuntime, req: TaskRequest, task_id: str, now: float) -> Admitted:
+        result = pool.queues.offer(QueuedItem(task_id, req.priority, now))
+        engine = pool.engine.descriptor.engine
+        backpressure = self._st.metrics.admission_backpressure_events
+        if isinstance(result, Admitted):
+            if result.dropped is not None:
+                backpressure.labels(engine, "drop-lru").inc()
+            return result
+        backpressure.labels(engine, result.policy_label).inc()
+        self._reject("queue_full", engine)
+        ahead = pool.queues.depth(req.priority)
+        raise QueueFull(
+            result.message,
+            pool_id=pool.pool_id,
+            engine=engine,
+            retry_after_ms=retry_after_ms(
+                ahead, pool.engine.descriptor.slots, pool.perf.service_ms
+            ),
+            policy_label=result.policy_label,
+        )
+
+    def _reject(self, reason: str, engine: str) -> None:
+        self._st.counters["rejected"] += 1
+        self._st.metrics.tasks_rejected.labels(reason, engine).inc()
+
+    def _new_record(
+        self,
+        req: TaskRequest,
+        *,
+        task_id: str,
+        pool: PoolRuntime,
+        decision: PlacementDecision,
+        identity: str,
+        correlation_id: str | None,
+        tokens_in: int,
+    ) -> TaskRecord:
+        st = self._st
+        return TaskRecord(
+            task_id=task_id,
+            request=req,
+            pool_id=pool.pool_id,
+            engine=pool.engine.descriptor.engine,
+            engine_version=pool.engine.descriptor.engine_version,
+            identity=identity,
+            correlation_id=correlation_id or str(uuid.uuid4()),
+            channel=EventChannel(st.config.channel_cap),
+            created_at=st.clock.time(),
+            created_mono=st.clock.monotonic(),
+            tokens_in=tokens_in,
+            decision_summary=decision.log.summary,
+        )
+
+    def _register(self, rec: TaskRecord) -> None:
+        st = self._st
+        st.live[rec.task_id] = rec
+        st.counters["enqueued"] += 1
+        st.metrics.tasks_enqueued.inc()
+        st.metrics.tokens_in.inc(rec.tokens_in)
+        st.update_queue_gauge(st.pools[rec.pool_id])
+        rec.unopened_timer = asyncio.get_running_loop().call_later(
+            st.config.unopened_stream_timeout_s, self._dispatcher.cancel_unopened, rec.task_id
+        )
+        log_task(
+            rec,
+            "admitted",
+            f"admitted to {rec.pool_id} at position "
+            f"{rec.queue_position_at_admission}; {rec.decision_summary}",
+        )
+        st.notify_task(rec)
+
+    def _record_decision_metrics(self, decision: PlacementDecision) -> None:
+        lg = decision.log
+        outcome = "selected" if decision.pool_id else "no_capacity"
+        self._st.metrics.placement_decisions.labels(
+            outcome, str(lg.pinned).lower(), str(lg.fallback_used).lower()
+        ).inc()
+        self._st.metrics.placement_candidates_considered.observe(lg.candidates_considered)

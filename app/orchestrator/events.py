@@ -1,0 +1,124 @@
+"""Per-task event channel: bounded, with race-free cancel and one terminal event.
+
+The hot path builds plain ``TaskEvent`` tuples; rendering to SSE bytes happens
+in the API layer with ``json.dumps``. ``token`` events are never dropped (the
+producer waits for room); ``metrics`` events are dropped when the channel is
+full; exactly one terminal event (``end`` or ``error``) is ever delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, NamedTuple
+
+STARTED = "started"
+TOKEN = "token"
+METRICS = "metrics"
+END = "end"
+ERROR = "error"
+TERMINAL_KINDS = frozenset({END, ERROR})
+
+
+class TaskEvent(NamedTuple):
+    """One event of a task's stream: its SSE ``event:`` name and JSON payload."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+class EventChannel:
+    """A bounded single-producer, single-consumer queue of TaskEvents.
+
+    Owned by one task's runner (producer) and read by at most one stream
+    reader. ``close`` appends the terminal event even when the channel is full
+    and turns every later ``put``/``offer`` into a no-op.
+    """
+
+    __slots__ = ("_cap", "_closed", "_items", "_readable", "_writable")
+
+    def __init__(self, cap: int) -> None:
+        self._cap = max(1, cap)
+        self._items: deque[TaskEvent] = deque()
+        self._closed = False
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    @property
+    def closed(self) -> bool:
+        """Return True once the terminal event was appended."""
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, event: TaskEvent) -> bool:
+        """Append a must-deliver event, waiting while the channel is full.
+
+        Returns False (and drops the event) when the channel is or becomes
+        closed. Blocks (awaits) only while the reader lags by ``cap`` events.
+        """
+        while len(self._items) >= self._cap and not self._closed:
+            self._writable.clear()
+            await self._writable.wait()
+        return self.offer_unbounded(event)
+
+    def offer(self, event: TaskEvent) -> bool:
+        """Append a droppable event; returns False when full or closed. Never blocks."""
+        if len(self._items) >= self._cap:
+            return False
+        return self.offer_unbounded(event)
+
+    def offer_unbounded(self, event: TaskEvent) -> bool:
+        """Append ignoring the cap (used for ``started``); False when closed."""
+        if self._closed:
+            return False
+        self._items.append(event)
+        self._readable.set()
+        return True
+
+    def close(self, terminal: TaskEvent) -> bool:
+        """Append ``terminal`` and close. Returns False if already closed."""
+        if self._closed:
+            return False
+        self._items.append(terminal)
+        self._closed = True
+        self._readable.set()
+        self._writable.set()
+        return True
+
+    def cancel(self, terminal: TaskEvent) -> bool:
+        """Discard undelivered ``token``/``metrics`` events, then ``close``.
+
+        After this returns, the reader sees no further token: only what was
+        already read, any pending ``started``, and ``terminal``. Returns False
+        if the channel was already closed.
+        """
+        if self._closed:
+            return False
+        kept = [e for e in self._items if e.kind not in (TOKEN, METRICS)]
+        self._items.clear()
+        self._items.extend(kept)
+        return self.close(terminal)
+
+    async def get(self) -> TaskEvent | None:
+        """Return the next event, waiting for one; None after the terminal event."""
+        while not self._items:
+            if self._closed:
+                return None
+            self._readable.clear()
+            await self._readable.wait()
+        event = self._items.popleft()
+        if len(self._items) < self._cap:
+            self._writable.set()
+        return event
+
+    def get_nowait(self) -> TaskEvent | None:
+        """Return the next event if one is buffered, else None. Never blocks."""
+        if not self._items:
+            return None
+        event = self._items.popleft()
+        if len(self._items) < self._cap:
+            self._writable.set()
+        return event

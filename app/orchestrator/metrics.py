@@ -1,0 +1,74 @@
+"""The metric names and labels of the contract (prometheus-client collectors).
+
+Each Orchestrator owns one ``OrchMetrics`` with its own registry, so several
+orchestrators (tests, reloads) never collide. Labels come only from bounded
+sets (pool ids, engines, priorities, reasons) and never from task ids. The
+per-token path does not touch these: counts are added once per task.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+
+
+class OrchMetrics:
+    """The collectors of one orchestrator, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.tasks_enqueued = Counter("tasks_enqueued", "Tasks admitted to a queue.", registry=r)
+        self.tasks_started = Counter("tasks_started", "Tasks dispatched to an engine.", registry=r)
+        self.tasks_canceled = Counter("tasks_canceled", "Tasks canceled.", registry=r)
+        self.tasks_rejected = Counter(
+            "tasks_rejected", "Tasks refused.", ["reason", "engine"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "queue_depth",
+            "Tasks waiting per pool and priority.",
+            ["engine", "engine_version", "pool_id", "priority"],
+            registry=r,
+        )
+        self.tokens_in = Counter("tokens_in", "Prompt tokens accepted.", registry=r)
+        self.tokens_out = Counter("tokens_out", "Tokens streamed to clients.", registry=r)
+        self.gpu_utilization = Gauge(
+            "gpu_utilization", "GPU utilization (0-100).", ["device"], registry=r
+        )
+        self.vram_used_bytes = Gauge("vram_used_bytes", "VRAM in use.", ["device"], registry=r)
+        self.kv_cache_usage_ratio = Gauge(
+            "kv_cache_usage_ratio", "Busy slots / slots per pool.", ["pool_id"], registry=r
+        )
+        self.latency_first_token_ms = Histogram(
+            "latency_first_token_ms",
+            "Time from dispatch to first token (ms).",
+            ["pool_id"],
+            buckets=_LATENCY_BUCKETS_MS,
+            registry=r,
+        )
+        self.latency_decode_ms = Histogram(
+            "latency_decode_ms",
+            "Decode time of a task (ms).",
+            ["pool_id"],
+            buckets=_LATENCY_BUCKETS_MS,
+            registry=r,
+        )
+        self.admission_backpressure_events = Counter(
+            "admission_backpressure_events",
+            "Queue-full refusals and evictions.",
+            ["engine", "policy"],
+            registry=r,
+        )
+        self.placement_decisions = Counter(
+            "placement_decisions",
+            "Placement decisions.",
+            ["outcome", "pinned", "fallback"],
+            registry=r,
+        )
+        self.placement_candidates_considered = Histogram(
+            "placement_candidates_considered",
+            "Pools considered per placement decision.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )

@@ -1,0 +1,117 @@
+"""The record of one task: its request, lifecycle, channel and timings."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from app.orchestrator.contracts import (
+    ErrorCode,
+    ErrorPayload,
+    FinishReason,
+    TaskRequest,
+    TaskView,
+)
+from app.orchestrator.events import END, ERROR, EventChannel, TaskEvent
+from app.orchestrator.lifecycle import Lifecycle, TaskState
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """One task. Its runner (one asyncio task) is the only writer once dispatched."""
+
+    task_id: str
+    request: TaskRequest
+    pool_id: str
+    engine: str
+    engine_version: str
+    identity: str
+    correlation_id: str
+    channel: EventChannel
+    created_at: float  # epoch seconds, for display
+    created_mono: float
+    tokens_in: int
+    decision_summary: str = ""
+    api: str = "orchqueue"
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    queue_position_at_admission: int = 0
+    predicted_start_ms: int = 0
+    dispatched_mono: float | None = None
+    first_token_mono: float | None = None
+    finished_mono: float | None = None
+    tokens_out: int = 0
+    finish_reason: FinishReason | None = None
+    error: ErrorPayload | None = None
+    runner: asyncio.Task[None] | None = None
+    reader_attached: bool = False
+    unopened_timer: asyncio.TimerHandle | None = None
+    kv_warm: bool = False
+
+    @property
+    def state(self) -> TaskState:
+        return self.lifecycle.state
+
+    def end_event(self, reason: FinishReason, now: float) -> TaskEvent:
+        """Return the ``end`` event, stamping ``now`` as the finish time if unset."""
+        if self.finished_mono is None:
+            self.finished_mono = now
+        decode_ms = self.decode_time_ms() or 0
+        return TaskEvent(
+            END,
+            {
+                "tokens_out": self.tokens_out,
+                "decode_time_ms": decode_ms,
+                "decode_ms": decode_ms,
+                "finish_reason": reason.value,
+            },
+        )
+
+    def error_event(self, code: ErrorCode, message: str, *, retriable: bool) -> TaskEvent:
+        """Record ``error`` on the task and return its ``error`` event."""
+        self.error = ErrorPayload(
+            code=code,
+            message=message,
+            engine=self.engine,
+            pool_id=self.pool_id,
+            retriable=retriable,
+            retry_after_ms=1000 if retriable else None,
+        )
+        return TaskEvent(ERROR, self.error.model_dump(mode="json"))
+
+    def decode_time_ms(self) -> int | None:
+        """Return ms from first token to finish (or now-less: None while unknown)."""
+        if self.first_token_mono is None or self.finished_mono is None:
+            return None
+        return int((self.finished_mono - self.first_token_mono) * 1000)
+
+    def ttft_ms(self) -> int | None:
+        """Return ms from dispatch to the first token, None before it."""
+        if self.first_token_mono is None or self.dispatched_mono is None:
+            return None
+        return int((self.first_token_mono - self.dispatched_mono) * 1000)
+
+    def view(self, queue_position: int | None) -> TaskView:
+        """Return the public view of the task."""
+        queued_ms = None
+        if self.dispatched_mono is not None:
+            queued_ms = int((self.dispatched_mono - self.created_mono) * 1000)
+        return TaskView(
+            task_id=self.task_id,
+            state=self.state.value,
+            priority=self.request.priority,
+            pool_id=self.pool_id,
+            session_id=self.request.session_id,
+            identity=self.identity,
+            correlation_id=self.correlation_id,
+            created_at=self.created_at,
+            queue_position=queue_position,
+            queued_ms=queued_ms,
+            ttft_ms=self.ttft_ms(),
+            decode_time_ms=self.decode_time_ms(),
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            finish_reason=self.finish_reason,
+            error=self.error,
+            decision_summary=self.decision_summary,
+            api=self.api,
+        )

@@ -1,0 +1,354 @@
+"""The placement decisions view: why each task went where it went.
+
+A bounded table of recent decisions (newest on top), an outcome filter, and a
+detail pane listing every candidate pool of the selected decision with its
+outcome and the filter or tie-breaker behind it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelection,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.orchestrator.contracts import CandidateRecord, DecisionRecord
+from app.ui.bridge import OrchestratorBridge
+
+MAX_ROWS = 500
+_Index = QModelIndex | QPersistentModelIndex
+
+# Accent colours that read on light and dark palettes.
+OUTCOME_COLOURS = {
+    "selected": QColor("#2e9d4f"),
+    "outranked": QColor("#c98a1b"),
+    "filtered": QColor("#d04848"),
+    "no capacity": QColor("#d04848"),
+}
+
+OUTCOME_FILTERS = (
+    ("All decisions", "all"),
+    ("Selected a pool", "selected"),
+    ("No capacity", "no_capacity"),
+)
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def outcome_text(record: DecisionRecord) -> str:
+    """Return the selected pool id, or ``"no capacity: <reason>"``."""
+    if record.selected_pool_id is not None:
+        return record.selected_pool_id
+    return f"no capacity: {record.no_capacity_reason or 'no_feasible_pool'}"
+
+
+def candidate_rule(candidate: CandidateRecord) -> str:
+    """Return the filter (filtered) or tie-breaker (outranked) that decided a candidate."""
+    if candidate.filter:
+        return candidate.filter
+    if candidate.outcome == "outranked":
+        return candidate.reason.partition(":")[0].removeprefix("lost on ").strip()
+    return ""
+
+
+class DecisionTableModel(QAbstractTableModel):
+    """Recent decisions, newest first, at most ``capacity`` rows."""
+
+    HEADERS = ("Time", "Task", "Priority", "Mode", "Outcome", "Candidates", "Pinned", "Fallback")
+
+    def __init__(self, capacity: int = MAX_ROWS, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._capacity = max(1, capacity)
+        self._rows: list[DecisionRecord] = []
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.HEADERS[section]
+        return None
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        record = self._rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._cell(record, index.column())
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"task {record.task_id}\n{record.summary}"
+        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 4:
+            key = "selected" if record.selected_pool_id else "no capacity"
+            return OUTCOME_COLOURS[key]
+        return None
+
+    @staticmethod
+    def _cell(record: DecisionRecord, column: int) -> str:
+        values = (
+            _clock(record.at),
+            record.task_id[:8],
+            str(record.priority),
+            str(record.mode),
+            outcome_text(record),
+            str(record.candidates_considered),
+            _yes_no(record.pinned),
+            _yes_no(record.fallback_used),
+        )
+        return values[column]
+
+    def record(self, row: int) -> DecisionRecord:
+        """Return the decision shown in ``row``; raises IndexError."""
+        return self._rows[row]
+
+    def row_of(self, task_id: str) -> int | None:
+        """Return the row of the newest decision for ``task_id``, or None."""
+        return next((i for i, r in enumerate(self._rows) if r.task_id == task_id), None)
+
+    def reset(self, records: list[DecisionRecord]) -> None:
+        """Replace every row with ``records`` (newest first), keeping the bound."""
+        self.beginResetModel()
+        self._rows = list(records[: self._capacity])
+        self.endResetModel()
+
+    def add(self, record: DecisionRecord) -> None:
+        """Insert ``record`` on top and drop the oldest row beyond the bound."""
+        self.beginInsertRows(QModelIndex(), 0, 0)
+        self._rows.insert(0, record)
+        self.endInsertRows()
+        if len(self._rows) > self._capacity:
+            last = len(self._rows) - 1
+            self.beginRemoveRows(QModelIndex(), self._capacity, last)
+            del self._rows[self._capacity :]
+            self.endRemoveRows()
+
+
+class OutcomeFilter(QSortFilterProxyModel):
+    """Keeps all decisions, only those that selected a pool, or only refusals."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._mode = "all"
+
+    def set_mode(self, mode: str) -> None:
+        """Show ``"all"``, ``"selected"`` or ``"no_capacity"`` decisions."""
+        if hasattr(self, "beginFilterChange"):  # Qt >= 6.10
+            self.beginFilterChange()
+            self._mode = mode
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self._mode = mode
+            self.invalidateFilter()
+
+    def filterAcceptsRow(self, row: int, parent: _Index) -> bool:
+        if self._mode == "all":
+            return True
+        source = self.sourceModel()
+        assert isinstance(source, DecisionTableModel)
+        selected = source.record(row).selected_pool_id is not None
+        return selected if self._mode == "selected" else not selected
+
+
+class CandidateTableModel(QAbstractTableModel):
+    """The candidate pools of one decision."""
+
+    HEADERS = ("Pool", "Outcome", "Filter / tie-breaker", "Reason", "Predicted end")
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._rows: list[CandidateRecord] = []
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.HEADERS[section]
+        return None
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        cand = self._rows[index.row()]
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            return self.cell(index.row(), index.column())
+        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 1:
+            return OUTCOME_COLOURS.get(cand.outcome)
+        return None
+
+    def cell(self, row: int, column: int) -> str:
+        """Return the text shown at ``(row, column)``; raises IndexError."""
+        cand = self._rows[row]
+        end = "" if cand.predicted_end_ms is None else f"{cand.predicted_end_ms:.0f} ms"
+        return (cand.pool_id, cand.outcome, candidate_rule(cand), cand.reason, end)[column]
+
+    def set_candidates(self, candidates: list[CandidateRecord]) -> None:
+        """Show ``candidates`` (selected first, then outranked, then filtered)."""
+        order = {"selected": 0, "outranked": 1, "filtered": 2}
+        self.beginResetModel()
+        self._rows = sorted(candidates, key=lambda c: order.get(c.outcome, 3))
+        self.endResetModel()
+
+
+class DecisionsView(QWidget):
+    """Recent placement decisions with a per-candidate explanation."""
+
+    def __init__(self, bridge: OrchestratorBridge, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.model = DecisionTableModel(MAX_ROWS, self)
+        self.proxy = OutcomeFilter(self)
+        self.proxy.setSourceModel(self.model)
+        self.candidates = CandidateTableModel(self)
+        self._build()
+        self.model.reset(bridge.decisions(MAX_ROWS))
+        bridge.decisionMade.connect(self.model.add)
+
+    # ---- layout --------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.filter_box = QComboBox(self)
+        for text, mode in OUTCOME_FILTERS:
+            self.filter_box.addItem(text, mode)
+        self.filter_box.setAccessibleName("Decision outcome filter")
+        self.filter_box.currentIndexChanged.connect(self._on_filter)
+        label = QLabel("&Outcome:", self)
+        label.setBuddy(self.filter_box)
+        bar = QHBoxLayout()
+        bar.addWidget(label)
+        bar.addWidget(self.filter_box)
+        bar.addStretch(1)
+        self.table = self._table(self.proxy, "Placement decisions")
+        self.table.selectionModel().selectionChanged.connect(self._on_selection)
+        self.detail_title = QLabel("Select a decision to see every candidate and why.", self)
+        self.detail_title.setWordWrap(True)
+        self.detail_title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.detail_table = self._table(self.candidates, "Candidates of the selected decision")
+        splitter = QSplitter(Qt.Orientation.Vertical, self)
+        splitter.addWidget(self.table)
+        splitter.addWidget(self._detail_pane())
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(splitter, 1)
+        self.setTabOrder(self.filter_box, self.table)
+        self.setTabOrder(self.table, self.detail_table)
+
+    def _detail_pane(self) -> QWidget:
+        pane = QWidget(self)
+        box = QVBoxLayout(pane)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(self.detail_title)
+        box.addWidget(self.detail_table, 1)
+        return pane
+
+    def _table(self, model: QAbstractTableModel | QSortFilterProxyModel, name: str) -> QTableView:
+        table = QTableView(self)
+        table.setModel(model)
+        table.setAccessibleName(name)
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.setAlternatingRowColors(True)
+        table.verticalHeader().setVisible(False)
+        header = table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        return table
+
+    # ---- behaviour -----------------------------------------------------------------
+
+    def set_outcome_filter(self, mode: str) -> None:
+        """Show ``"all"``, ``"selected"`` or ``"no_capacity"`` decisions."""
+        index = self.filter_box.findData(mode)
+        if index < 0:
+            raise ValueError(f"unknown outcome filter {mode!r}; use all, selected or no_capacity")
+        self.filter_box.setCurrentIndex(index)
+
+    def visible_task_ids(self) -> list[str]:
+        """Return the task ids of the rows the filter shows, top to bottom."""
+        rows = (
+            self.proxy.mapToSource(self.proxy.index(r, 0)).row()
+            for r in range(self.proxy.rowCount())
+        )
+        return [self.model.record(r).task_id for r in rows]
+
+    def select_task(self, task_id: str) -> bool:
+        """Select the newest visible decision of ``task_id``; returns False when not shown."""
+        row = self.model.row_of(task_id)
+        if row is None:
+            return False
+        index = self.proxy.mapFromSource(self.model.index(row, 0))
+        if not index.isValid():
+            return False
+        self.table.selectRow(index.row())
+        self.table.scrollTo(index)
+        return True
+
+    def selected_record(self) -> DecisionRecord | None:
+        """Return the decision selected in the table, or None."""
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return self.model.record(self.proxy.mapToSource(rows[0]).row())
+
+    def _on_filter(self, _index: int) -> None:
+        self.proxy.set_mode(str(self.filter_box.currentData()))
+
+    def _on_selection(self, _selected: QItemSelection, _deselected: QItemSelection) -> None:
+        self.show_detail(self.selected_record())
+
+    def show_detail(self, record: DecisionRecord | None) -> None:
+        """Fill the detail pane with ``record``'s candidates (clears it for None)."""
+        if record is None:
+            self.detail_title.setText("Select a decision to see every candidate and why.")
+            self.candidates.set_candidates([])
+            return
+        self.detail_title.setText(detail_text(record))
+        self.candidates.set_candidates(list(record.candidates))
+
+
+def detail_text(record: DecisionRecord) -> str:
+    """Return the heading of the detail pane: task, outcome, summary, rules applied."""
+    filters = ", ".join(record.filters_applied) or "none"
+    ties = ", ".join(record.tie_breakers_applied) or "none"
+    return (
+        f"Task {record.task_id} ({record.priority}, {record.mode}) at {_clock(record.at)}: "
+        f"{outcome_text(record)}\n{record.summary}\n"
+        f"Filters applied: {filters}. Tie-breakers applied: {ties}."
+    )

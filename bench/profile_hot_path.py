@@ -1,0 +1,258 @@
+"""Profile the orchestrator's per-token path (engine chunk -> SSE frame) under 64 streams.
+
+Starts a paced engine and ``llama-orch serve`` in front of it, warms up, then
+samples the orchestrator only while 64 concurrent OrchQueue streams run:
+with py-spy (``py-spy record --format raw``, CPU samples, idle excluded) when
+it is installed, else with cProfile on a CPU-time clock switched on and off
+by SIGUSR1 / SIGUSR2. Prints the functions with the most own CPU and the
+share of each layer; the full listing goes to ``bench/out/profile.txt``.
+
+Run ``python -m bench.profile_hot_path [--streams 64] [--tokens 200] [--cprofile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import client, procs, scenarios
+from bench.stats import summarize
+
+OUT = Path(__file__).resolve().parent / "out"
+LAYERS = (
+    ("app/api/", "app.api (HTTP, SSE writer)"),
+    ("app/orchestrator/", "app.orchestrator (core)"),
+    ("app/engine_host/", "app.engine_host (engine client)"),
+    ("aiohttp/", "aiohttp"),
+    ("asyncio/", "asyncio"),
+    ("json/", "json"),
+    ("logging/", "logging"),
+)
+
+
+def py_spy() -> str | None:
+    """Return the py-spy executable next to this Python or on PATH, or None."""
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+# ---- the samplers -----------------------------------------------------------------
+
+
+class PySpySampler:
+    """``py-spy record`` attached to a running process, stopped with SIGINT."""
+
+    def __init__(self, exe: str, pid: int, out: Path) -> None:
+        self._cmd = [exe, "record", "-p", str(pid), "-r", "250", "-f", "raw", "-o", str(out)]
+        self._cmd.append("--nonblocking")
+        self._out = out
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start sampling (returns at once)."""
+        self._proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+
+    def stop(self) -> str:
+        """Stop sampling; returns the summary of the samples."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGINT)
+        self._proc.wait(timeout=30)
+        return summarize_collapsed(self._out.read_text())
+
+
+class CProfileSampler:
+    """cProfile inside the orchestrator (see ``serve_profiled``), toggled by signals."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self._pid = pid
+        self._out = out
+
+    def start(self) -> None:
+        """Switch the profiler on."""
+        os.kill(self._pid, signal.SIGUSR1)
+
+    def stop(self) -> str:
+        """Switch it off, wait for the dump; returns its summary."""
+        os.kill(self._pid, signal.SIGUSR2)
+        for _ in range(100):
+            if self._out.exists():
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        return summarize_pstats(self._out)
+
+
+def serve_profiled(config: str, out: str) -> int:
+    """Run ``llama-orch serve`` with a CPU-time cProfile toggled by SIGUSR1/SIGUSR2."""
+    prof = cProfile.Profile(time.process_time)
+
+    def stop(*_: Any) -> None:
+        prof.disable()
+        prof.dump_stats(out)
+
+    signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
+    signal.signal(signal.SIGUSR2, stop)
+    from app.main import main as app_main
+
+    return app_main(["serve", "--config", config])
+
+
+# ---- summaries ----------------------------------------------------------------------
+
+
+def _layer(frame: str) -> str:
+    for marker, name in LAYERS:
+        if marker in frame:
+            return name
+    return "other (event loop, sockets, builtins)"
+
+
+def _strip_line(frame: str) -> str:
+    """``f (path/x.py:12)`` -> ``f (parent/x.py)``."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({Path(path).parent.name}/{Path(path).name})"
+
+
+def summarize_collapsed(text: str, top: int = 30) -> str:
+    """Return own-time and per-layer shares of py-spy raw (collapsed) stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
+    total = 0
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_strip_line(f) for f in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        layers[_layer(stack.split(";")[-1])] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    lines = [f"{total} CPU samples", "", "own CPU by layer (the frame that was running):"]
+    lines += [f"{n / total * 100:6.1f} %  {name}" for name, n in layers.most_common()]
+    lines += ["", "functions with the most own CPU:"]
+    lines += [f"{n / total * 100:6.1f} %  {name}" for name, n in own.most_common(top)]
+    lines += ["", "functions with the most inclusive CPU:"]
+    lines += [f"{n / total * 100:6.1f} %  {name}" for name, n in inclusive.most_common(top + 20)]
+    return "\n".join(lines)
+
+
+def summarize_pstats(path: Path, top: int = 30) -> str:
+    """Return own-time shares and per-layer shares of a cProfile dump."""
+    raw: dict[Any, Any] = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    total = sum(row[2] for row in raw.values()) or 1.0
+    layers: Counter[str] = Counter()
+    for (file, _line, _name), row in raw.items():
+        layers[_layer(file)] += row[2]
+    lines = [f"{total:.2f} CPU s profiled", "", "own CPU by layer:"]
+    lines += [f"{v / total * 100:6.1f} %  {k}" for k, v in layers.most_common()]
+    lines += ["", "functions with the most own CPU:"]
+    ranked = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    for (file, line, name), row in ranked:
+        lines.append(f"{row[2] / total * 100:6.1f} %  {row[1]:8d} calls  {name} ({file}:{line})")
+    return "\n".join(lines)
+
+
+# ---- the run -------------------------------------------------------------------------
+
+
+def start_orchestrator(work: Path, cfg: procs.OrchConfig, use_cprofile: bool) -> procs.Child:
+    """Start the orchestrator, under ``serve_profiled`` when ``use_cprofile``."""
+    if not use_cprofile:
+        return procs.start_orchestrator(work, cfg, name="profiled")
+    port = procs.free_port()
+    path = work / "profiled.toml"
+    path.write_text(procs.config_text(cfg, port, work))
+    log_path = work / "profiled.log"
+    cmd = [sys.executable, "-m", "bench.profile_hot_path", "--serve", str(path)]
+    cmd += ["--profile-out", str(work / "serve.prof")]
+    env = dict(os.environ, XDG_STATE_HOME=str(work / "state"))
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return procs.Child("profiled", proc, f"http://127.0.0.1:{port}", log_path)
+
+
+async def drive(work: Path, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """Run the profiled scenario; returns the client's figures and the profile summary."""
+    exe = None if args.cprofile else py_spy()
+    async with client.new_session() as http:
+        engine = procs.start_paced_engine(work, gap_ms=scenarios.GAP_MS)
+        try:
+            await procs.wait_engine_ready(http, engine)
+            cfg = procs.OrchConfig(engine.url)
+            orch = start_orchestrator(work, cfg, use_cprofile=exe is None)
+            try:
+                await procs.wait_pool_ready(http, orch)
+                fn = client.orchqueue_stream(orch.url)
+                await client.run_concurrent(http, fn, args.streams, 4)
+                sampler: Any = (
+                    PySpySampler(exe, orch.pid, work / "spy.txt")
+                    if exe
+                    else CProfileSampler(orch.pid, work / "serve.prof")
+                )
+                sampler.start()
+                cpu = orch.cpu()
+                if args.total > args.streams:
+                    results = await client.run_pool(http, fn, args.total, args.streams, args.tokens)
+                else:
+                    results = await client.run_concurrent(http, fn, args.streams, args.tokens)
+                cpu = orch.cpu() - cpu
+                text = sampler.stop()
+            finally:
+                orch.stop()
+        finally:
+            engine.stop()
+    figures = summarize(results)
+    figures["orch_cpu_s"] = cpu
+    figures["sampler"] = "py-spy" if exe else "cProfile (CPU clock)"
+    return figures, text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Profile once and print the summary. Returns the exit code."""
+    p = argparse.ArgumentParser(prog="python -m bench.profile_hot_path", description=__doc__)
+    p.add_argument("--streams", type=int, default=64)
+    p.add_argument("--tokens", type=int, default=200)
+    p.add_argument("--total", type=int, default=0, help="streams in all (> --streams: a pool)")
+    p.add_argument("--cprofile", action="store_true", help="use cProfile even if py-spy exists")
+    p.add_argument("--serve", help=argparse.SUPPRESS)
+    p.add_argument("--profile-out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve:
+        return serve_profiled(args.serve, args.profile_out)
+    work = Path(tempfile.mkdtemp(prefix="llama-orch-profile-"))
+    figures, text = asyncio.run(drive(work, args))
+    tokens = max(1, figures["tokens"])
+    head = (
+        f"{max(args.total, args.streams)} streams ({args.streams} at a time) x {args.tokens} "
+        f"tokens through OrchQueue SSE, sampled with "
+        f"{figures['sampler']}: {figures['tokens']} tokens, {figures['errors']} errors, "
+        f"{figures['tokens_per_s']:.0f} tokens/s; orchestrator CPU {figures['orch_cpu_s']:.2f} s "
+        f"= {figures['orch_cpu_s'] / tokens * 1e6:.1f} us per token"
+    )
+    OUT.mkdir(exist_ok=True)
+    (OUT / "profile.txt").write_text(head + "\n\n" + text + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    print(head + "\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,7 @@
+"""Shared fixtures for every layer."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

@@ -1,0 +1,304 @@
+"""A real llama.cpp engine (llama-cpp-python's server) on the generated demo model, on CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from app.engine_host.llamacpp import (
+    LlamaCppEngine,
+    LlamaCppSpec,
+    model_id_for,
+    resolve_model_ref,
+)
+from app.engine_host.supervisor import RestartPolicy
+from app.orchestrator.contracts import ChatMessage, ErrorCode
+from app.orchestrator.ports import (
+    EngineControl,
+    EngineError,
+    EngineRequest,
+    PoolState,
+    PoolStatus,
+)
+
+pytestmark = pytest.mark.engine
+# Tests that share the module's engine run on the module's event loop.
+shared_loop = pytest.mark.asyncio(loop_scope="module")
+
+FAST_POLICY = RestartPolicy(base_s=0.05, cap_s=0.2, jitter=0.0)
+READY_TIMEOUT_S = 60.0
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def state_of(pool: LlamaCppEngine) -> PoolState:
+    return pool.status.state
+
+
+def prompt(text: str = "Hello", *, max_tokens: int = 16, seed: int | None = 42) -> EngineRequest:
+    return EngineRequest(
+        prompt=text, messages=None, max_tokens=max_tokens, temperature=0.8, seed=seed
+    )
+
+
+async def decode(engine: LlamaCppEngine, request: EngineRequest) -> list[str]:
+    stream = await engine.open_stream(request)
+    try:
+        return [token async for token in stream]
+    finally:
+        await stream.aclose()
+
+
+def cpu_spec(pool_id: str, model_ref: str | None, **kwargs: object) -> LlamaCppSpec:
+    return LlamaCppSpec(
+        pool_id=pool_id,
+        model_ref=model_ref,
+        ctx=512,
+        device_mask="cpu",
+        demo=True,
+        startup_timeout_s=READY_TIMEOUT_S,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine(
+    demo_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LlamaCppEngine]:
+    """One engine for the module; tests that crash it wait until it is ready again."""
+    spec = cpu_spec("cpu0", f"file:{demo_model_path}", decode_timeout_s=3.0)
+    pool = LlamaCppEngine(spec, log_dir=tmp_path_factory.mktemp("logs"), policy=FAST_POLICY)
+    await pool.start()
+    await pool.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
+    yield pool
+    await pool.stop()
+
+
+@shared_loop
+async def test_pool_becomes_ready_after_health_and_warm_up(engine: LlamaCppEngine) -> None:
+    assert isinstance(engine, EngineControl)
+    assert engine.status.state is PoolState.READY, engine.status.detail
+    descriptor = engine.descriptor
+    assert descriptor.model == "demo"
+    assert descriptor.engine == "llamacpp"
+    assert descriptor.device_mask == "cpu"
+    log = engine.log_path.read_text()
+    if shutil.which("llama-server") is None:
+        assert descriptor.engine_version.startswith("llama-cpp-python ")
+        assert descriptor.slots == 1  # llama_cpp.server decodes one request at a time
+        assert "--n_gpu_layers 0" in log
+        assert "POST /v1/completions" in log  # the warm-up decode
+    else:
+        assert descriptor.engine_version.startswith("llama-server")
+        assert "-ngl 0" in log
+
+
+@shared_loop
+async def test_prompt_and_chat_stream_tokens(engine: LlamaCppEngine) -> None:
+    stream = await engine.open_stream(prompt(max_tokens=8))
+    tokens = [token async for token in stream]
+    assert 1 <= len(tokens) <= 8
+    assert all(tokens)
+    assert stream.finish_reason in ("stop", "length")
+
+    chat = EngineRequest(
+        prompt=None,
+        messages=[ChatMessage(role="user", content="Say hello")],
+        max_tokens=6,
+        temperature=0.0,
+        seed=1,
+    )
+    assert len(await decode(engine, chat)) >= 1
+
+
+@shared_loop
+async def test_same_seed_and_prompt_give_identical_streams(engine: LlamaCppEngine) -> None:
+    first = await decode(engine, prompt("The queue", max_tokens=24, seed=1234))
+    second = await decode(engine, prompt("The queue", max_tokens=24, seed=1234))
+    assert len(first) >= 8
+    assert "".join(first).encode() == "".join(second).encode()
+    assert first == second
+
+
+@shared_loop
+async def test_closing_a_stream_early_stops_the_engine(engine: LlamaCppEngine) -> None:
+    # A full 2000-token decode takes many seconds here; the engine serves one
+    # request at a time, so a prompt follow-up proves the first one stopped.
+    stream = await engine.open_stream(prompt(max_tokens=2000))
+    for _ in range(3):
+        await anext(stream)
+    await stream.aclose()
+    started = time.monotonic()
+    assert await decode(engine, prompt(max_tokens=4))
+    assert time.monotonic() - started < 3.0
+
+
+@shared_loop
+async def test_killed_engine_resets_the_stream_and_the_pool_recovers(
+    engine: LlamaCppEngine,
+) -> None:
+    statuses: list[PoolStatus] = []
+    engine.add_listener(statuses.append)
+    pid = engine.engine_pid
+    assert pid is not None
+    stream = await engine.open_stream(prompt(max_tokens=2000))
+    await anext(stream)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    with pytest.raises(EngineError) as caught:
+        async for _ in stream:
+            pass
+    assert time.monotonic() - killed_at < 1.0
+    assert caught.value.code is ErrorCode.WORKER_RESET
+    assert caught.value.retriable
+
+    await engine.wait_for(PoolState.STARTING, timeout_s=5.0)
+    status = await engine.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
+    assert status.state is PoolState.READY
+    assert status.crashes_recent == 1
+    assert any("crashed while serving" in s.detail for s in statuses)
+    assert engine.engine_pid not in (None, pid)
+    assert not alive(pid)
+    assert await decode(engine, prompt(max_tokens=4))
+
+
+@shared_loop
+async def test_hung_engine_times_out_and_is_restarted(engine: LlamaCppEngine) -> None:
+    pid = engine.engine_pid
+    assert pid is not None
+    stream = await engine.open_stream(prompt(max_tokens=2000))
+    await anext(stream)
+    os.kill(pid, signal.SIGSTOP)  # alive but silent: a hung engine
+    try:
+        with pytest.raises(EngineError) as caught:
+            async for _ in stream:
+                pass
+        assert caught.value.code is ErrorCode.DECODE_TIMEOUT
+        await engine.wait_for(PoolState.STARTING, timeout_s=5.0)
+        assert "hung" in engine.status.detail
+        status = await engine.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=60.0)
+        assert status.state is PoolState.READY
+        assert not alive(pid)
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert await decode(engine, prompt(max_tokens=4))
+
+
+async def test_missing_model_is_a_load_failure_without_a_crash_loop(engine_log_dir: Path) -> None:
+    missing = engine_log_dir / "nowhere" / "absent.gguf"
+    pool = LlamaCppEngine(cpu_spec("bad", f"file:{missing}"), log_dir=engine_log_dir)
+    statuses: list[PoolStatus] = []
+    pool.add_listener(statuses.append)
+    try:
+        await pool.start()
+        status = await pool.wait_for(PoolState.FAILED, PoolState.READY, timeout_s=10.0)
+        assert status.state is PoolState.FAILED
+        assert status.detail.startswith("load failed")
+        assert str(missing) in status.detail
+        await asyncio.sleep(0.3)
+        assert pool.status.state is PoolState.FAILED
+        assert [s.state for s in statuses] == [PoolState.STARTING, PoolState.FAILED]
+        assert pool.status.crashes_recent == 0
+        assert pool.engine_pid is None
+        with pytest.raises(EngineError) as caught:
+            await pool.open_stream(prompt())
+        assert caught.value.code is ErrorCode.POOL_UNREADY
+    finally:
+        await pool.stop()
+    assert state_of(pool) is PoolState.STOPPED
+
+
+async def test_engine_that_dies_while_loading_is_a_load_failure(engine_log_dir: Path) -> None:
+    broken = engine_log_dir / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x00" * 64)
+    pool = LlamaCppEngine(cpu_spec("broken", str(broken)), log_dir=engine_log_dir)
+    try:
+        await pool.start()
+        status = await pool.wait_for(PoolState.FAILED, PoolState.READY, timeout_s=30.0)
+    finally:
+        await pool.stop()
+    assert status.state is PoolState.FAILED
+    assert status.detail.startswith("load failed: engine exited before ready")
+    assert "crashed while serving" not in status.detail
+
+
+async def test_without_a_model_the_pool_needs_one_and_runs_nothing(engine_log_dir: Path) -> None:
+    pool = LlamaCppEngine(cpu_spec("empty", None), log_dir=engine_log_dir)
+    await pool.start()
+    assert pool.status.state is PoolState.NEEDS_MODEL
+    assert pool.engine_pid is None
+    await pool.stop()
+    assert state_of(pool) is PoolState.STOPPED
+
+
+async def test_commands_sent_while_stopping_are_refused(engine_log_dir: Path) -> None:
+    pool = LlamaCppEngine(cpu_spec("late", None), log_dir=engine_log_dir)
+    await pool.start()
+    stopping = asyncio.create_task(pool.stop())
+    await asyncio.sleep(0)
+    with pytest.raises(EngineError, match="stopped"):
+        await asyncio.wait_for(pool.restart(), timeout=5.0)
+    await stopping
+    assert state_of(pool) is PoolState.STOPPED
+    await pool.start()
+    assert state_of(pool) is PoolState.NEEDS_MODEL
+    await pool.stop()
+
+
+async def test_reload_swaps_after_ready_and_stop_leaves_no_process(
+    demo_model_path: Path, engine_log_dir: Path
+) -> None:
+    other = engine_log_dir / "other.gguf"
+    shutil.copy(demo_model_path, other)
+    pool = LlamaCppEngine(cpu_spec("swap", str(demo_model_path)), log_dir=engine_log_dir)
+    try:
+        await pool.start()
+        await pool.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
+        first_pid = pool.engine_pid
+        assert first_pid is not None
+
+        with pytest.raises(EngineError) as caught:
+            await pool.reload(str(engine_log_dir / "missing.gguf"))
+        assert "missing.gguf" in caught.value.message
+        assert pool.engine_pid == first_pid
+        assert pool.descriptor.model == "demo"
+        assert pool.status.state is PoolState.READY
+
+        message = await pool.reload(f"file:{other}")
+        assert "other" in message
+        assert pool.descriptor.model == "other"
+        second_pid = pool.engine_pid
+        assert second_pid not in (None, first_pid)
+        assert await decode(pool, prompt(max_tokens=4))
+    finally:
+        await pool.stop()
+    assert state_of(pool) is PoolState.STOPPED
+    assert pool.engine_pid is None
+    for pid in (first_pid, second_pid):
+        assert not alive(pid), f"engine process {pid} outlived stop()"
+
+
+def test_model_references() -> None:
+    assert resolve_model_ref("file:/m/x.gguf") == Path("/m/x.gguf")
+    assert resolve_model_ref("file:///m/x%20y.gguf") == Path("/m/x y.gguf")
+    assert resolve_model_ref("/m/x.gguf") == Path("/m/x.gguf")
+    assert model_id_for("file:/m/demo.gguf") == "demo"
+    assert model_id_for(None) == ""
+    with pytest.raises(ValueError, match="unsupported scheme 'hf'"):
+        resolve_model_ref("hf:org/model")

@@ -1,0 +1,201 @@
+"""A recording fake of app.ui.bridge.OrchestratorBridge for widget tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from app.orchestrator.contracts import (
+    AdmissionResponse,
+    DecisionRecord,
+    PoolView,
+    QueueDepth,
+    ReloadResult,
+    SessionInfo,
+    TaskRequest,
+    TaskView,
+)
+from app.orchestrator.events import TaskEvent
+from app.orchestrator.ports import GpuInfo, GpuInventory
+
+
+def pool_view(pool_id: str = "gpu0", **kw: Any) -> PoolView:
+    """Return a PoolView with sensible defaults, overridden by ``kw``."""
+    base: dict[str, Any] = dict(
+        pool_id=pool_id,
+        engine="llamacpp",
+        engine_version="0.3.36",
+        model="demo",
+        ctx=2048,
+        device_mask="0",
+        demo=False,
+        state="ready",
+        detail="",
+        live=True,
+        ready=True,
+        draining=False,
+        slots_total=2,
+        slots_busy=0,
+        queue=QueueDepth(interactive=0, batch=0),
+        vram_total_bytes=24 << 30,
+        vram_free_bytes=20 << 30,
+        gpu_utilization=10.0,
+        perf_tokens_per_s=120.0,
+        first_token_ms=35.0,
+        crashes_recent=0,
+    )
+    base.update(kw)
+    return PoolView(**base)
+
+
+def gpu(index: int = 0, name: str = "NVIDIA GeForce RTX 3090", total_gib: int = 24) -> GpuInfo:
+    """Return a GpuInfo with plausible readings."""
+    return GpuInfo(
+        index=index,
+        uuid=f"GPU-{index}",
+        name=name,
+        vram_total_bytes=total_gib << 30,
+        vram_free_bytes=(total_gib - 4) << 30,
+        vram_used_bytes=4 << 30,
+        utilization_pct=37.0,
+        compute_capability="8.6",
+        temperature_c=54.0,
+        power_w=180.0,
+    )
+
+
+class FakeControls:
+    """Records apply_settings calls; refuses when ``refuse`` is set."""
+
+    def __init__(self, settings: Any = None) -> None:
+        self.settings = settings
+        self.applied: list[Any] = []
+        self.refuse: str | None = None
+
+    def api_url(self) -> str:
+        return "http://127.0.0.1:8080"
+
+    def config_path(self) -> str:
+        return "/tmp/llama-orch-test/config.toml"
+
+    def log_path(self) -> str:
+        return "/tmp/llama-orch-test/llama-orch.log"
+
+    def current_settings(self) -> Any:
+        return self.settings
+
+    async def apply_settings(self, settings: Any) -> None:
+        if self.refuse:
+            raise ValueError(self.refuse)
+        self.applied.append(settings)
+        self.settings = settings
+
+
+class FakeBridge(QObject):
+    """Same signals and methods as OrchestratorBridge; records every command.
+
+    ``script[task_id]`` (or ``default_script``) lists the TaskEvents that
+    ``stream`` yields; ``delay`` paces them.
+    """
+
+    taskChanged = Signal(object)
+    poolChanged = Signal(object)
+    decisionMade = Signal(object)
+    gpuChanged = Signal(object)
+    errorRaised = Signal(str)
+    sampled = Signal(object)
+
+    def __init__(self, controls: FakeControls | None = None) -> None:
+        super().__init__()
+        self.controls = controls or FakeControls()
+        self.commands: list[tuple[str, Any]] = []
+        self.submitted: list[TaskRequest] = []
+        self.pool_list: list[PoolView] = [pool_view("gpu0")]
+        self.task_list: list[TaskView] = []
+        self.decision_list: list[DecisionRecord] = []
+        self.inventory = GpuInventory(gpus=(gpu(0),), at=0.0)
+        self.script: dict[str, list[TaskEvent]] = {}
+        self.default_script: list[TaskEvent] = []
+        self.delay = 0.0
+        self.submit_error: Exception | None = None
+        self.background: set[asyncio.Task[Any]] = set()
+        self.errors: list[str] = []
+        self.errorRaised.connect(self.errors.append)
+
+    def pools(self) -> list[PoolView]:
+        return list(self.pool_list)
+
+    def tasks(self, limit: int = 200) -> list[TaskView]:
+        return self.task_list[:limit]
+
+    def decisions(self, limit: int = 100) -> list[DecisionRecord]:
+        return self.decision_list[:limit]
+
+    def gpu(self) -> GpuInventory:
+        return self.inventory
+
+    def session(self, session_id: str) -> SessionInfo | None:
+        return None
+
+    def submit(self, req: TaskRequest) -> AdmissionResponse:
+        self.commands.append(("submit", req))
+        self.submitted.append(req)
+        if self.submit_error is not None:
+            raise self.submit_error
+        return AdmissionResponse(
+            task_id=req.task_id,
+            queue_position=0,
+            predicted_start_ms=0,
+            pool_id="gpu0",
+            session_id=req.session_id,
+        )
+
+    async def stream(self, task_id: str) -> AsyncIterator[TaskEvent]:
+        for event in self.script.get(task_id, self.default_script):
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            else:
+                await asyncio.sleep(0)
+            yield event
+
+    def cancel(self, task_id: str) -> None:
+        self.commands.append(("cancel", task_id))
+
+    def drain(self, pool_id: str, deadline_ms: int = 30_000) -> None:
+        self.commands.append(("drain", pool_id))
+
+    def resume(self, pool_id: str) -> None:
+        self.commands.append(("resume", pool_id))
+
+    def drain_all(self) -> None:
+        self.commands.append(("drain_all", None))
+
+    def resume_all(self) -> None:
+        self.commands.append(("resume_all", None))
+
+    async def reload(self, pool_id: str, model_ref: str) -> ReloadResult:
+        self.commands.append(("reload", (pool_id, model_ref)))
+        return ReloadResult(pool_id=pool_id, ok=True, model=model_ref, message="ok")
+
+    async def restart(self, pool_id: str) -> None:
+        self.commands.append(("restart", pool_id))
+
+    def run(self, coro: Awaitable[Any], what: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    def report_error(self, message: str) -> None:
+        self.errorRaised.emit(message)
+
+    def close(self) -> None:
+        self.commands.append(("close", None))
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())

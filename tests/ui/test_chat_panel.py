@@ -1,0 +1,499 @@
+"""Chat panel: the request it sends, the stream it renders, cancel, errors, tabs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from app.orchestrator.contracts import (
+    AdmissionResponse,
+    DecisionRecord,
+    PlacementMode,
+    PlacementOverrides,
+    Priority,
+    SessionBudgets,
+    SessionInfo,
+    TaskRequest,
+    TaskView,
+)
+from app.orchestrator.errors import OrchError, QueueFull
+from app.orchestrator.events import TaskEvent
+from app.ui.chat_logic import (
+    ChatOptions,
+    answer_stats,
+    build_request,
+    parse_seed,
+    placement_for,
+    tab_title,
+)
+from app.ui.chat_panel import ChatPanel, Conversation
+from tests.ui.conftest import QtAsync
+from tests.ui.fakes import FakeBridge, pool_view
+
+TOKENS = [f"tok{i} " for i in range(200)]
+
+
+def script(tokens: list[str], pool_id: str = "gpu0") -> list[TaskEvent]:
+    started = {
+        "queue_position": 0,
+        "predicted_start_ms": 0,
+        "pool_id": pool_id,
+        "correlation_id": "c-1",
+    }
+    end = {
+        "tokens_out": len(tokens),
+        "decode_time_ms": 500,
+        "decode_ms": 500,
+        "finish_reason": "stop",
+    }
+    return [
+        TaskEvent("started", started),
+        *(TaskEvent("token", {"t": t, "i": i}) for i, t in enumerate(tokens)),
+        TaskEvent("end", end),
+    ]
+
+
+class StepClock:
+    """A clock that advances 0.1 s per reading."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        self.now += 0.1
+        return self.now
+
+
+@pytest.fixture
+def make_panel(qtbot: Any) -> Iterator[Callable[..., ChatPanel]]:
+    """Build ChatPanels that stay alive for the whole test."""
+    alive: list[ChatPanel] = []
+
+    def build(bridge: FakeBridge, **kw: Any) -> ChatPanel:
+        panel = ChatPanel(bridge, **kw)
+        qtbot.addWidget(panel)
+        alive.append(panel)
+        return panel
+
+    yield build
+    alive.clear()
+
+
+def type_and_send(conv: Conversation, text: str, qloop: QtAsync) -> None:
+    """Send ``text`` and let the loop start the stream task (Qt events processed later
+    outside the loop must not be the first to step it)."""
+    conv.prompt.setPlainText(text)
+    conv.send_button.click()
+    qloop.sleep(0.01)
+
+
+def transcript(conv: Conversation) -> str:
+    return conv.transcript.toPlainText()
+
+
+def two_pools() -> list[Any]:
+    return [pool_view("gpu0", model="qwen"), pool_view("gpu1", device_mask="1", model="llama")]
+
+
+# ---------------------------------------------------------------- pure mapping
+
+
+def test_placement_modes_map_to_overrides() -> None:
+    assert placement_for("auto", None, ["gpu0"]) == PlacementOverrides()
+    assert placement_for("pin", "gpu1", []) == PlacementOverrides(
+        mode=PlacementMode.PIN, pin_pool_id="gpu1"
+    )
+    assert placement_for("prefer", None, ["gpu0", "gpu1"]) == PlacementOverrides(
+        mode=PlacementMode.PREFER, prefer_pools=["gpu0", "gpu1"]
+    )
+    assert placement_for("avoid", None, ["gpu0"]) == PlacementOverrides(
+        mode=PlacementMode.AUTO, avoid_pools=["gpu0"]
+    )
+    with pytest.raises(ValueError, match="pin"):
+        placement_for("pin", None, [])
+    with pytest.raises(ValueError, match="prefer"):
+        placement_for("prefer", None, [])
+
+
+def test_build_request_targets_and_history() -> None:
+    opts = ChatOptions(target="pool:gpu1", priority=Priority.BATCH, seed=7, max_tokens=9)
+    req = build_request([], "hi", opts, "s-1")
+    assert req.model_ref == "gpu1"
+    assert req.priority is Priority.BATCH
+    assert (req.seed, req.max_tokens, req.session_id) == (7, 9, "s-1")
+    assert build_request([], "hi", ChatOptions(target="model:qwen"), "s").model_ref == "qwen"
+    assert build_request([], "hi", ChatOptions(), "s").model_ref is None
+
+
+def test_tab_titles_are_short() -> None:
+    assert tab_title("Tell me\n a story") == "Tell me a story"
+    assert tab_title("x" * 40) == "x" * 23 + "…"
+
+
+def test_seed_parsing_and_answer_stats() -> None:
+    assert parse_seed("") is None
+    assert parse_seed(" 42 ") == 42
+    for bad in ("-1", "x", str(2**32)):
+        with pytest.raises(ValueError, match="Seed"):
+            parse_seed(bad)
+    end = {"tokens_out": 64, "decode_time_ms": 800, "finish_reason": "stop"}
+    assert answer_stats(35.2, end) == "TTFT 35 ms · 80.0 tokens/s · 64 tokens · stop"
+
+
+# ---------------------------------------------------------------- the request sent
+
+
+def test_send_builds_the_request_from_the_pickers(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    bridge.pool_list = two_pools()
+    conv = make_panel(bridge).current()
+    conv.target.setCurrentIndex(conv.target.findData("model:llama"))
+    conv.priority.setCurrentIndex(conv.priority.findData("batch"))
+    conv.mode.setCurrentIndex(conv.mode.findData("pin"))
+    conv.pin_pool.setCurrentIndex(conv.pin_pool.findData("gpu1"))
+    conv.seed.setText("1234")
+    conv.max_tokens.setValue(77)
+    conv.temperature.setValue(0.3)
+    type_and_send(conv, "Hello there", qloop)
+    [req] = bridge.submitted
+    assert req.messages is not None
+    assert [(m.role, m.content) for m in req.messages] == [("user", "Hello there")]
+    assert req.model_ref == "llama"
+    assert req.priority is Priority.BATCH
+    assert req.placement == PlacementOverrides(mode=PlacementMode.PIN, pin_pool_id="gpu1")
+    assert (req.seed, req.max_tokens, req.temperature) == (1234, 77, pytest.approx(0.3))
+    assert req.session_id == conv.session_id
+    assert conv.prompt.toPlainText() == ""
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("prefer", PlacementOverrides(mode=PlacementMode.PREFER, prefer_pools=["gpu1"])),
+        ("avoid", PlacementOverrides(mode=PlacementMode.AUTO, avoid_pools=["gpu1"])),
+    ],
+)
+def test_prefer_and_avoid_use_the_ticked_pools(
+    make_panel: Any, qloop: QtAsync, mode: str, expected: PlacementOverrides
+) -> None:
+    bridge = FakeBridge()
+    bridge.pool_list = two_pools()
+    conv = make_panel(bridge).current()
+    conv.mode.setCurrentIndex(conv.mode.findData(mode))
+    assert not conv.pool_choice.isHidden() and conv.pin_pool.isHidden()
+    conv.pool_choice.item(1).setCheckState(Qt.CheckState.Checked)
+    type_and_send(conv, "x", qloop)
+    assert bridge.submitted[0].placement == expected
+
+
+def test_prefer_without_a_ticked_pool_is_refused_inline(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    conv = make_panel(bridge).current()
+    conv.mode.setCurrentIndex(conv.mode.findData("prefer"))
+    type_and_send(conv, "x", qloop)
+    assert bridge.submitted == []
+    assert "needs at least one ticked pool" in transcript(conv)
+    assert conv.prompt.toPlainText() == "x"
+
+
+def test_multi_turn_sends_the_conversation_in_one_session(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    bridge.default_script = script(["Hi", " you"])
+    info = SessionInfo(
+        session_id="s",
+        ttl_ms_remaining=1000,
+        turns=1,
+        kv_bytes=0,
+        kv_warmth=True,
+        budgets=SessionBudgets(),
+    )
+    bridge.session = lambda _sid: info  # type: ignore[method-assign]
+    conv = make_panel(bridge).current()
+    type_and_send(conv, "first", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    type_and_send(conv, "second", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    first, second = bridge.submitted
+    assert second.messages is not None
+    assert [(m.role, m.content) for m in second.messages] == [
+        ("user", "first"),
+        ("assistant", "Hi you"),
+        ("user", "second"),
+    ]
+    assert first.session_id == second.session_id == conv.session_id
+    assert "session expired" not in transcript(conv)
+
+
+def test_an_expired_session_starts_a_new_one_with_a_notice(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()  # its session() always answers None: expired
+    bridge.default_script = script(["ok"])
+    conv = make_panel(bridge).current()
+    type_and_send(conv, "first", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    type_and_send(conv, "second", qloop)
+    first, second = bridge.submitted
+    assert first.session_id != second.session_id == conv.session_id
+    assert "The session expired" in transcript(conv)
+    assert second.messages is not None and len(second.messages) == 3
+
+
+def test_ctrl_enter_sends(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    panel = make_panel(bridge)
+    panel.show()
+    panel.activateWindow()
+    assert QTest.qWaitForWindowActive(panel, 2000)
+    conv = panel.current()
+    conv.prompt.setFocus()
+    conv.prompt.setPlainText("via keyboard")
+    QTest.keyClick(conv.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    qloop.wait_until(lambda: not conv.busy)
+    assert [r.messages[0].content for r in bridge.submitted if r.messages] == ["via keyboard"]
+
+
+# ---------------------------------------------------------------- rendering the stream
+
+
+def test_a_scripted_stream_renders_coalesced(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    bridge.default_script = script(TOKENS)
+    conv = make_panel(bridge, clock=StepClock()).current()
+    changes: list[int] = []
+    conv.transcript.document().contentsChange.connect(lambda *_: changes.append(1))
+    type_and_send(conv, "go", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    assert "".join(TOKENS) in transcript(conv)
+    assert 1 <= conv.transcript.flushes <= 10
+    assert len(changes) < 30 < len(TOKENS)
+    assert conv.last_stats == "TTFT 100 ms · 400.0 tokens/s · 200 tokens · stop"
+    assert conv.last_stats in transcript(conv)
+    assert conv.status.text() == "Done."
+
+
+def test_paced_tokens_are_flushed_on_the_timer_not_per_token(
+    make_panel: Any, qloop: QtAsync
+) -> None:
+    bridge = FakeBridge()
+    tokens = TOKENS[:60]
+    bridge.default_script = script(tokens)
+    bridge.delay = 0.003
+    conv = make_panel(bridge).current()
+    type_and_send(conv, "go", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    assert "".join(tokens) in transcript(conv)
+    assert 1 < conv.transcript.flushes < len(tokens) / 3
+
+
+def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAsync) -> None:
+    class Queued(FakeBridge):
+        def submit(self, req: TaskRequest) -> AdmissionResponse:
+            super().submit(req)
+            self.decision_list.append(
+                DecisionRecord(
+                    at=0.0,
+                    task_id=str(req.task_id),
+                    priority=req.priority,
+                    mode=PlacementMode.AUTO,
+                    selected_pool_id="gpu1",
+                    no_capacity_reason=None,
+                    candidates_considered=2,
+                    filters_applied=["device_mask"],
+                    tie_breakers_applied=["most_free_vram"],
+                    pinned=False,
+                    fallback_used=False,
+                    candidates=[],
+                    summary="gpu1: most free VRAM; gpu0 skipped: device mask",
+                )
+            )
+            return AdmissionResponse(
+                task_id=req.task_id, queue_position=3, predicted_start_ms=1500, pool_id="gpu1"
+            )
+
+    bridge = Queued()
+    bridge.default_script = script(["a"], pool_id="gpu1")
+    bridge.delay = 0.2
+    conv = make_panel(bridge).current()
+    type_and_send(conv, "go", qloop)
+    assert conv.status.text() == "Queued on gpu1 at position 3; predicted start in ~1.5 s"
+    moved = TaskView(
+        task_id=str(conv.task_id),
+        state="queued",
+        priority=Priority.INTERACTIVE,
+        pool_id="gpu1",
+        session_id=None,
+        identity="gui",
+        correlation_id="c",
+        created_at=0.0,
+        queue_position=1,
+        queued_ms=None,
+        ttft_ms=None,
+        decode_time_ms=None,
+        tokens_in=1,
+        tokens_out=0,
+        finish_reason=None,
+        error=None,
+        decision_summary="",
+    )
+    bridge.taskChanged.emit(moved)
+    assert conv.status.text() == "Queued on gpu1 at position 1; predicted start in ~1.5 s"
+    qloop.wait_until(lambda: conv.status.text().startswith("Running"))
+    assert "gpu1: most free VRAM; gpu0 skipped: device mask" in conv.status.text()
+    assert "on gpu1 · why: gpu1: most free VRAM" in transcript(conv)
+    qloop.wait_until(lambda: not conv.busy)
+
+
+def test_an_error_event_is_shown_with_code_and_message(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    bridge.default_script = [
+        *script(["partial"])[:-1],
+        TaskEvent(
+            "error", {"code": "WORKER_RESET", "message": "engine process exited", "retriable": True}
+        ),
+    ]
+    conv = make_panel(bridge).current()
+    type_and_send(conv, "go", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    text = transcript(conv)
+    assert "partial" in text
+    assert "Error WORKER_RESET: engine process exited (retriable)" in text
+    assert conv.status.text() == "Failed: WORKER_RESET"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            QueueFull(
+                "queue 'interactive' of pool gpu0 is full (16 tasks)",
+                pool_id="gpu0",
+                engine="llamacpp",
+                retry_after_ms=1200,
+                policy_label="reject",
+            ),
+            "Not sent — queue 'interactive' of pool gpu0 is full (16 tasks) "
+            "(ADMISSION_REJECT, HTTP 429). Try again in about 1.2 s.",
+        ),
+        (
+            OrchError("POOL_UNAVAILABLE", "no pool can take this task", status=503),
+            "Not sent — no pool can take this task (POOL_UNAVAILABLE, HTTP 503).",
+        ),
+    ],
+)
+def test_a_refused_submit_is_shown_inline(
+    make_panel: Any, qloop: QtAsync, error: OrchError, expected: str
+) -> None:
+    bridge = FakeBridge()
+    bridge.submit_error = error
+    conv = make_panel(bridge).current()
+    type_and_send(conv, "please", qloop)
+    assert expected in transcript(conv)
+    assert conv.prompt.toPlainText() == "please"
+    assert conv.history == []
+    assert not conv.busy and conv.send_button.isEnabled()
+
+
+# ---------------------------------------------------------------- cancel
+
+
+def long_stream(bridge: FakeBridge) -> None:
+    bridge.default_script = script(TOKENS)
+    bridge.delay = 0.02
+
+
+def test_cancel_button_sends_cancel(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    long_stream(bridge)
+    conv = make_panel(bridge).current()
+    assert not conv.cancel_button.isEnabled()
+    type_and_send(conv, "go", qloop)
+    task_id = str(bridge.submitted[0].task_id)
+    assert conv.cancel_button.isEnabled()
+    conv.cancel_button.click()
+    assert ("cancel", task_id) in bridge.commands
+    assert conv.status.text() == "Canceling…"
+
+
+def test_escape_sends_cancel(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    long_stream(bridge)
+    panel = make_panel(bridge)
+    panel.show()
+    panel.activateWindow()
+    assert QTest.qWaitForWindowActive(panel, 2000)
+    conv = panel.current()
+    type_and_send(conv, "go", qloop)
+    conv.prompt.setFocus()
+    QTest.keyClick(conv.prompt, Qt.Key.Key_Escape)
+    assert bridge.commands[-1] == ("cancel", str(bridge.submitted[0].task_id))
+
+
+def test_a_canceled_end_keeps_the_partial_answer(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    events = script(["so", " far"])
+    events[-1] = TaskEvent(
+        "end", {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "canceled"}
+    )
+    bridge.default_script = events
+    conv = make_panel(bridge).current()
+    type_and_send(conv, "go", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    assert conv.status.text() == "Canceled."
+    assert conv.history[-1].content == "so far"
+
+
+# ---------------------------------------------------------------- tabs
+
+
+def test_conversations_in_tabs_have_their_own_sessions(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    panel = make_panel(bridge)
+    first = panel.current()
+    second = panel.new_conversation()
+    assert panel.tabs.count() == 2 and panel.current() is second
+    assert panel.tabs.tabText(1) == "Chat 2"
+    type_and_send(second, "Why is the sky blue?", qloop)
+    assert panel.tabs.tabText(1) == "Why is the sky blue?"
+    assert first.session_id != second.session_id
+    uuid.UUID(second.session_id)
+    panel.close_conversation(0)
+    panel.close_conversation(0)
+    assert panel.tabs.count() == 1  # always one open
+
+
+def test_ctrl_t_opens_a_conversation(make_panel: Any, qloop: QtAsync) -> None:
+    panel = make_panel(FakeBridge())
+    panel.show()
+    panel.activateWindow()
+    assert QTest.qWaitForWindowActive(panel, 2000)
+    panel.current().prompt.setFocus()
+    QTest.keyClick(panel.current().prompt, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
+    assert panel.tabs.count() == 2
+
+
+def test_closing_a_busy_tab_cancels_its_task(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    long_stream(bridge)
+    panel = make_panel(bridge)
+    type_and_send(panel.current(), "go", qloop)
+    panel.close_conversation(0)
+    assert ("cancel", str(bridge.submitted[0].task_id)) in bridge.commands
+    qloop.sleep(0.05)
+    assert bridge.background == set()
+
+
+def test_new_pools_appear_in_the_pickers(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    panel = make_panel(bridge)
+    conv = panel.current()
+    conv.target.setCurrentIndex(conv.target.findData("pool:gpu0"))
+    bridge.pool_list = two_pools()
+    bridge.poolChanged.emit(bridge.pool_list[1])
+    assert conv.target.findData("pool:gpu1") >= 0
+    assert conv.target.findData("model:llama") >= 0
+    assert conv.target.currentData() == "pool:gpu0"
+    assert conv.pool_choice.count() == 2

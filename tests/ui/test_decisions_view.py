@@ -1,0 +1,98 @@
+"""DecisionsView: the table, the outcome filter and the candidate detail pane."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.orchestrator.contracts import CandidateRecord, DecisionRecord, PlacementMode, Priority
+from app.ui.decisions_view import MAX_ROWS, DecisionsView
+from tests.ui.fakes import FakeBridge
+
+
+def decision(task_id: str, selected: str | None = "gpu1", **kw: Any) -> DecisionRecord:
+    base: dict[str, Any] = dict(
+        at=1_700_000_000.0, task_id=task_id, priority=Priority.INTERACTIVE,
+        mode=PlacementMode.AUTO, selected_pool_id=selected,
+        no_capacity_reason=None if selected else "no_feasible_pool",
+        candidates_considered=3, filters_applied=["device_mask"],
+        tie_breakers_applied=["most_free_vram"], pinned=False, fallback_used=False,
+        summary=f"{selected}: most free VRAM (20.0 GiB); gpu0 skipped: device mask",
+        candidates=[
+            CandidateRecord(pool_id="gpu0", outcome="filtered", filter="device_mask",
+                            reason="device mask 0 does not match the required mask 1"),
+            CandidateRecord(pool_id="gpu2", outcome="outranked", predicted_end_ms=812.0,
+                            reason="lost on most_free_vram: 4.0 GiB free VRAM vs 20.0 GiB"),
+            CandidateRecord(pool_id="gpu1", outcome="selected", predicted_end_ms=640.0,
+                            reason="most free VRAM (20.0 GiB)"),
+        ],
+    )  # fmt: skip
+    base.update(kw)
+    return DecisionRecord(**base)
+
+
+def make_view(qtbot: Any, records: list[DecisionRecord]) -> tuple[DecisionsView, FakeBridge]:
+    bridge = FakeBridge()
+    bridge.decision_list = records
+    view = DecisionsView(bridge)  # type: ignore[arg-type]
+    qtbot.addWidget(view)
+    return view, bridge
+
+
+def test_lists_initial_decisions_and_new_ones_on_top(qtbot: Any) -> None:
+    view, bridge = make_view(qtbot, [decision("bbbbbbbb-2"), decision("aaaaaaaa-1")])
+    bridge.decisionMade.emit(decision("cccccccc-3", selected=None, candidates=[]))
+    assert view.visible_task_ids() == ["cccccccc-3", "bbbbbbbb-2", "aaaaaaaa-1"]
+    assert view.model.data(view.model.index(0, 4)) == "no capacity: no_feasible_pool"
+    assert view.model.data(view.model.index(1, 4)) == "gpu1"
+    assert view.model.data(view.model.index(1, 1)) == "bbbbbbbb"
+
+
+def test_detail_lists_every_candidate_with_its_reason(qtbot: Any) -> None:
+    view, _ = make_view(qtbot, [decision("task-1")])
+    assert view.select_task("task-1")
+    model = view.candidates
+    rows = [[model.cell(r, c) for c in range(5)] for r in range(model.rowCount())]
+    assert rows == [
+        ["gpu1", "selected", "", "most free VRAM (20.0 GiB)", "640 ms"],
+        ["gpu2", "outranked", "most_free_vram",
+         "lost on most_free_vram: 4.0 GiB free VRAM vs 20.0 GiB", "812 ms"],
+        ["gpu0", "filtered", "device_mask",
+         "device mask 0 does not match the required mask 1", ""],
+    ]  # fmt: skip
+    heading = view.detail_title.text()
+    assert "gpu0 skipped: device mask" in heading
+    assert "Filters applied: device_mask" in heading
+    assert "Tie-breakers applied: most_free_vram" in heading
+
+
+def test_outcome_filter_keeps_matching_decisions(qtbot: Any) -> None:
+    records = [decision("t3"), decision("t2", selected=None, candidates=[]), decision("t1")]
+    view, bridge = make_view(qtbot, records)
+    view.set_outcome_filter("no_capacity")
+    assert view.visible_task_ids() == ["t2"]
+    bridge.decisionMade.emit(decision("t4"))
+    bridge.decisionMade.emit(decision("t5", selected=None, candidates=[]))
+    assert view.visible_task_ids() == ["t5", "t2"]
+    view.set_outcome_filter("selected")
+    assert view.visible_task_ids() == ["t4", "t3", "t1"]
+    view.set_outcome_filter("all")
+    assert view.visible_task_ids() == ["t5", "t4", "t3", "t2", "t1"]
+
+
+def test_filtered_out_decision_cannot_be_selected(qtbot: Any) -> None:
+    view, _ = make_view(qtbot, [decision("t1"), decision("t2", selected=None, candidates=[])])
+    view.set_outcome_filter("selected")
+    assert not view.select_task("t2")
+    assert view.select_task("t1")
+    assert view.selected_record() is not None
+    assert view.selected_record().task_id == "t1"  # type: ignore[union-attr]
+
+
+def test_table_is_bounded(qtbot: Any) -> None:
+    view, bridge = make_view(qtbot, [])
+    for i in range(MAX_ROWS + 25):
+        bridge.decisionMade.emit(decision(f"task-{i}", candidates=[]))
+    assert view.model.rowCount() == MAX_ROWS
+    ids = view.visible_task_ids()
+    assert ids[0] == f"task-{MAX_ROWS + 24}"
+    assert ids[-1] == "task-25"
