@@ -214,6 +214,10 @@ class MockEngine:
         self._set(PoolState.STARTING, "restarting after a crash")
         self._spawn(self._become_ready(self.spec.restart_delay_ms))
 
+    def fail(self, detail: str = "failed (injected)") -> None:
+        """Mark the pool failed, as supervision does after too many crashes."""
+        self._set(PoolState.FAILED, detail)
+
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()

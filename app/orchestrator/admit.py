@@ -20,11 +20,18 @@ from app.orchestrator.admission import (
     estimate_prompt_tokens,
     retry_after_ms,
 )
-from app.orchestrator.contracts import AdmissionResponse, ErrorCode, TaskRequest, Workload
+from app.orchestrator.contracts import (
+    AdmissionResponse,
+    ErrorCode,
+    PlacementMode,
+    TaskRequest,
+    Workload,
+)
 from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, InvalidParams, OrchError, QueueFull, ShuttingDown
 from app.orchestrator.events import EventChannel
 from app.orchestrator.helpers import log_task, matches, predict_start_ms, prompt_chars
+from app.orchestrator.lifecycle import TaskState
 from app.orchestrator.placement import JobSpec, PlacementDecision, PlacementInput, decide
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.state import CoreState
@@ -84,6 +91,50 @@ class Admitter:
             pool_id=pool.pool_id,
             session_id=req.session_id,
         )
+
+    def replace_queued(self, pool_id: str, why: str) -> None:
+        """Move the queued tasks of a failed pool to another feasible pool when
+        their placement allows fallback (not pinned); fail the rest with a
+        retriable POOL_UNAVAILABLE. Never blocks."""
+        st = self._st
+        old = st.pools[pool_id]
+        for rec in [r for r in st.live.values() if r.pool_id == pool_id]:
+            if rec.state is not TaskState.QUEUED:
+                continue
+            overrides = rec.request.placement
+            target = None
+            if overrides.allow_fallback and overrides.mode is not PlacementMode.PIN:
+                target = self._replace_target(rec)
+            if target is None:
+                self._dispatcher.fail(rec, ErrorCode.POOL_UNAVAILABLE, why, True)
+                continue
+            old.queues.remove(rec.task_id)
+            self._move(rec, target)
+        st.update_queue_gauge(old)
+
+    def _replace_target(self, rec: TaskRecord) -> tuple[PoolRuntime, Admitted] | None:
+        try:
+            pool, decision = self._place(rec.request, rec.tokens_in, rec.task_id)
+        except OrchError:
+            return None
+        offer = pool.queues.offer(
+            QueuedItem(rec.task_id, rec.request.priority, self._st.clock.monotonic())
+        )
+        if not isinstance(offer, Admitted):
+            return None
+        rec.decision_summary = decision.log.summary
+        return pool, offer
+
+    def _move(self, rec: TaskRecord, target: tuple[PoolRuntime, Admitted]) -> None:
+        pool, offer = target
+        desc = pool.engine.descriptor
+        rec.pool_id, rec.engine, rec.engine_version = pool.pool_id, desc.engine, desc.engine_version
+        rec.queue_position_at_admission = offer.position
+        log_task(rec, "replaced", f"moved to {pool.pool_id}: {rec.decision_summary}")
+        if offer.dropped is not None:
+            self._dispatcher.evict(offer.dropped.task_id)
+        self._st.notify_task(rec)
+        self._dispatcher.pump(pool)
 
     def _check_session(self, req: TaskRequest, now: float) -> None:
         if req.session_id is None:

@@ -354,7 +354,8 @@ class Orchestrator:
         if status.state is PoolState.READY:
             self._dispatcher.pump(pool)
         elif status.state in (PoolState.FAILED, PoolState.NEEDS_MODEL):
-            self._dispatcher.fail_queued(pool_id, f"pool {pool_id} failed: {status.detail}")
+            why = f"pool {pool_id} is {status.state.value}: {status.detail}"
+            self._admitter.replace_queued(pool_id, why)
         self._st.notify("pool", self.pool_view(pool_id))
 
     # ---- observers ------------------------------------------------------------------

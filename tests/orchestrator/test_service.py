@@ -268,3 +268,23 @@ def test_on_time_probability_is_monotonic() -> None:
     assert on_time_probability(1000, 2000) > 0.99
     assert on_time_probability(3000, 1000) < 0.01
     assert 0.4 < on_time_probability(1000, 1000) < 0.6
+
+
+async def test_failed_pool_moves_queued_tasks_that_allow_fallback() -> None:
+    a, b = MockEngine(MockSpec("a", tokens_per_s=50)), MockEngine(MockSpec("b", tokens_per_s=0))
+    orch = Orchestrator([a, b])
+    await orch.start()
+    await asyncio.sleep(0.01)
+    prefer_a = {"mode": "prefer", "prefer_pools": ["a"]}
+    running = orch.submit(_req(max_tokens=30, placement=prefer_a))
+    movable = orch.submit(_req(max_tokens=3, placement=prefer_a))
+    pinned = orch.submit(_req(max_tokens=3, placement={"mode": "pin", "pin_pool_id": "a"}))
+    assert {running.pool_id, movable.pool_id, pinned.pool_id} == {"a"}
+    a.fail("too many crashes")
+    moved = await _collect(orch, str(movable.task_id))
+    assert moved[0].data["pool_id"] == "b" and moved[-1].kind == END
+    stuck = await _collect(orch, str(pinned.task_id))
+    assert stuck[-1].kind == ERROR and stuck[-1].data["code"] == "POOL_UNAVAILABLE"
+    assert "too many crashes" in stuck[-1].data["message"]
+    assert orch.task(str(movable.task_id)).pool_id == "b"
+    await orch.shutdown(deadline_s=0)

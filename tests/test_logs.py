@@ -1,0 +1,62 @@
+"""JSON-lines logs: structured fields, human narration, secrets never written."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from pathlib import Path
+
+from app.engine_host.mock import MockEngine, MockSpec
+from app.logs import REDACTOR, JsonFormatter, Redactor, setup_logging
+from app.orchestrator.contracts import TaskRequest
+from app.orchestrator.service import Orchestrator
+
+FIELDS = {
+    "job_id", "session_id", "engine", "engine_version", "pool_id", "replica_id",
+    "queue_position", "predicted_start_ms", "tokens_in", "tokens_out", "correlation_id",
+}  # fmt: skip
+
+
+def test_redactor_scrubs_secrets_anywhere_in_the_line() -> None:
+    r = Redactor(["s3cret-token-value"])
+    r.add("")  # ignored
+    r.add("abc")  # too short to be a secret worth scrubbing
+    fmt = JsonFormatter(r)
+    rec = logging.makeLogRecord(
+        {"msg": "auth with s3cret-token-value", "fields": {"header": "Bearer s3cret-token-value"}}
+    )
+    line = fmt.format(rec)
+    assert "s3cret-token-value" not in line
+    assert json.loads(line)["header"] == "Bearer ***"
+
+
+async def test_task_lifecycle_logs_are_json_lines_with_fields(tmp_path: Path) -> None:
+    log_file = tmp_path / "llama-orch.log"
+    setup_logging(log_file, stream=io.StringIO())
+    secret = "tok_" + "x" * 40
+    REDACTOR.add(secret)
+    orch = Orchestrator([MockEngine(MockSpec("m0", tokens_per_s=0))])
+    await orch.start()
+    await asyncio.sleep(0.01)
+    adm = orch.submit(
+        TaskRequest(prompt=f"my key is {secret}", max_tokens=3, session_id="s1"),
+        correlation_id="corr-1",
+    )
+    async for _ in orch.stream(str(adm.task_id)):
+        pass
+    await orch.shutdown()
+    for handler in logging.getLogger("llama_orch").handlers:
+        handler.flush()
+    text = log_file.read_text()
+    assert secret not in text
+    records = [json.loads(line) for line in text.splitlines()]
+    task_records = [r for r in records if r.get("job_id") == str(adm.task_id)]
+    events = [r["event"] for r in task_records]
+    assert events[0] == "admitted" and "dispatched" in events and events[-1] == "done"
+    for r in task_records:
+        assert r["human"] and r["correlation_id"] == "corr-1"
+        assert set(r) >= FIELDS
+    assert task_records[-1]["tokens_out"] == 3
+    setup_logging(None, stream=None)
