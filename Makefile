@@ -47,7 +47,7 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 screenshots: $(STAMP)
-	$(PY) -m app.ui.screenshots docs/screenshots
+	QT_QPA_PLATFORM=offscreen $(PY) -m app.screenshots docs/screenshots
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

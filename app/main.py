@@ -2,7 +2,8 @@
 
 ``llama-orch [gui]`` opens the desktop app, ``serve`` runs headless (and never
 imports Qt), ``gpus`` prints the NVML inventory, ``demo-model`` writes the
-generated GGUF model, ``check-config`` validates a config file.
+generated GGUF model, ``check-config`` validates a config file, ``ask`` streams
+one answer from a running server.
 """
 
 from __future__ import annotations
@@ -305,6 +306,54 @@ def cmd_demo_model(path: str) -> int:
     return 0
 
 
+ASK_EPILOG = """\
+The server is --url, else LLAMA_ORCH_URL, else http://127.0.0.1:8080. The bearer
+token is read from --token-file, else from AUTH_TOKEN.
+
+exit codes:
+  0    the answer was streamed to the end
+  1    server or connection error (the task failed, the server is unreachable)
+  2    usage error or invalid parameters (the server answered 400)
+  3    authentication refused (401/403): check --token-file or AUTH_TOKEN
+  4    rejected: the queue stayed full (429) after the --retry attempts
+  5    no pool can take the task now (503: unavailable, loading or shutting down)
+  130  interrupted with Ctrl-C (the task was canceled on the server)"""
+
+
+def _add_ask_parser(sub: Any) -> None:
+    ap = sub.add_parser(
+        "ask",
+        help="ask a running server; stream the answer to stdout",
+        description="Submit one task to a llama-orch server and stream the answer: tokens\n"
+        "on stdout; queue position, errors and a summary (pool, TTFT, tokens/s) on\n"
+        "stderr. Ctrl-C cancels the task on the server.",
+        epilog=ASK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("prompt", metavar="PROMPT", help="the prompt, or - to read it from stdin")
+    ap.add_argument("--url", default=None, help="server base URL (default: LLAMA_ORCH_URL)")
+    ap.add_argument("--token-file", default=None, help="file holding the bearer token")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--pool", default=None, metavar="ID", help="run on this pool only")
+    where.add_argument("--prefer", default=None, metavar="ID,...", help="prefer these pools")
+    ap.add_argument("--priority", choices=("interactive", "batch"), default="interactive")
+    ap.add_argument("--seed", type=int, default=None, metavar="N")
+    ap.add_argument("--max-tokens", type=int, default=None, metavar="N")
+    ap.add_argument(
+        "--retry", type=int, default=0, metavar="N", help="retries after 429 queue full"
+    )
+    ap.add_argument(
+        "--raw", action="store_true", help="send PROMPT as a plain prompt, not a chat message"
+    )
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """Run ``llama-orch ask``. Returns the exit code (see ASK_EPILOG)."""
+    from app.ask import main as ask_main
+
+    return ask_main(args)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Return the parsed command line (``gui`` when no command is given)."""
     p = argparse.ArgumentParser(
@@ -323,6 +372,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     dm.add_argument("path")
     cc = sub.add_parser("check-config", help="validate a config file (exit 2 on problems)")
     cc.add_argument("path")
+    _add_ask_parser(sub)
     p.add_argument("--config", type=Path, default=None, help="config file (TOML)")
     return p.parse_args(argv)
 
@@ -340,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_demo_model(args.path)
     if command == "check-config":
         return check_config_main(args.path)
+    if command == "ask":
+        return cmd_ask(args)
     return cmd_gui(config)
 
 

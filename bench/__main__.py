@@ -2,8 +2,10 @@
 
 Writes the raw figures to ``bench/out/results.json`` and the table of ratios
 and overheads against the goals to ``bench/RESULTS.md``, and prints the table.
-``--quick`` runs smaller scenarios for a smoke test (its RESULTS.md goes to
-``bench/out/`` so the committed one keeps the figures of a full run).
+It first waits (``--quiet-wait``, 120 s at most) for the machine to be quiet.
+``--quick`` runs smaller scenarios for a smoke test, and ``--engine llamacpp``
+runs scenario 1 against llama.cpp on the demo model; both write their files
+under ``bench/out/`` so the committed RESULTS.md keeps the figures of a full run.
 """
 
 from __future__ import annotations
@@ -141,24 +143,30 @@ def clean(value: Any) -> Any:
     return value
 
 
+async def all_scenarios(
+    work: Path, sizes: Sizes, *, quick: bool, gui: bool, engine: str
+) -> dict[str, Any]:
+    """Run the scenarios of ``engine``; returns their figures."""
+    if engine == "llamacpp":
+        return await real_engine_scenarios(work, sizes)
+    figures = await main_rig_scenarios(work, sizes)
+    figures["placement"] = await timed("placement decide", _placement(quick))
+    figures["gui"] = await _gui(work, quick) if gui else "not measured: skipped (--no-gui)"
+    return figures
+
+
 def run(sizes: Sizes, *, quick: bool, gui: bool, engine: str = "paced") -> dict[str, Any]:
     """Run every scenario; returns the raw figures. Blocks for a few minutes."""
     figures: dict[str, Any] = {"machine": machine_info(), "sizes": sizes.__dict__, "quick": quick}
     figures["engine"] = engine
     work = Path(tempfile.mkdtemp(prefix="llama-orch-bench-"))
     try:
-        if engine == "llamacpp":
-            figures.update(asyncio.run(real_engine_scenarios(work, sizes)))
-            figures["contention"] = CONTENTION
-            shutil.rmtree(work, ignore_errors=True)
-            return figures
-        figures.update(asyncio.run(main_rig_scenarios(work, sizes)))
-        figures["placement"] = asyncio.run(timed("placement decide", _placement(quick)))
-        figures["gui"] = asyncio.run(_gui(work, quick)) if gui else report.GUI_NOT_YET
-        figures["contention"] = CONTENTION
+        scenario_figures = all_scenarios(work, sizes, quick=quick, gui=gui, engine=engine)
+        figures.update(asyncio.run(scenario_figures))
     except BaseException:
         say(f"failed; process logs kept in {work}")
         raise
+    figures["contention"] = CONTENTION
     shutil.rmtree(work, ignore_errors=True)
     return figures
 

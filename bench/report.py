@@ -37,11 +37,11 @@ def fmt(value: Any, unit: str = "", digits: int = 2) -> str:
     return f"{value}{unit}"
 
 
-def signed(value: Any, unit: str = " ms") -> str:
+def signed(value: Any, unit: str = " ms", digits: int = 2) -> str:
     """Return ``value`` with an explicit sign (``+1.20 ms``), or "n/a"."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    return f"{float(value):+.2f}{unit}"
+    return f"{float(value):+.{digits}f}{unit}"
 
 
 def verdict(value: Any, ok: Callable[[float], bool]) -> str:
@@ -219,7 +219,7 @@ def _gui_rows(gui: Any) -> list[Row]:
                 f"GUI-thread CPU share ({g['streams']} chats; core and API on the same thread)",
                 f"headless {fmt(g['baseline_cpu_share'] * 100, ' %', 1)}",
                 fmt(cpu, " %", 1),
-                f"widgets +{fmt(widgets, ' %', 1)}; "
+                f"widgets {signed(widgets, ' %', 1)}; "
                 f"{fmt(g['tokens_per_s'], ' tokens/s', 0)} delivered",
                 "<= 15 % of a core" if goal else "",
                 verdict(cpu, lambda v: v <= 15.0) if goal else "",
@@ -243,6 +243,25 @@ def _engine_words(fig: dict[str, Any], m: dict[str, Any]) -> str:
     if fig.get("engine", "paced") == "llamacpp":
         return "engine (llama-cpp-python's server on the generated demo model, on the CPU)"
     return f"paced engine (`bench/paced_engine.py`, one token every {m['gap_ms']:g} ms per stream)"
+
+
+def _waiting_notes(fig: dict[str, Any]) -> list[str]:
+    """Return a note for each run where through streams waited long to start."""
+    notes = []
+    for api in ("orchqueue", "openai"):
+        part = fig.get(api)
+        concurrent = part.get("concurrent", {}) if isinstance(part, dict) else {}
+        for streams, f in concurrent.items():
+            d, t = f["direct"], f["through"]
+            if t["ttft_p99_ms"] > 4 * max(d["ttft_p99_ms"], 250.0):
+                notes.append(
+                    f"At {streams} streams ({api}) some streams through the orchestrator waited "
+                    f"{t['ttft_p99_ms'] / 1000:.1f} s (TTFT p99) for their first token, so fewer "
+                    "streams ran at once than directly: read that run's gap figures with this in "
+                    "mind (see bench/PROFILE.md for the cause)."
+                )
+                notes.append("")
+    return notes
 
 
 def _contention(seen: dict[str, dict[str, float]]) -> str:
@@ -291,6 +310,7 @@ def markdown(fig: dict[str, Any]) -> str:
         "",
         table(rows),
         "",
+        *_waiting_notes(fig),
         _contention(fig.get("contention", {})),
         "",
         "Goals met: "

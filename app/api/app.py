@@ -19,6 +19,8 @@ from app.api.auth import bearer_auth, browser_guard
 from app.api.errors import ApiError
 from app.api.middleware import CORRELATION_HEADER, request_context, stamp_headers
 from app.api.models import DrainAccepted, PoolHealth
+from app.api.openai_compat import add_openai_routes
+from app.api.openai_errors import openai_errors
 from app.api.openapi import build_openapi
 from app.api.render import JSON_TYPE, dumps, model_response
 from app.api.settings import ApiSettings
@@ -298,9 +300,10 @@ def make_app(orch: Orchestrator, settings: ApiSettings) -> web.Application:
 
     Live streams are closed with an ``error`` frame at shutdown (on_shutdown,
     while connections are still open; cleanup_ctx sweeps again at cleanup).
+    The OpenAI-compatible routes (``openai_compat``) answer errors in OpenAI's shape.
     """
     app = web.Application(
-        middlewares=[request_context, browser_guard, bearer_auth],
+        middlewares=[request_context, openai_errors, browser_guard, bearer_auth],
         client_max_size=max(1, settings.max_body_bytes),
     )
     app[ORCH] = orch
@@ -312,4 +315,5 @@ def make_app(orch: Orchestrator, settings: ApiSettings) -> web.Application:
     app.cleanup_ctx.append(_streams_ctx)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    add_openai_routes(app, read_json)
     return app

@@ -29,7 +29,8 @@ _TOKEN_HINT = "send the header 'Authorization: Bearer <token>' with the server's
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Correlation-Id"
 CORS_EXPOSE_HEADERS = (
     "X-Correlation-Id, Retry-After, X-Backoff-Ms, "
-    "X-Budget-Tokens-Remaining, X-Budget-Time-Remaining-Ms, Location"
+    "X-Budget-Tokens-Remaining, X-Budget-Time-Remaining-Ms, Location, "
+    "X-Orch-Pool-Id, X-Orch-Task-Id"
 )
 
 

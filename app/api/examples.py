@@ -8,6 +8,20 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.api.models import DrainAccepted
+from app.api.openai_models import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    OpenAIChatMessage,
+    Usage,
+)
+from app.api.openai_stream import ChunkRenderer
 from app.api.sse import frame
 from app.orchestrator.contracts import (
     AdmissionResponse,
@@ -172,4 +186,66 @@ def reload() -> Example:
         "request": _json(ReloadRequest(model_ref="file:/models/qwen2.5-7b-q4.gguf")),
         "response": {"status": 200, "body": _json(ok)},
         "rolled_back": {"status": 200, "body": _json(failed)},
+    }
+
+
+# ---- OpenAI-compatible routes --------------------------------------------------------
+
+_CHAT_ID = f"chatcmpl-{TASK_ID}"
+_CREATED = 1_700_000_000
+
+
+def models() -> Example:
+    """Return a model list answer."""
+    card = ModelCard(
+        id="qwen2.5-7b-q4", object="model", created=_CREATED, owned_by="llama-orch",
+        pools=["gpu0", "gpu1"],
+    )  # fmt: skip
+    return {
+        "curl": "curl http://127.0.0.1:8080/v1/models",
+        "response": {"status": 200, "body": _json(ModelList(object="list", data=[card]))},
+    }
+
+
+def chat_completion() -> Example:
+    """Return a chat request, its whole answer and its streamed chunks."""
+    req = ChatCompletionRequest(
+        model="qwen2.5-7b-q4", max_tokens=32, seed=7,
+        messages=[OpenAIChatMessage(role="user", content="Write a haiku about GPUs")],
+    )  # fmt: skip
+    whole = ChatCompletion(
+        id=_CHAT_ID, object="chat.completion", created=_CREATED, model="qwen2.5-7b-q4",
+        system_fingerprint=None,
+        choices=[ChatChoice(
+            index=0, message=AssistantMessage(role="assistant", content="Silent fans hum"),
+            logprobs=None, finish_reason="stop",
+        )],
+        usage=Usage(prompt_tokens=9, completion_tokens=3, total_tokens=12),
+    )  # fmt: skip
+    chunks = ChunkRenderer(
+        chat=True, completion_id=_CHAT_ID, created=_CREATED, model="qwen2.5-7b-q4",
+        include_usage=False,
+    )  # fmt: skip
+    frames = chunks.start() + chunks.token("Silent") + chunks.token(" fans hum")
+    return {
+        "curl": "curl -N http://127.0.0.1:8080/v1/chat/completions "
+        "-H 'Content-Type: application/json' -d '<request>'",
+        "request": req.model_dump(mode="json", exclude_none=True),
+        "response": {"status": 200, "body": _json(whole)},
+        "stream_frames": (frames + chunks.finish("stop", 9, 3)).decode(),
+        "stream_error": chunks.error("engine process exited mid-stream", "WORKER_RESET").decode(),
+    }
+
+
+def completion() -> Example:
+    """Return a text completion request and its answer."""
+    req = CompletionRequest(model="gpu0", prompt="The capital of France is", max_tokens=4)
+    whole = Completion(
+        id=f"cmpl-{TASK_ID}", object="text_completion", created=_CREATED, model="qwen2.5-7b-q4",
+        choices=[CompletionChoice(index=0, text=" Paris.", logprobs=None, finish_reason="stop")],
+        usage=Usage(prompt_tokens=6, completion_tokens=2, total_tokens=8),
+    )  # fmt: skip
+    return {
+        "request": req.model_dump(mode="json", exclude_none=True),
+        "response": {"status": 200, "body": _json(whole)},
     }

@@ -15,6 +15,16 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from app.api import examples as ex
 from app.api.models import AuthErrorBody, DrainAccepted, PoolHealth
+from app.api.openai_models import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    OpenAIErrorBody,
+)
 from app.orchestrator.contracts import (
     API_VERSION,
     AdmissionResponse,
@@ -36,11 +46,14 @@ from app.orchestrator.contracts import (
 )
 
 REF = "#/components/schemas/{model}"
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (TaskRequest, DrainRequest, ReloadRequest)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    TaskRequest, DrainRequest, ReloadRequest, ChatCompletionRequest, CompletionRequest,
+)  # fmt: skip
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     AdmissionResponse, TaskView, SessionInfo, Capabilities, PoolView, PoolHealth,
     DrainAccepted, ReloadResult, DecisionRecord, ErrorEnvelope, AuthErrorBody,
     StartedPayload, TokenPayload, MetricsPayload, EndPayload, ErrorPayload,
+    ModelList, ModelCard, ChatCompletion, ChatCompletionChunk, Completion, OpenAIErrorBody,
 )  # fmt: skip
 SSE_EVENTS: dict[str, type[BaseModel]] = {
     "started": StartedPayload,
@@ -53,7 +66,7 @@ ERROR_TEXT = {
     400: "Invalid JSON or parameters (INVALID_PARAMS) or a guardrail refusal (ADMISSION_REJECT)",
     401: "Missing or wrong bearer token",
     403: "Host or Origin refused (DNS rebinding / cross-origin protection)",
-    404: "Unknown id (NOT_FOUND)",
+    404: "Unknown id (NOT_FOUND; model_not_found on the OpenAI routes)",
     409: "Conflict (duplicate task_id, or a second stream reader)",
     413: "Request body over the size limit",
     429: "Queue full (ADMISSION_REJECT with policy_label); retry after Retry-After seconds",
@@ -112,6 +125,10 @@ HEADERS: dict[str, Schema] = {
         "Milliseconds left in the session time budget", {"type": "integer"}, False
     ),
     "Location": _header("Where to stream the task's events", {"type": "string"}),
+    "X-Orch-Pool-Id": _header("The pool the task was placed on", {"type": "string"}),
+    "X-Orch-Task-Id": _header(
+        "The OrchQueue task id (GET /v1/tasks/{task_id}, POST .../cancel)", {"type": "string"}
+    ),
 }
 
 
@@ -137,15 +154,18 @@ def empty_response(description: str) -> Schema:
     return {"description": description, "headers": _headers()}
 
 
-def error_responses(*statuses: int) -> dict[str, Schema]:
-    """Return the error responses ``statuses`` plus 401, 403 and 500."""
+def error_responses(*statuses: int, model: type[BaseModel] | None = None) -> dict[str, Schema]:
+    """Return the error responses ``statuses`` plus 401, 403 and 500.
+
+    Bodies are the OrchQueue envelopes, or ``model`` for every status when given.
+    """
     out: dict[str, Schema] = {}
     for status in sorted({*statuses, *ALWAYS}):
-        model = AuthErrorBody if status == 401 else ErrorEnvelope
+        body_model = model or (AuthErrorBody if status == 401 else ErrorEnvelope)
         extra: tuple[str, ...] = ("Retry-After", "X-Backoff-Ms") if status == 429 else ()
         if status == 503:
             extra = ("Retry-After-Optional",)
-        out[str(status)] = json_response(ERROR_TEXT[status], ref(model), *extra)
+        out[str(status)] = json_response(ERROR_TEXT[status], ref(body_model), *extra)
     return out
 
 
@@ -275,6 +295,7 @@ def operations() -> dict[str, dict[str, Schema]]:
         },
         **_control_plane(),
         **_observability(),
+        **_openai(),
     }  # fmt: skip
 
 
@@ -361,6 +382,62 @@ def _observability() -> dict[str, dict[str, Schema]]:
     }  # fmt: skip
 
 
+def _completion_response(whole: type[BaseModel], chunk: type[BaseModel]) -> Schema:
+    return {
+        "description": (
+            "`stream` false: the whole answer with `usage`. `stream` true: Server-Sent "
+            "Events `data: <chunk>` (first chat chunk has `delta.role`; the last has "
+            "`finish_reason`; with `stream_options.include_usage` one more with `usage` "
+            "and no choices), then `data: [DONE]`. A failure mid-stream sends "
+            '`data: {"error": {...}}` then `data: [DONE]`.'
+        ),
+        "headers": _headers("X-Orch-Pool-Id", "X-Orch-Task-Id"),
+        "content": {
+            "application/json": {"schema": ref(whole)},
+            "text/event-stream": {"schema": {"type": "string"}, "x-sse-chunk": ref(chunk)},
+        },
+    }
+
+
+def _openai() -> dict[str, dict[str, Schema]]:
+    def errors(*statuses: int) -> dict[str, Schema]:
+        return error_responses(*statuses, model=OpenAIErrorBody)
+
+    model_id = path_param("model_id", "A model id from GET /v1/models")
+    return {
+        "/v1/models": {
+            "get": _op(
+                "listModels", "The models the pools serve, with their pools", "openai",
+                {"200": json_response("Models", ref(ModelList)), **errors()},
+                examples=ex.models(),
+            ),
+        },
+        "/v1/models/{model_id}": {
+            "get": _op(
+                "getModel", "One model and its pools", "openai",
+                {"200": json_response("The model", ref(ModelCard)), **errors(404)},
+                params=(model_id,),
+            ),
+        },
+        "/v1/chat/completions": {
+            "post": _op(
+                "createChatCompletion", "OpenAI-compatible chat completion", "openai",
+                {"200": _completion_response(ChatCompletion, ChatCompletionChunk),
+                 **errors(400, 404, 413, 429, 503)},
+                request=body(ChatCompletionRequest), examples=ex.chat_completion(),
+            ),
+        },
+        "/v1/completions": {
+            "post": _op(
+                "createCompletion", "OpenAI-compatible text completion", "openai",
+                {"200": _completion_response(Completion, Completion),
+                 **errors(400, 404, 413, 429, 503)},
+                request=body(CompletionRequest), examples=ex.completion(),
+            ),
+        },
+    }  # fmt: skip
+
+
 def _array(model: type[BaseModel]) -> Schema:
     return {"type": "array", "items": ref(model)}
 
@@ -373,8 +450,10 @@ def build_openapi() -> Schema:
             "title": "llama-orch OrchQueue v1",
             "version": API_VERSION,
             "description": (
-                "Data plane, control plane and SSE streaming of llama-orch desktop. "
-                "With a token configured every route needs `Authorization: Bearer <token>`."
+                "Data plane, control plane and SSE streaming of llama-orch desktop, plus "
+                "OpenAI-compatible /v1/models, /v1/chat/completions and /v1/completions "
+                "(errors in OpenAI's shape there). With a token configured every route "
+                "needs `Authorization: Bearer <token>`."
             ),
         },
         "paths": operations(),

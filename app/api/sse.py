@@ -104,6 +104,26 @@ async def _drain(handle: StreamHandle) -> None:
         pass
 
 
+def client_gone(request: web.Request) -> bool:
+    """Return True when the client's connection is closed or closing. Never blocks."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def next_event(
+    request: web.Request, handle: StreamHandle, wait_s: float = DISCONNECT_POLL_S
+) -> TaskEvent | None:
+    """Return ``handle``'s next event (None after the terminal one); awaits up to ``wait_s``.
+
+    Raises ConnectionResetError when the client already went away and TimeoutError
+    when no event came within ``wait_s`` (call again to keep watching the client).
+    """
+    if client_gone(request):
+        raise ConnectionResetError("the client closed the stream")
+    async with asyncio.timeout(wait_s):
+        return await handle.next()
+
+
 class SseWriter:
     """Writes one task's events to a prepared StreamResponse.
 
@@ -162,15 +182,9 @@ class SseWriter:
         await self._response.write(data)
         self._last_write = self._loop.time()
 
-    def _client_gone(self) -> bool:
-        transport = self._request.transport
-        return transport is None or transport.is_closing()
-
     async def _wait(self) -> TaskEvent | None:
         """Await the next event, writing heartbeats and watching for a disconnect."""
         while True:
-            if self._client_gone():
-                raise ConnectionResetError("the client closed the stream")
             wait = DISCONNECT_POLL_S
             if self._heartbeat_s > 0:
                 due = self._last_write + self._heartbeat_s - self._loop.time()
@@ -179,8 +193,7 @@ class SseWriter:
                     continue
                 wait = min(wait, due)
             try:
-                async with asyncio.timeout(wait):
-                    return await self._handle.next()
+                return await next_event(self._request, self._handle, wait)
             except TimeoutError:
                 continue
 
@@ -226,15 +239,19 @@ async def serve_stream(
     streams: LiveStreams,
     options: StreamOptions,
     headers: Mapping[str, str],
+    *,
+    writer_factory: Callable[..., SseWriter] = SseWriter,
 ) -> web.StreamResponse:
     """Serve ``handle``'s events as SSE until the terminal event. Awaits the task.
 
-    A client that goes away gets its task canceled (``cancel_on_disconnect``) or
-    drained in the background; a shutdown ends the stream with an ``error`` frame
-    and cancels the task. Raises CancelledError when aiohttp cancels the handler.
+    ``writer_factory`` builds the writer (called like ``SseWriter``; a subclass
+    renders other frame formats). A client that goes away gets its task canceled
+    (``cancel_on_disconnect``) or drained in the background; a shutdown ends the
+    stream with the writer's shutdown error and cancels the task. Raises
+    CancelledError when aiohttp cancels the handler.
     """
     response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
-    writer = SseWriter(
+    writer = writer_factory(
         request,
         response,
         handle,
@@ -256,7 +273,7 @@ async def serve_stream(
             await writer.write_shutdown_error()
     finally:
         streams.streams.discard(live)
-        _after_stream(handle, streams, options, writer.finished, shutdown)
+        release_stream(handle, streams, options, finished=writer.finished, shutdown=shutdown)
     return response
 
 
@@ -267,13 +284,20 @@ def _uncancel() -> bool:
     return True
 
 
-def _after_stream(
+def release_stream(
     handle: StreamHandle,
     streams: LiveStreams,
     options: StreamOptions,
+    *,
     finished: bool,
-    shutdown: bool,
+    shutdown: bool = False,
 ) -> None:
+    """Let go of a reader's ``handle``; never blocks, never raises.
+
+    Nothing to do after the terminal event was delivered. Otherwise (the client
+    went away, or a shutdown) the task is canceled (``cancel_on_disconnect`` or
+    shutdown) or drained in the background so it can finish and free its slot.
+    """
     if finished and not shutdown:
         return
     fields = {"correlation_id": handle.correlation_id, "job_id": handle.task_id}

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp
-
 from app.engine_host import process
 from app.engine_host.llamacpp_launch import (
     EngineCommand,
@@ -34,6 +32,7 @@ from app.engine_host.llamacpp_launch import (
     resolve_model_ref,
 )
 from app.engine_host.sse_stream import OpenAIStream, open_stream, request_body
+from app.engine_host.status import LazySession, Mailbox, PublishedStatus, StatusPublisher
 from app.engine_host.supervisor import (
     CrashHistory,
     PoolStateMachine,
@@ -46,9 +45,7 @@ from app.orchestrator.ports import (
     EngineError,
     EngineRequest,
     PoolDescriptor,
-    PoolListener,
     PoolState,
-    PoolStatus,
     SystemClock,
 )
 
@@ -68,7 +65,7 @@ class _Command:
     reply: asyncio.Future[str] | None = None
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(PublishedStatus):
     """``EngineControl`` for one pool backed by a local llama.cpp engine process."""
 
     def __init__(
@@ -87,17 +84,14 @@ class LlamaCppEngine:
         self._policy = policy if policy is not None else RestartPolicy()
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep
-        self._listeners: list[PoolListener] = []
-        self._waiters: list[asyncio.Future[None]] = []
         self._python_server = spec.server_binary is None and shutil.which("llama-server") is None
-        self._machine = PoolStateMachine()
-        self._status = PoolStatus(PoolState.STOPPED, at=self._clock.time())
-        self._descriptor = self._describe(spec.model_ref, None)
+        self._pool = StatusPublisher(
+            self._describe(spec.model_ref, None), clock=self._clock, machine=PoolStateMachine()
+        )
         self._model_ref = spec.model_ref
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession()
         self._launcher = EngineLauncher(spec, log_path=self._log_path, session=self._http)
-        self._commands: asyncio.Queue[_Command] = asyncio.Queue()
-        self._owner: asyncio.Task[None] | None = None
+        self._mailbox: Mailbox[_Command] = Mailbox(self._supervise, name=f"pool-{spec.pool_id}")
         # Owned by the supervisor task:
         self._inst: EngineProcess | None = None
         self._launch: asyncio.Task[EngineProcess] | None = None
@@ -113,16 +107,6 @@ class LlamaCppEngine:
         self._stopping = False
 
     # ---- EngineControl ----
-
-    @property
-    def descriptor(self) -> PoolDescriptor:
-        """Return what the pool serves now."""
-        return self._descriptor
-
-    @property
-    def status(self) -> PoolStatus:
-        """Return the latest status snapshot."""
-        return self._status
 
     @property
     def log_path(self) -> Path:
@@ -141,17 +125,13 @@ class LlamaCppEngine:
         inst = self._inst
         return inst.base_url if inst is not None else None
 
-    def add_listener(self, listener: PoolListener) -> None:
-        """Call ``listener(status)`` on the loop after every status change."""
-        self._listeners.append(listener)
-
     async def start(self) -> None:
         """Start the engine; returns once it is starting (or needs a model). Never raises."""
-        await self._send(_Command("start"))
+        await self._mailbox.send(_Command("start"))
 
     async def restart(self) -> None:
         """Restart the engine process with the current model; returns once it is starting."""
-        await self._send(_Command("restart"))
+        await self._mailbox.send(_Command("restart"))
 
     async def reload(self, model_ref: str) -> str:
         """Load ``model_ref`` beside the serving engine and swap once it is ready.
@@ -160,17 +140,12 @@ class LlamaCppEngine:
         new engine fails to become ready; the old one keeps serving then.
         Waits up to the startup timeout.
         """
-        return await self._send(_Command("reload", model_ref=model_ref))
+        return await self._mailbox.send(_Command("reload", model_ref=model_ref))
 
     async def stop(self) -> None:
         """Stop the engine (SIGTERM, SIGKILL after the grace period) and wait for it to exit."""
-        owner = self._owner
-        if owner is not None and not owner.done():
-            self._commands.put_nowait(_Command("stop"))
-            await asyncio.shield(owner)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._mailbox.close(_Command("stop"))
+        await self._http.close()
 
     async def open_stream(self, request: EngineRequest) -> OpenAIStream:
         """Send ``request`` to the engine; returns once it accepted it.
@@ -179,42 +154,19 @@ class LlamaCppEngine:
         what ``sse_stream.open_stream`` raises. Awaits the response headers.
         """
         inst = self._inst
-        state = self._status.state
-        if inst is None or state not in (PoolState.READY, PoolState.DRAINING):
-            why = f"pool {self._spec.pool_id} is {state}"
-            why += f": {self._status.detail}" if self._status.detail else ""
-            raise EngineError(ErrorCode.POOL_UNREADY, why, retriable=True)
-        path, body = request_body(request, self._descriptor.model)
+        if inst is None or self._pool.state not in (PoolState.READY, PoolState.DRAINING):
+            raise self._pool.unready()
+        path, body = request_body(request, self._pool.descriptor.model)
         return await self._open(inst, path, body, self._spec.decode_timeout_s)
 
-    async def wait_for(self, *states: PoolState, timeout_s: float) -> PoolStatus:
-        """Return the status once its state is one of ``states``.
-
-        Raises TimeoutError after ``timeout_s``. Blocks (asynchronously) until then.
-        """
-        async with asyncio.timeout(timeout_s):
-            while self._status.state not in states:
-                changed = asyncio.get_running_loop().create_future()
-                self._waiters.append(changed)
-                await changed
-        return self._status
-
-    # ---- commands ----
-
-    async def _send(self, command: _Command) -> str:
-        if self._owner is None or self._owner.done():
-            self._stopping = False
-            self._owner = asyncio.create_task(self._supervise(), name=f"pool-{self._spec.pool_id}")
-        command.reply = asyncio.get_running_loop().create_future()
-        self._commands.put_nowait(command)
-        return await command.reply
+    # ---- streams ----
 
     async def _open(
         self, inst: EngineProcess, path: str, body: dict[str, object], timeout_s: float
     ) -> OpenAIStream:
         def finished(error: EngineError | None) -> None:
             if error is not None and error.code is ErrorCode.DECODE_TIMEOUT:
-                self._commands.put_nowait(_Command("hung", instance=inst))
+                self._mailbox.post(_Command("hung", instance=inst))
 
         return await open_stream(
             self._http(),
@@ -226,19 +178,15 @@ class LlamaCppEngine:
             on_finish=finished,
         )
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        return self._session
-
     # ---- the supervisor task ----
 
     async def _supervise(self) -> None:
         pending_cmd: asyncio.Task[_Command] | None = None
+        self._stopping = False
         try:
             while not self._stopping:
                 if pending_cmd is None:
-                    pending_cmd = asyncio.ensure_future(self._commands.get())
+                    pending_cmd = asyncio.ensure_future(self._mailbox.commands.get())
                 waits = self._waitables(pending_cmd)
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 if pending_cmd.done():
@@ -254,14 +202,11 @@ class LlamaCppEngine:
 
     def _refuse_queued(self, pending_cmd: asyncio.Task[_Command] | None) -> None:
         """Answer commands that arrived while the pool stopped (no await: runs last)."""
-        queued = []
+        taken = []
         if pending_cmd is not None and pending_cmd.done() and not pending_cmd.cancelled():
-            queued.append(pending_cmd.result())
-        while not self._commands.empty():
-            queued.append(self._commands.get_nowait())
+            taken.append(pending_cmd.result())
         stopped = EngineError(ErrorCode.POOL_UNAVAILABLE, f"pool {self._spec.pool_id} stopped")
-        for command in queued:
-            _resolve(command.reply, "" if command.kind == "stop" else stopped)
+        self._mailbox.refuse_queued(stopped, *taken)
 
     def _waitables(self, pending_cmd: asyncio.Task[_Command]) -> set[asyncio.Future[Any]]:
         tasks: list[asyncio.Future[Any] | None] = [pending_cmd, self._launch]
@@ -287,7 +232,7 @@ class LlamaCppEngine:
         elif command.kind == "reload":
             await self._on_reload(command)
             return
-        elif command.kind == "restart" or self._machine.state in _STARTABLE:
+        elif command.kind == "restart" or self._pool.state in _STARTABLE:
             await self._cancel_all()
             self._history = CrashHistory()
             self._begin_launch(self._model_ref, recovering=False, detail="starting")
@@ -304,9 +249,7 @@ class LlamaCppEngine:
         elif self._inst is not None:
             self._candidate = asyncio.create_task(self._launcher.launch(ref))
             self._candidate_reply = command.reply
-            self._publish(
-                self._machine.state, f"loading {model_id_for(ref)} beside the current model"
-            )
+            self._publish(self._pool.state, f"loading {model_id_for(ref)} beside the current model")
         else:
             await self._cancel_all()
             self._history = CrashHistory()
@@ -318,7 +261,7 @@ class LlamaCppEngine:
         if model_ref is None:
             self._publish(PoolState.NEEDS_MODEL, "no model configured; reload a model to serve")
             return
-        self._descriptor = self._describe(model_ref, None)
+        self._pool.descriptor = self._describe(model_ref, None)
         self._launch = asyncio.create_task(self._launcher.launch(model_ref))
         self._launch_recovering = recovering
         self._publish(PoolState.STARTING, f"{detail}: loading {model_id_for(model_ref)}")
@@ -337,7 +280,7 @@ class LlamaCppEngine:
             return
         recovered = f"recovered after: {self._last_crash}" if self._launch_recovering else ""
         self._serve(inst, recovered)
-        _resolve(reply, f"pool {self._spec.pool_id} now serves {self._descriptor.model}")
+        _resolve(reply, f"pool {self._spec.pool_id} now serves {self._pool.descriptor.model}")
 
     async def _on_candidate(self, task: asyncio.Task[EngineProcess]) -> None:
         self._candidate = None
@@ -345,13 +288,13 @@ class LlamaCppEngine:
         try:
             inst = task.result()
         except LaunchFailed as exc:
-            current = self._descriptor.model
+            current = self._pool.descriptor.model
             why = f"reload failed: {exc.detail}; {current} keeps serving"
             _resolve(reply, EngineError(exc.code, why))
             if self._inst is None:
                 self._schedule_restart(f"crashed during a reload; {why}")
             else:
-                self._publish(self._machine.state, why)
+                self._publish(self._pool.state, why)
             return
         old = self._inst
         self._history = CrashHistory()
@@ -359,11 +302,11 @@ class LlamaCppEngine:
         self._serve(inst, "")
         if old is not None:
             self._retire(old)
-        _resolve(reply, f"pool {self._spec.pool_id} now serves {self._descriptor.model}")
+        _resolve(reply, f"pool {self._spec.pool_id} now serves {self._pool.descriptor.model}")
 
     def _serve(self, inst: EngineProcess, detail: str) -> None:
         self._inst = inst
-        self._descriptor = self._describe(inst.model_ref, inst.command)
+        self._pool.descriptor = self._describe(inst.model_ref, inst.command)
         self._history = self._policy.on_ready(self._history, self._clock.monotonic())
         self._publish(PoolState.READY, detail)
 
@@ -422,12 +365,12 @@ class LlamaCppEngine:
         self._launch_reply = self._candidate_reply = None
 
     async def _teardown(self) -> None:
-        if self._machine.can(PoolState.STOPPING):
+        if self._pool.can(PoolState.STOPPING):
             self._publish(PoolState.STOPPING, "stopping")
         await self._cancel_all()
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
-        if self._machine.can(PoolState.STOPPED):
+        if self._pool.can(PoolState.STOPPED):
             self._publish(PoolState.STOPPED, "")
 
     # ---- status ----
@@ -452,19 +395,8 @@ class LlamaCppEngine:
         )
 
     def _publish(self, state: PoolState, detail: str) -> None:
-        if state is not self._machine.state:
-            self._machine.transition(state)
         crashes = self._policy.crashes_recent(self._history, self._clock.monotonic())
-        self._status = PoolStatus(state, detail, crashes_recent=crashes, at=self._clock.time())
-        for listener in list(self._listeners):
-            try:
-                listener(self._status)
-            except Exception:
-                log.exception("pool %s: status listener failed", self._spec.pool_id)
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._pool.publish(state, detail, crashes_recent=crashes)
 
 
 def _resolve(reply: asyncio.Future[str] | None, outcome: str | BaseException) -> None:

@@ -12,14 +12,13 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from app.engine_host.status import PublishedStatus, StatusPublisher
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.ports import (
     EngineError,
     EngineRequest,
     PoolDescriptor,
-    PoolListener,
     PoolState,
-    PoolStatus,
 )
 
 _WORDS = (
@@ -153,13 +152,13 @@ class MockStream:
             self._engine.closed_streams += 1
 
 
-class MockEngine:
+class MockEngine(PublishedStatus):
     """EngineControl for a ``mock`` pool. State changes are reported to listeners."""
 
     def __init__(self, spec: MockSpec, *, sleep: Sleep = asyncio.sleep) -> None:
         self.spec = spec
         self._sleep = sleep
-        self._descriptor = PoolDescriptor(
+        descriptor = PoolDescriptor(
             pool_id=spec.pool_id,
             engine="mock",
             engine_version="mock-1",
@@ -169,28 +168,14 @@ class MockEngine:
             device_mask=spec.device_mask,
             demo=spec.demo,
         )
-        self._status = PoolStatus(PoolState.STOPPED)
-        self._listeners: list[PoolListener] = []
+        self._pool = StatusPublisher(descriptor)
         self._tasks: set[asyncio.Task[None]] = set()
         self.opened_streams = 0
         self.closed_streams = 0
         self.crashes = 0
 
-    @property
-    def descriptor(self) -> PoolDescriptor:
-        return self._descriptor
-
-    @property
-    def status(self) -> PoolStatus:
-        return self._status
-
-    def add_listener(self, listener: PoolListener) -> None:
-        self._listeners.append(listener)
-
     def _set(self, state: PoolState, detail: str = "") -> None:
-        self._status = PoolStatus(state, detail, crashes_recent=self.crashes)
-        for listener in list(self._listeners):
-            listener(self._status)
+        self._pool.publish(state, detail, crashes_recent=self.crashes)
 
     async def start(self) -> None:
         """Report starting, then ready after ``start_delay_ms`` (in the background)."""
@@ -200,7 +185,7 @@ class MockEngine:
     async def _become_ready(self, delay_ms: float) -> None:
         if delay_ms > 0:
             await self._sleep(delay_ms / 1000)
-        if self._status.state is PoolState.STARTING:
+        if self._pool.state is PoolState.STARTING:
             self._set(PoolState.READY)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -224,7 +209,7 @@ class MockEngine:
         self._set(PoolState.STOPPED)
 
     async def open_stream(self, request: EngineRequest) -> MockStream:
-        if self._status.state not in (PoolState.READY, PoolState.DRAINING):
+        if self._pool.state not in (PoolState.READY, PoolState.DRAINING):
             raise EngineError(
                 ErrorCode.POOL_UNREADY, f"pool {self.spec.pool_id} is not ready", retriable=True
             )
@@ -235,8 +220,8 @@ class MockEngine:
         """Switch the served model name; a ref starting with 'bad' fails (for tests)."""
         if model_ref.startswith("bad"):
             raise EngineError(ErrorCode.INTERNAL, f"cannot load model '{model_ref}'")
-        self._descriptor = replace(self._descriptor, model=model_ref)
-        self._set(self._status.state, f"serving {model_ref}")
+        self._pool.descriptor = replace(self._pool.descriptor, model=model_ref)
+        self._set(self._pool.state, f"serving {model_ref}")
         return f"now serving {model_ref}"
 
     async def restart(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any, Literal
 import aiohttp
 
 from app.engine_host.sse_stream import OpenAIStream, open_stream, redact, request_body
+from app.engine_host.status import LazySession, Mailbox, PublishedStatus, StatusPublisher
 from app.engine_host.supervisor import PoolStateMachine
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.ports import (
@@ -27,13 +27,9 @@ from app.orchestrator.ports import (
     EngineError,
     EngineRequest,
     PoolDescriptor,
-    PoolListener,
     PoolState,
-    PoolStatus,
     SystemClock,
 )
-
-log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
 
@@ -83,7 +79,7 @@ class _Command:
     reply: asyncio.Future[str] | None = None
 
 
-class OpenAIEngine:
+class OpenAIEngine(PublishedStatus):
     """``EngineControl`` for an external OpenAI-compatible engine (no local process)."""
 
     def __init__(
@@ -100,51 +96,29 @@ class OpenAIEngine:
         self._sleep = sleep
         self._environ = environ if environ is not None else os.environ
         self._key: Secret | None = None
-        self._listeners: list[PoolListener] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._machine = PoolStateMachine()
-        self._status = PoolStatus(PoolState.STOPPED, at=self._clock.time())
         self._model = spec.model
         self._version = "unknown"
-        self._descriptor = self._describe()
-        self._session: aiohttp.ClientSession | None = None
-        self._commands: asyncio.Queue[_Command] = asyncio.Queue()
-        self._owner: asyncio.Task[None] | None = None
+        self._pool = StatusPublisher(
+            self._describe(), clock=self._clock, machine=PoolStateMachine()
+        )
+        self._http = LazySession()
+        self._mailbox: Mailbox[_Command] = Mailbox(self._run, name=f"pool-{spec.pool_id}")
 
     def __repr__(self) -> str:
         return f"OpenAIEngine(pool_id={self._spec.pool_id!r}, base_url={self._base!r})"
 
-    @property
-    def descriptor(self) -> PoolDescriptor:
-        """Return what the pool serves now."""
-        return self._descriptor
-
-    @property
-    def status(self) -> PoolStatus:
-        """Return the latest status snapshot."""
-        return self._status
-
-    def add_listener(self, listener: PoolListener) -> None:
-        """Call ``listener(status)`` on the loop after every status change."""
-        self._listeners.append(listener)
-
     async def start(self) -> None:
         """Begin health checks; returns once the pool is starting. Never raises."""
-        await self._send(_Command("check"))
+        await self._mailbox.send(_Command("check"))
 
     async def restart(self) -> None:
         """Re-read the API key and check the engine again now; returns once checked."""
-        await self._send(_Command("check"))
+        await self._mailbox.send(_Command("check"))
 
     async def stop(self) -> None:
         """Stop health checks and close the HTTP session; waits for both."""
-        owner = self._owner
-        if owner is not None and not owner.done():
-            self._commands.put_nowait(_Command("stop"))
-            await asyncio.shield(owner)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._mailbox.close(_Command("stop"))
+        await self._http.close()
 
     async def reload(self, model_ref: str) -> str:
         """Serve the engine's model ``model_ref`` from now on; returns a message.
@@ -153,7 +127,7 @@ class OpenAIEngine:
         model, POOL_UNAVAILABLE when it cannot be asked. The old model stays
         in use on failure. Waits for one ``/models`` request.
         """
-        return await self._send(_Command("reload", model=model_ref))
+        return await self._mailbox.send(_Command("reload", model=model_ref))
 
     async def open_stream(self, request: EngineRequest) -> OpenAIStream:
         """Send ``request`` to the engine; returns once it accepted it.
@@ -161,10 +135,8 @@ class OpenAIEngine:
         Raises EngineError: POOL_UNREADY when the pool is not ready, else
         what ``sse_stream.open_stream`` raises. Awaits the response headers.
         """
-        if self._status.state is not PoolState.READY:
-            why = f"pool {self._spec.pool_id} is {self._status.state}"
-            why += f": {self._status.detail}" if self._status.detail else ""
-            raise EngineError(ErrorCode.POOL_UNREADY, why, retriable=True)
+        if self._pool.state is not PoolState.READY:
+            raise self._pool.unready()
         path, body = request_body(request, self._model)
         body["stream_options"] = {"include_usage": True}
         return await open_stream(
@@ -178,26 +150,7 @@ class OpenAIEngine:
             secrets=self._secrets(),
         )
 
-    async def wait_for(self, *states: PoolState, timeout_s: float) -> PoolStatus:
-        """Return the status once its state is one of ``states``.
-
-        Raises TimeoutError after ``timeout_s``. Blocks (asynchronously) until then.
-        """
-        async with asyncio.timeout(timeout_s):
-            while self._status.state not in states:
-                changed = asyncio.get_running_loop().create_future()
-                self._waiters.append(changed)
-                await changed
-        return self._status
-
     # ---- the owner task: health checks and commands ----
-
-    async def _send(self, command: _Command) -> str:
-        if self._owner is None or self._owner.done():
-            self._owner = asyncio.create_task(self._run(), name=f"pool-{self._spec.pool_id}")
-        command.reply = asyncio.get_running_loop().create_future()
-        self._commands.put_nowait(command)
-        return await command.reply
 
     async def _run(self) -> None:
         try:
@@ -212,25 +165,18 @@ class OpenAIEngine:
                 if command is not None and command.kind == "stop":
                     return
         finally:
-            if self._machine.can(PoolState.STOPPING):
+            if self._pool.can(PoolState.STOPPING):
                 self._publish(PoolState.STOPPING, "stopping")
-            if self._machine.can(PoolState.STOPPED):
+            if self._pool.can(PoolState.STOPPED):
                 self._publish(PoolState.STOPPED, "")
-            self._refuse_queued()
-
-    def _refuse_queued(self) -> None:
-        """Answer commands that arrived while the pool stopped."""
-        stopped = EngineError(ErrorCode.POOL_UNAVAILABLE, f"pool {self._spec.pool_id} stopped")
-        while not self._commands.empty():
-            reply = self._commands.get_nowait().reply
-            if reply is not None and not reply.done():
-                reply.set_exception(stopped)
+            stopped = EngineError(ErrorCode.POOL_UNAVAILABLE, f"pool {self._spec.pool_id} stopped")
+            self._mailbox.refuse_queued(stopped)
 
     async def _next_command(self) -> _Command | None:
         """Return the next command, or None when the health interval passed first."""
-        if self._machine.state in (PoolState.STOPPED, PoolState.STOPPING):
-            return await self._commands.get()
-        getter = asyncio.ensure_future(self._commands.get())
+        if self._pool.state in (PoolState.STOPPED, PoolState.STOPPING):
+            return await self._mailbox.commands.get()
+        getter = asyncio.ensure_future(self._mailbox.commands.get())
         timer = asyncio.ensure_future(self._sleep(self._spec.health_interval_s))
         await asyncio.wait({getter, timer}, return_when=asyncio.FIRST_COMPLETED)
         timer.cancel()
@@ -244,7 +190,7 @@ class OpenAIEngine:
     async def _check(self, *, first: bool) -> None:
         if first:
             self._key = self._read_key()
-            if self._machine.state is not PoolState.READY:
+            if self._pool.state is not PoolState.READY:
                 self._publish(PoolState.STARTING, f"checking {self._base}")
         try:
             models = await self._list_models()
@@ -254,17 +200,17 @@ class OpenAIEngine:
         if self._model not in models:
             self._publish(PoolState.FAILED, self._not_listed(self._model, models))
             return
-        self._descriptor = self._describe()
+        self._pool.descriptor = self._describe()
         self._become_ready("engine answers again")
 
     def _become_ready(self, why: str) -> None:
-        if self._machine.state in (PoolState.FAILED, PoolState.STOPPED):
+        if self._pool.state in (PoolState.FAILED, PoolState.STOPPED):
             self._publish(PoolState.STARTING, why)
         self._publish(PoolState.READY, "")
 
     async def _reload(self, command: _Command) -> None:
         assert command.reply is not None
-        if self._machine.state is PoolState.STOPPED:
+        if self._pool.state is PoolState.STOPPED:
             self._key = self._read_key()
         try:
             models = await self._list_models()
@@ -279,7 +225,7 @@ class OpenAIEngine:
             command.reply.set_exception(EngineError(ErrorCode.INVALID_PARAMS, why))
             return
         self._model = command.model
-        self._descriptor = self._describe()
+        self._pool.descriptor = self._describe()
         self._become_ready(f"switching to {self._model}")
         command.reply.set_result(f"pool {self._spec.pool_id} now serves {self._model}")
 
@@ -334,11 +280,6 @@ class OpenAIEngine:
     def _secrets(self) -> tuple[str, ...]:
         return (self._key.reveal(),) if self._key is not None else ()
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        return self._session
-
     def _describe(self) -> PoolDescriptor:
         spec = self._spec
         return PoolDescriptor(
@@ -353,18 +294,8 @@ class OpenAIEngine:
 
     def _publish(self, state: PoolState, detail: str) -> None:
         detail = redact(detail, self._secrets()) if detail else ""
-        same = state is self._status.state and detail == self._status.detail
+        current = self._pool.status
+        same = state is current.state and detail == current.detail
         if same and state is not PoolState.STOPPED:
             return
-        if state is not self._machine.state:
-            self._machine.transition(state)
-        self._status = PoolStatus(state, detail, at=self._clock.time())
-        for listener in list(self._listeners):
-            try:
-                listener(self._status)
-            except Exception:
-                log.exception("pool %s: status listener failed", self._spec.pool_id)
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._pool.publish(state, detail)

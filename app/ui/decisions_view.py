@@ -14,7 +14,6 @@ from PySide6.QtCore import (
     QAbstractTableModel,
     QItemSelection,
     QModelIndex,
-    QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
 )
@@ -33,9 +32,9 @@ from PySide6.QtWidgets import (
 
 from app.orchestrator.contracts import CandidateRecord, DecisionRecord
 from app.ui.bridge import OrchestratorBridge
+from app.ui.table_model import Index, RowsModel
 
 MAX_ROWS = 500
-_Index = QModelIndex | QPersistentModelIndex
 
 # Accent colours that read on light and dark palettes.
 OUTCOME_COLOURS = {
@@ -76,7 +75,7 @@ def candidate_rule(candidate: CandidateRecord) -> str:
     return ""
 
 
-class DecisionTableModel(QAbstractTableModel):
+class DecisionTableModel(RowsModel[DecisionRecord]):
     """Recent decisions, newest first, at most ``capacity`` rows."""
 
     HEADERS = ("Time", "Task", "Priority", "Mode", "Outcome", "Candidates", "Pinned", "Fallback")
@@ -84,22 +83,8 @@ class DecisionTableModel(QAbstractTableModel):
     def __init__(self, capacity: int = MAX_ROWS, parent: Any = None) -> None:
         super().__init__(parent)
         self._capacity = max(1, capacity)
-        self._rows: list[DecisionRecord] = []
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
-
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         record = self._rows[index.row()]
@@ -136,9 +121,7 @@ class DecisionTableModel(QAbstractTableModel):
 
     def reset(self, records: list[DecisionRecord]) -> None:
         """Replace every row with ``records`` (newest first), keeping the bound."""
-        self.beginResetModel()
-        self._rows = list(records[: self._capacity])
-        self.endResetModel()
+        self.set_rows(list(records[: self._capacity]))
 
     def add(self, record: DecisionRecord) -> None:
         """Insert ``record`` on top and drop the oldest row beyond the bound."""
@@ -169,7 +152,7 @@ class OutcomeFilter(QSortFilterProxyModel):
             self._mode = mode
             self.invalidateFilter()
 
-    def filterAcceptsRow(self, row: int, parent: _Index) -> bool:
+    def filterAcceptsRow(self, row: int, parent: Index) -> bool:
         if self._mode == "all":
             return True
         source = self.sourceModel()
@@ -178,29 +161,12 @@ class OutcomeFilter(QSortFilterProxyModel):
         return selected if self._mode == "selected" else not selected
 
 
-class CandidateTableModel(QAbstractTableModel):
+class CandidateTableModel(RowsModel[CandidateRecord]):
     """The candidate pools of one decision."""
 
     HEADERS = ("Pool", "Outcome", "Filter / tie-breaker", "Reason", "Predicted end")
 
-    def __init__(self, parent: Any = None) -> None:
-        super().__init__(parent)
-        self._rows: list[CandidateRecord] = []
-
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
-
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         cand = self._rows[index.row()]
@@ -219,9 +185,7 @@ class CandidateTableModel(QAbstractTableModel):
     def set_candidates(self, candidates: list[CandidateRecord]) -> None:
         """Show ``candidates`` (selected first, then outranked, then filtered)."""
         order = {"selected": 0, "outranked": 1, "filtered": 2}
-        self.beginResetModel()
-        self._rows = sorted(candidates, key=lambda c: order.get(c.outcome, 3))
-        self.endResetModel()
+        self.set_rows(sorted(candidates, key=lambda c: order.get(c.outcome, 3)))
 
 
 class DecisionsView(QWidget):

@@ -13,10 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QItemSelection,
     QModelIndex,
-    QPersistentModelIndex,
     Qt,
     QTimer,
 )
@@ -36,11 +34,11 @@ from PySide6.QtWidgets import (
 from app.orchestrator.contracts import TaskView
 from app.ui.bridge import OrchestratorBridge
 from app.ui.log_tail import LogTailView
+from app.ui.table_model import Index, RowsModel
 
 MAX_TASKS = 500
 FLUSH_MS = 250  # at most four model updates per second
 LIVE_STATES = frozenset({"queued", "dispatched", "streaming"})
-_Index = QModelIndex | QPersistentModelIndex
 
 # Accent colours that read on light and dark palettes.
 STATE_COLOURS = {
@@ -58,7 +56,7 @@ def is_live(task: TaskView) -> bool:
     return task.state in LIVE_STATES
 
 
-class TaskTableModel(QAbstractTableModel):
+class TaskTableModel(RowsModel[TaskView]):
     """Tasks keyed by id, newest first, at most ``capacity`` rows (finished ones go first)."""
 
     HEADERS = ("Task", "State", "Pool", "Client", "API", "Tokens out", "TTFT", "Created")
@@ -66,23 +64,9 @@ class TaskTableModel(QAbstractTableModel):
     def __init__(self, capacity: int = MAX_TASKS, parent: Any = None) -> None:
         super().__init__(parent)
         self._capacity = max(1, capacity)
-        self._rows: list[TaskView] = []
         self._keys: list[float] = []  # -created_at, ascending = newest first
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
-
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         task = self._rows[index.row()]

@@ -29,7 +29,10 @@ def served_routes(app: web.Application) -> list[tuple[str, str]]:
 async def _call(api: Api, method: str, path: str, **headers: str) -> tuple[int, dict[str, str]]:
     resp = await api.client.request(method, path, headers=headers, json={})
     if resp.status == 401:
-        return 401, {**await resp.json(), "www": resp.headers.get("WWW-Authenticate", "")}
+        body = await resp.json()
+        if "error" in body:  # the OpenAI-compatible routes answer in OpenAI's shape
+            body = {"code": body["error"]["code"].upper(), "hint": body["error"]["message"]}
+        return 401, {**body, "www": resp.headers.get("WWW-Authenticate", "")}
     await resp.read()
     return resp.status, {}
 

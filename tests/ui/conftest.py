@@ -18,6 +18,7 @@ event loop".
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -78,6 +79,10 @@ def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
 def qloop(qapp: QApplication) -> Iterator[QtAsync]:
     """Yield a QtAsync over a fresh qasync loop set as the current asyncio loop."""
     loop = qasync.QEventLoop(qapp)
+    # plain threads for asyncio.to_thread: qasync's QThread executor leaves Qt
+    # thread objects behind that a later test's event processing trips over
+    executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="qloop")
+    loop.set_default_executor(executor)
     asyncio.set_event_loop(loop)
     try:
         yield QtAsync(loop)
@@ -86,3 +91,23 @@ def qloop(qapp: QApplication) -> Iterator[QtAsync]:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
+
+
+@pytest.fixture(autouse=True)
+def _collect_qt_leftovers(qapp: QApplication) -> Iterator[None]:
+    """Destroy each test's leftover Qt objects before the next test runs.
+
+    Wrappers collected later, in the middle of another test's event
+    processing, can leave Qt delivering events to freed objects.
+    """
+    yield
+    import gc
+
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    for widget in QApplication.topLevelWidgets():
+        widget.close()
+        widget.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
+    QCoreApplication.processEvents()

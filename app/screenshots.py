@@ -1,9 +1,10 @@
 """Render every view of the desktop app to PNG files, using the real stack.
 
-``python -m app.ui.screenshots OUT_DIR`` (``make screenshots``) writes a
-throwaway config (the demo llama.cpp pool plus a mock pool), starts the real
+``python -m app.screenshots OUT_DIR`` (``make screenshots``) writes a
+throwaway config (the demo llama.cpp pool plus two mock pools, one of them
+draining so placement decisions show a filter), starts the real
 engines, core and API server on one qasync loop, streams prompts from the chat
-panel and from LAN-style clients for a while, then grabs each tab of the main
+panel and from HTTP clients on the real API for a while, then grabs each tab of the main
 window and the settings dialog into ``OUT_DIR/*.png``. Without a display it
 renders offscreen. Like ``app.main`` it is a composition root: it wires the
 backend, so it may use ``app.main``'s builders.
@@ -25,7 +26,6 @@ from typing import Any
 HISTORY_S = 45.0  # traffic before the grabs, so the charts have some history
 READY_TIMEOUT_S = 180.0
 TABS = {"pools": 0, "chat": 1, "decisions": 2, "metrics": 3, "tasks": 4}
-LAN_CLIENT = "lan:192.168.1.23"
 CHAT_PROMPT = "Which GPU in my home lab should run a 7B model, and why?"
 _ENV_OVERRIDES = ("BIND_ADDR", "ORCHD_ADDR", "AUTH_TOKEN", "AUTH_OPTIONAL", "TRUST_PROXY_AUTH")
 
@@ -37,10 +37,10 @@ def _free_port() -> int:
 
 
 def demo_settings(folder: Path, env: dict[str, str]) -> Any:
-    """Write the demo config (demo llama.cpp pool + a mock pool) under ``folder`` and
+    """Write the demo config (demo llama.cpp pool + two mock pools) under ``folder`` and
     return the loaded Settings. Raises ConfigError or OSError. BLOCKING."""
     from app.config import PoolSettings, load_settings, save_settings
-    from app.main import load_or_create_settings  # noqa: TID251 (composition root)
+    from app.main import load_or_create_settings
 
     path = folder / "config.toml"
     base, _ = load_or_create_settings(path, env)
@@ -69,66 +69,91 @@ def _settled(bridge: Any) -> bool:
 
 
 class Traffic:
-    """LAN-style clients submitting and streaming tasks next to the chat panel."""
+    """Clients on the real HTTP API (OrchQueue SSE and the OpenAI-compatible
+    routes) submitting and streaming tasks next to the chat panel."""
 
-    def __init__(self, bridge: Any) -> None:
-        self.bridge = bridge
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url
         self.streams: set[asyncio.Task[None]] = set()
         self.count = 0
+        self._http: Any = None
 
-    def submit(self, prompt: str, *, cancel_after: float | None = None, **kw: Any) -> None:
-        """Submit one task as a LAN client and stream it in the background."""
-        from app.orchestrator.contracts import TaskRequest
-        from app.orchestrator.errors import OrchError
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
 
+    def submit(self, prompt: str, *, cancel_after: float | None = None, **body: Any) -> None:
+        """Send one task over HTTP and stream it in the background."""
         self.count += 1
-        req = TaskRequest(prompt=prompt, seed=self.count, **kw)
-        api = "openai" if self.count % 3 == 0 else "orchqueue"
-        with contextlib.suppress(OrchError):  # refusals are part of the picture
-            resp = self.bridge.orch.submit(req, identity=LAN_CLIENT, api=api)
-            task = asyncio.ensure_future(self._drain(str(resp.task_id), cancel_after))
-            self.streams.add(task)
-            task.add_done_callback(self.streams.discard)
+        body = {"seed": self.count, **body}
+        if self.count % 3 == 0 and "placement" not in body:
+            coro = self._openai(prompt, body)
+        else:
+            coro = self._orchqueue({"prompt": prompt, **body}, cancel_after)
+        task = asyncio.ensure_future(coro)
+        self.streams.add(task)
+        task.add_done_callback(self.streams.discard)
 
-    async def _drain(self, task_id: str, cancel_after: float | None) -> None:
+    def _session(self) -> Any:
+        import aiohttp
+
+        if self._http is None:
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        return self._http
+
+    async def _orchqueue(self, body: dict[str, Any], cancel_after: float | None) -> None:
+        http = self._session()
+        async with http.post(f"{self.base}/v1/tasks", json=body) as resp:
+            if resp.status != 202:  # refusals are part of the picture
+                return
+            task_id = (await resp.json())["task_id"]
         if cancel_after is not None:
-            asyncio.get_running_loop().call_later(cancel_after, self._cancel, task_id)
-        async for _event in self.bridge.stream(task_id):
-            pass
+            asyncio.get_running_loop().call_later(
+                cancel_after, lambda: asyncio.ensure_future(self._cancel(task_id))
+            )
+        async with http.get(f"{self.base}/v1/tasks/{task_id}/stream") as resp:
+            async for _line in resp.content:
+                pass
 
-    def _cancel(self, task_id: str) -> None:
+    async def _openai(self, prompt: str, body: dict[str, Any]) -> None:
+        payload = {
+            "model": "demo",
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": True,
+            "max_tokens": body.get("max_tokens", 48),
+            "seed": body["seed"],
+        }
+        async with self._session().post(f"{self.base}/v1/chat/completions", json=payload) as resp:
+            async for _line in resp.content:
+                pass
+
+    async def _cancel(self, task_id: str) -> None:
         with contextlib.suppress(Exception):
-            self.bridge.cancel(task_id)
+            async with self._session().post(f"{self.base}/v1/tasks/{task_id}/cancel"):
+                pass
 
     def burst(self, n: int, *, max_tokens: int) -> None:
         """Submit ``n`` tasks at once, alternating priorities; every 7th is canceled."""
-        from app.orchestrator.contracts import Priority
-
         for _ in range(n):
             self.submit(
                 f"Background job {self.count}: describe a llama.",
                 max_tokens=max_tokens,
-                priority=Priority.BATCH if self.count % 2 == 0 else Priority.INTERACTIVE,
+                priority="batch" if self.count % 2 == 0 else "interactive",
                 cancel_after=0.8 if self.count % 7 == 0 else None,
             )
 
     async def run(self, seconds: float) -> None:
         """Keep a trickle of tasks going for ``seconds``, then wait for them to end."""
-        from app.orchestrator.contracts import PlacementMode, PlacementOverrides
-
-        pin = PlacementOverrides(mode=PlacementMode.PIN, pin_pool_id="mock0")
-        avoid = PlacementOverrides(avoid_pools=["demo"])
-        nowhere = PlacementOverrides(
-            mode=PlacementMode.PIN, pin_pool_id="gpu9", allow_fallback=False
-        )
+        pin = {"mode": "pin", "pin_pool_id": "mock0"}
+        nowhere = {"mode": "pin", "pin_pool_id": "gpu9", "allow_fallback": False}
         self.submit("Summarise the queue policy.", max_tokens=48, placement=pin)
-        self.submit("List three uses of a home-lab GPU.", max_tokens=48, placement=avoid)
+        self.submit("List three uses of a GPU.", max_tokens=48, placement={"avoid_pools": ["demo"]})
         self.submit("This pool does not exist.", max_tokens=16, placement=nowhere)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.burst(3, max_tokens=48)  # bursts, so queues form
             await asyncio.sleep(2.5)
-        await _until(lambda: not self.streams, 120.0, "the LAN streams to finish")
+        await _until(lambda: not self.streams, 120.0, "the HTTP streams to finish")
 
 
 async def _chat(window: Any) -> Any:
@@ -157,7 +182,7 @@ async def _grab_tab(window: Any, bridge: Any, out: Path, name: str) -> Path:
         window.metrics.set_window_minutes(5)
     if name == "tasks":
         window.tasks.flush()
-        done = [t for t in bridge.tasks(50) if t.identity == LAN_CLIENT and t.state == "done"]
+        done = [t for t in bridge.tasks(50) if t.identity != "gui" and t.state == "done"]
         if done:
             window.tasks.select_task(done[0].task_id)
     await asyncio.sleep(1.6 if name == "tasks" else 0.4)  # the log tail polls at 1 Hz
@@ -186,7 +211,7 @@ async def render(out: Path, folder: Path) -> list[Path]:
 
     from app.gui_controls import GuiControls
     from app.logs import setup_logging
-    from app.main import FIRST_START_BANNER, api_settings, build_backend  # noqa: TID251
+    from app.main import FIRST_START_BANNER, api_settings, build_backend
     from app.ui.bridge import OrchestratorBridge
     from app.ui.main_window import MainWindow
 
@@ -209,7 +234,7 @@ async def render(out: Path, folder: Path) -> list[Path]:
         await _until(lambda: _settled(bridge), READY_TIMEOUT_S, "the pools to start")
         bridge.drain("mock1", 3_600_000)  # a draining pool, so decisions show a filter
         conversation = await _chat(window)
-        traffic = Traffic(bridge)
+        traffic = Traffic(backend.api.url)
         running = asyncio.ensure_future(traffic.run(HISTORY_S))
         await asyncio.sleep(HISTORY_S - 8.0)
         traffic.burst(4, max_tokens=400)  # long answers, live while the next grabs run
@@ -221,33 +246,19 @@ async def render(out: Path, folder: Path) -> list[Path]:
         written += [await _grab_tab(window, bridge, out, "metrics")]
         written.append(await _grab_settings(window, out))
         window.hide()
-        window.deleteLater()
+        await traffic.close()
         return written
     finally:
         if bridge is not None:
             bridge.close()
         await backend.stop(deadline_s=2.0)
-        await asyncio.sleep(0.1)  # lets Qt run the deferred deletes
-
-
-def _tear_down(app: Any) -> None:
-    """Destroy every widget while Python is fully alive: Qt objects collected during
-    interpreter shutdown can crash PySide."""
-    import gc
-
-    from PySide6.QtCore import QCoreApplication, QEvent
-
-    for widget in app.topLevelWidgets():
-        widget.deleteLater()
-    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-    gc.collect()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: render the screenshots into ``argv[0]``. Returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m app.ui.screenshots OUT_DIR", file=sys.stderr)
+        print("usage: python -m app.screenshots OUT_DIR", file=sys.stderr)
         return 2
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -266,7 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
-        _tear_down(app)
     for path in written:
         print(path)
     return 0

@@ -1,0 +1,228 @@
+"""OpenAI-style answers from one task's events: SSE chunks, or one collected body.
+
+A streamed answer is ``data: <chunk json>`` lines then ``data: [DONE]``: a first
+chat chunk with ``delta.role`` "assistant", one chunk per token (coalesced when
+micro-batching is on), a final chunk with ``finish_reason``, and with
+``stream_options.include_usage`` a last chunk with ``usage`` and no choices. A
+task that fails, or is canceled on the server, ends with a ``data: {"error":
+{...}}`` chunk then ``data: [DONE]`` (the openai package raises APIError on it),
+never a silent stop. The constant parts of each chunk are built once per answer:
+per token the path is one ``json.dumps`` of the text and two byte joins.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from app.api.openai_errors import canceled_error, error_body, event_error
+from app.api.render import dumps
+from app.api.sse import (
+    SHUTDOWN_ERROR,
+    LiveStreams,
+    SseWriter,
+    StreamOptions,
+    next_event,
+    release_stream,
+)
+from app.orchestrator.contracts import FinishReason
+from app.orchestrator.errors import OrchError
+from app.orchestrator.events import END, ERROR, STARTED, TERMINAL_KINDS, TOKEN, TaskEvent
+from app.orchestrator.service import StreamHandle
+
+DONE = b"data: [DONE]\n\n"
+CANCELED_MESSAGE = canceled_error().message
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """Return OpenAI's ``usage`` object."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _data(payload: Any) -> bytes:
+    return b"data: " + dumps(payload).encode() + b"\n\n"
+
+
+class ChunkRenderer:
+    """The bytes of one streamed answer's chunks (chat or text completion)."""
+
+    __slots__ = ("_chat", "_head", "_token_prefix", "_token_suffix", "_usage_tail")
+
+    def __init__(
+        self, *, chat: bool, completion_id: str, created: int, model: str, include_usage: bool
+    ) -> None:
+        self._chat = chat
+        self._head: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": created,
+            "model": model,
+        }
+        if chat:
+            self._head["system_fingerprint"] = None
+        self._usage_tail = include_usage
+        head = dumps(self._head)[:-1]
+        tail = ',"usage":null}' if include_usage else "}"
+        if chat:
+            prefix = f'data: {head},"choices":[{{"index":0,"delta":{{"content":'
+            suffix = f'}},"logprobs":null,"finish_reason":null}}]{tail}\n\n'
+        else:
+            prefix = f'data: {head},"choices":[{{"index":0,"text":'
+            suffix = f',"logprobs":null,"finish_reason":null}}]{tail}\n\n'
+        self._token_prefix = prefix.encode()
+        self._token_suffix = suffix.encode()
+
+    def token(self, text: str) -> bytes:
+        """Return the chunk carrying ``text`` (the per-token path). Never blocks."""
+        return (
+            self._token_prefix + json.dumps(text, ensure_ascii=False).encode() + self._token_suffix
+        )
+
+    def start(self) -> bytes:
+        """Return the first chunk: ``delta.role`` "assistant" for chat, nothing otherwise."""
+        if not self._chat:
+            return b""
+        return self._chunk({"role": "assistant", "content": ""}, None)
+
+    def finish(self, reason: str, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """Return the final chunk, the usage chunk when asked for, and ``[DONE]``."""
+        empty: dict[str, str] = {}
+        out = self._chunk(empty if self._chat else "", reason)
+        if self._usage_tail:
+            out += _data(
+                {**self._head, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+            )
+        return out + DONE
+
+    def error(self, message: str, code: str) -> bytes:
+        """Return the error chunk and ``[DONE]``."""
+        return _data(error_body(message, 500, code)) + DONE
+
+    def _chunk(self, delta: Any, reason: str | None) -> bytes:
+        choice: dict[str, Any] = {"index": 0}
+        choice["delta" if self._chat else "text"] = delta
+        choice["logprobs"] = None
+        choice["finish_reason"] = reason
+        payload: dict[str, Any] = {**self._head, "choices": [choice]}
+        if self._usage_tail:
+            payload["usage"] = None
+        return _data(payload)
+
+
+class OpenAIStreamWriter(SseWriter):
+    """Writes one task's events as OpenAI chunks (see the module docstring).
+
+    Heartbeats, micro-batching and disconnect detection are the SSE writer's.
+    """
+
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        handle: StreamHandle,
+        *,
+        heartbeat_s: float = 0.0,
+        batch_s: float = 0.0,
+        renderer: ChunkRenderer,
+        prompt_tokens: int,
+    ) -> None:
+        super().__init__(request, response, handle, heartbeat_s=heartbeat_s, batch_s=batch_s)
+        self._renderer = renderer
+        self._prompt_tokens = prompt_tokens
+
+    async def pump(self) -> None:
+        """Write chunks until the terminal event (then end the body). Awaits the task.
+
+        Raises ConnectionError when the client went away.
+        """
+        renderer = self._renderer
+        get_nowait = self._handle.channel.get_nowait
+        while True:
+            event = self._take_pending() or get_nowait() or await self._wait()
+            if event is None:
+                return
+            kind = event.kind
+            if kind == TOKEN:
+                if self._batch_s > 0:
+                    event = await self._coalesce(event)
+                await self._write(renderer.token(event.data["t"]))
+            elif kind == STARTED:
+                if start := renderer.start():
+                    await self._write(start)
+            elif kind in TERMINAL_KINDS:
+                await self._end(self._closing(event))
+                return
+
+    async def write_shutdown_error(self) -> None:
+        """Write the error chunk of a server shutdown, ``[DONE]``, and end the body."""
+        shutdown = self._renderer.error(str(SHUTDOWN_ERROR["message"]), str(SHUTDOWN_ERROR["code"]))
+        await self._end(shutdown)
+
+    def _closing(self, event: TaskEvent) -> bytes:
+        data = event.data
+        if event.kind == ERROR:
+            return self._renderer.error(str(data.get("message")), str(data.get("code")))
+        if data["finish_reason"] == FinishReason.CANCELED:
+            return self._renderer.error(CANCELED_MESSAGE, "canceled")
+        return self._renderer.finish(data["finish_reason"], self._prompt_tokens, data["tokens_out"])
+
+    async def _end(self, data: bytes) -> None:
+        await self._write(data)
+        self.finished = True
+        await self._response.write_eof()
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """A finished task's whole answer."""
+
+    text: str
+    finish_reason: str
+    tokens_out: int
+
+
+async def collect(
+    request: web.Request, handle: StreamHandle, streams: LiveStreams, options: StreamOptions
+) -> Collected:
+    """Read the task's events to the end while watching the client. Awaits the task.
+
+    Returns the text and finish reason. Raises ConnectionResetError when the
+    client went away (the task is then canceled or drained as for a stream),
+    CancelledError when aiohttp cancels the handler (likewise), and OrchError
+    when the task failed or was canceled on the server.
+    """
+    texts: list[str] = []
+    finished = False
+    try:
+        while True:
+            try:
+                event = await next_event(request, handle)
+            except TimeoutError:
+                continue
+            if event is None or event.kind in TERMINAL_KINDS:
+                finished = True
+                return _outcome(event, texts)
+            if event.kind == TOKEN:
+                texts.append(event.data["t"])
+    finally:
+        # a handler canceled by aiohttp also means the client went away
+        release_stream(handle, streams, options, finished=finished)
+
+
+def _outcome(event: TaskEvent | None, texts: list[str]) -> Collected:
+    if event is None:
+        raise OrchError("INTERNAL", "the task's stream ended without an outcome", status=500)
+    if event.kind == ERROR:
+        raise event_error(event.data)
+    assert event.kind == END
+    reason = event.data["finish_reason"]
+    if reason == FinishReason.CANCELED:
+        raise canceled_error()
+    return Collected("".join(texts), reason, int(event.data["tokens_out"]))
