@@ -39,10 +39,13 @@ SSE_HEADERS = {
 }
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+MAX_EVENTS_PER_WRITE = 64
+
+
 def frame(kind: str, data: Mapping[str, Any]) -> bytes:
     """Return one SSE frame for ``kind`` with ``data`` as compact JSON."""
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {kind}\ndata: {text}\n\n".encode()
+    return f"event: {kind}\ndata: {_ENCODE(data)}\n\n".encode()
 
 
 @dataclass(eq=False, slots=True)
@@ -162,11 +165,29 @@ class SseWriter:
                 return
             if event.kind == TOKEN and self._batch_s > 0:
                 event = await self._coalesce(event)
-            await self._write(frame(event.kind, event.data))
+                data = frame(event.kind, event.data)
+            else:
+                event, data = self._with_buffered(event, get_nowait)
+            await self._write(data)
             if event.kind in TERMINAL_KINDS:
                 self.finished = True
                 await self._response.write_eof()
                 return
+
+    @staticmethod
+    def _with_buffered(
+        event: TaskEvent, get_nowait: Callable[[], TaskEvent | None]
+    ) -> tuple[TaskEvent, bytes]:
+        """Return the last event taken and the frames of ``event`` plus the events
+        already buffered behind it (up to a terminal one), for one write."""
+        frames = [frame(event.kind, event.data)]
+        while event.kind not in TERMINAL_KINDS and len(frames) < MAX_EVENTS_PER_WRITE:
+            nxt = get_nowait()
+            if nxt is None:
+                break
+            event = nxt
+            frames.append(frame(event.kind, event.data))
+        return event, frames[0] if len(frames) == 1 else b"".join(frames)
 
     async def write_shutdown_error(self) -> None:
         """Write the ``error`` frame of a server shutdown and end the body."""

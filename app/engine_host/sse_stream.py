@@ -54,6 +54,11 @@ class SseDecoder:
         """Decode ``chunk``; return the events it completed (possibly none)."""
         text = self._pending + self._utf8.decode(chunk)
         events: list[SseEvent] = []
+        if "\r" not in text:  # the common case: "\n" line ends only
+            *lines, self._pending = text.split("\n")
+            for line in lines:
+                self._line(line, events)
+            return events
         pos = 0
         for match in _LINE_END.finditer(text):
             if match.group() == "\r" and match.end() == len(text):
@@ -209,13 +214,14 @@ class OpenAIStream:
 
     async def __anext__(self) -> str:
         """Return the next token text. Raises StopAsyncIteration at the end, or EngineError."""
+        if not self._tokens:  # the decode timeout counts while we wait, not while the
+            self._deadline = self._loop.time() + self._timeout  # consumer is busy
         while not self._tokens:
             if self._error is not None:
                 raise self._error
             if self._done or self._closed:
                 raise StopAsyncIteration
             await self._read()
-        self._deadline = self._loop.time() + self._timeout
         return self._tokens.popleft()
 
     async def aclose(self) -> None:
@@ -226,16 +232,20 @@ class OpenAIStream:
             self._finish(None)
 
     async def _read(self) -> None:
+        # silence is bounded by the request's sock_read timeout (one timer per
+        # read inside aiohttp); a stream that sends bytes but no token is
+        # caught by the deadline check below
         try:
-            async with asyncio.timeout_at(self._deadline):
-                chunk = await self._response.content.readany()
+            chunk = await self._response.content.readany()
         except TimeoutError:
-            why = f"no token from {self._name} within {self._timeout:g} s"
-            self._fail(ErrorCode.DECODE_TIMEOUT, why)
+            self._timed_out()
             return
         except (aiohttp.ClientError, OSError) as exc:
             if self._error is None and not self._closed:
                 self._dropped(type(exc).__name__)
+            return
+        if self._loop.time() > self._deadline and chunk:
+            self._timed_out()
             return
         if chunk:
             self._events(self._decoder.feed(chunk))
@@ -247,6 +257,11 @@ class OpenAIStream:
                 self._dropped("end of stream before [DONE]")
             else:
                 self._end()
+
+    def _timed_out(self) -> None:
+        self._fail(
+            ErrorCode.DECODE_TIMEOUT, f"no token from {self._name} within {self._timeout:g} s"
+        )
 
     def _events(self, events: list[SseEvent]) -> None:
         for event in events:

@@ -149,7 +149,10 @@ class LazySession:
     def __call__(self) -> aiohttp.ClientSession:
         """Return the open session, opening a new one when there is none. Never blocks."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            # no connection cap: a pool's slots, not aiohttp's default of 100
+            # connections, bound how many engine requests run at once
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def close(self) -> None:

@@ -114,16 +114,19 @@ def _serve_until_quit(app: QApplication, loop: asyncio.AbstractEventLoop, win: M
     win.quitRequested.connect(finish)
     app.aboutToQuit.connect(finish)
     win.show()
-    with _sigint_quits(loop, finish), contextlib.suppress(RuntimeError):
+    with _signals_quit(loop, finish), contextlib.suppress(RuntimeError):
         # RuntimeError: Qt itself quit (e.g. the desktop session ended) and stopped the loop.
         loop.run_until_complete(done)
 
 
 @contextlib.contextmanager
-def _sigint_quits(loop: asyncio.AbstractEventLoop, finish: Callable[[], None]) -> Iterator[None]:
-    """Make Ctrl+C in the terminal quit cleanly; a timer lets Python see the signal."""
-    previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(finish))
+def _signals_quit(loop: asyncio.AbstractEventLoop, finish: Callable[[], None]) -> Iterator[None]:
+    """Make Ctrl+C in the terminal and SIGTERM (logout, ``kill``) quit cleanly, so
+    engines are stopped and live streams closed; a timer lets Python see the signal."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    for sig in signals:
+        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(finish))
     ticker = QTimer()
     ticker.timeout.connect(lambda: None)
     ticker.start(250)
@@ -131,7 +134,8 @@ def _sigint_quits(loop: asyncio.AbstractEventLoop, finish: Callable[[], None]) -
         yield
     finally:
         ticker.stop()
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def install_error_handlers(

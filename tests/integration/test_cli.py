@@ -237,3 +237,33 @@ def _processes_mentioning(text: str) -> list[int]:
         if text in cmdline and int(entry.name) != os.getpid():
             found.append(int(entry.name))
     return found
+
+
+def test_gui_quits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """The desktop app (offscreen) serves the API on its loop and stops on SIGTERM."""
+    port = _free_port()
+    cfg = _mock_config(tmp_path / "c.toml", port)
+    env = _env(tmp_path, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "gui", "--config", str(cfg)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        pools: object = None
+        while time.monotonic() < deadline and not pools:
+            with contextlib.suppress(OSError):
+                pools = _get(f"http://127.0.0.1:{port}/v1/pools")
+            time.sleep(0.2)
+        assert isinstance(pools, list) and len(pools) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert "API stopped" in proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
