@@ -137,7 +137,7 @@ class OpenAIStreamWriter(SseWriter):
         self._renderer = renderer
         self._prompt_tokens = prompt_tokens
 
-    async def pump(self) -> None:
+    async def _pump(self) -> None:
         """Write chunks until the terminal event (then end the body). Awaits the task.
 
         Raises ConnectionError when the client went away.

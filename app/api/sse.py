@@ -127,6 +127,60 @@ async def next_event(
         return await handle.next()
 
 
+class _Poll:
+    """One re-armed timer per stream (not one per event) that interrupts the
+    stream's wait every ``period_s``, so the writer can check the client and
+    send heartbeats. Owned by one writer; never shared."""
+
+    __slots__ = ("_due", "_fired", "_loop", "_period", "_task", "_timer")
+
+    def __init__(self, period_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._period = period_s
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._fired = False
+        self._due = False
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._task is not None:
+            self._fired = True
+            self._task.cancel()
+        else:
+            self._due = True
+
+    async def wait(self, handle: StreamHandle) -> TaskEvent | None:
+        """Return ``handle``'s next event (None after the terminal one).
+
+        Raises TimeoutError once per period. Cancel-safe.
+        """
+        if self._due:
+            self._due = False
+            raise TimeoutError
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._period, self._fire)
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        try:
+            return await handle.next()
+        except asyncio.CancelledError:
+            if self._fired:
+                self._fired = False
+                if task.uncancel() == 0:  # our interruption alone, no real cancel
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._task = None
+
+    def close(self) -> None:
+        """Stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class SseWriter:
     """Writes one task's events to a prepared StreamResponse.
 
@@ -151,6 +205,8 @@ class SseWriter:
         self._pending: TaskEvent | None = None
         self._loop = asyncio.get_running_loop()
         self._last_write = self._loop.time()
+        period = min(DISCONNECT_POLL_S, heartbeat_s) if heartbeat_s > 0 else DISCONNECT_POLL_S
+        self._poll = _Poll(period)
         self.finished = False
 
     async def pump(self) -> None:
@@ -158,6 +214,12 @@ class SseWriter:
 
         Raises ConnectionError when the client went away.
         """
+        try:
+            await self._pump()
+        finally:
+            self._poll.close()
+
+    async def _pump(self) -> None:
         get_nowait = self._handle.channel.get_nowait
         while True:
             event = self._take_pending() or get_nowait() or await self._wait()
@@ -206,15 +268,14 @@ class SseWriter:
     async def _wait(self) -> TaskEvent | None:
         """Await the next event, writing heartbeats and watching for a disconnect."""
         while True:
-            wait = DISCONNECT_POLL_S
-            if self._heartbeat_s > 0:
-                due = self._last_write + self._heartbeat_s - self._loop.time()
-                if due <= 0:
-                    await self._write(HEARTBEAT)
-                    continue
-                wait = min(wait, due)
+            if client_gone(self._request):
+                raise ConnectionResetError("the client closed the stream")
+            silent = self._loop.time() - self._last_write
+            if self._heartbeat_s > 0 and silent >= self._heartbeat_s:
+                await self._write(HEARTBEAT)
+                continue
             try:
-                return await next_event(self._request, self._handle, wait)
+                return await self._poll.wait(self._handle)
             except TimeoutError:
                 continue
 
