@@ -93,7 +93,6 @@ class Orchestrator:
             gpu_probe or _NullProbe(),
             metrics or OrchMetrics(),
         )
-        self._pools = self._st.pools  # the pools by id: the shared state's own dict
         self._dispatcher = Dispatcher(self._st)
         self._admitter = Admitter(self._st, self._dispatcher)
 
@@ -111,49 +110,25 @@ class Orchestrator:
     def clock(self) -> Clock:
         return self._st.clock
 
-    @clock.setter
-    def clock(self, value: Clock) -> None:
-        self._st.clock = value
-
     @property
     def gpu_probe(self) -> GpuProbe:
         return self._st.gpu_probe
-
-    @gpu_probe.setter
-    def gpu_probe(self, value: GpuProbe) -> None:
-        self._st.gpu_probe = value
 
     @property
     def metrics(self) -> OrchMetrics:
         return self._st.metrics
 
-    @metrics.setter
-    def metrics(self, value: OrchMetrics) -> None:
-        self._st.metrics = value
-
     @property
     def sessions(self) -> SessionStore:
         return self._st.sessions
-
-    @sessions.setter
-    def sessions(self, value: SessionStore) -> None:
-        self._st.sessions = value
 
     @property
     def decisions(self) -> DecisionBook:
         return self._st.decisions
 
-    @decisions.setter
-    def decisions(self, value: DecisionBook) -> None:
-        self._st.decisions = value
-
     @property
     def counters(self) -> dict[str, int]:
         return self._st.counters
-
-    @counters.setter
-    def counters(self, value: dict[str, int]) -> None:
-        self._st.counters = value
 
     # ---- lifecycle -----------------------------------------------------------
 

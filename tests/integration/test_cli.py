@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,22 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.support import clean_env, free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 GUI_MODULES = {"PySide6", "aiohttp", "pynvml", "qasync", "pyqtgraph"}
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BIND_", "AUTH_", "ORCHD_"))}
-    env.update(
-        HOME=str(tmp_path),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_STATE_HOME=str(tmp_path / "state"),
-        XDG_DATA_HOME=str(tmp_path / "data"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("LLAMA_ORCH_CONFIG", None)
-    env.update(extra)
-    return env
 
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -43,12 +30,6 @@ def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.Com
         timeout=timeout,
         check=False,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> object:
@@ -101,11 +82,11 @@ def test_serve_path_never_imports_qt() -> None:
 
 def test_check_config_exit_codes(tmp_path: Path) -> None:
     good = _mock_config(tmp_path / "good.toml", 8080)
-    ok = _cli("check-config", str(good), env=_env(tmp_path))
+    ok = _cli("check-config", str(good), env=clean_env(tmp_path))
     assert ok.returncode == 0 and "ok" in ok.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text('[admission]\nqueue_capcity = 3\n[server]\nbind = "0.0.0.0:80"\n')
-    res = _cli("check-config", str(bad), env=_env(tmp_path))
+    res = _cli("check-config", str(bad), env=clean_env(tmp_path))
     assert res.returncode == 2
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) >= 2
@@ -115,8 +96,8 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_lan_bind_without_token(tmp_path: Path) -> None:
-    cfg = _mock_config(tmp_path / "c.toml", _free_port(), bind_host="0.0.0.0")
-    res = _cli("serve", "--config", str(cfg), env=_env(tmp_path), timeout=30)
+    cfg = _mock_config(tmp_path / "c.toml", free_port(), bind_host="0.0.0.0")
+    res = _cli("serve", "--config", str(cfg), env=clean_env(tmp_path), timeout=30)
     assert res.returncode == 2
     assert "BIND_ADDR" in res.stderr and "AUTH_TOKEN" in res.stderr
     assert "Traceback" not in res.stderr
@@ -124,22 +105,22 @@ def test_serve_refuses_lan_bind_without_token(tmp_path: Path) -> None:
 
 def test_demo_model_and_gpus_commands(tmp_path: Path) -> None:
     out = tmp_path / "m" / "demo.gguf"
-    res = _cli("demo-model", str(out), env=_env(tmp_path))
+    res = _cli("demo-model", str(out), env=clean_env(tmp_path))
     assert res.returncode == 0 and out.stat().st_size > 100_000
-    gpus = _cli("gpus", env=_env(tmp_path))
+    gpus = _cli("gpus", env=clean_env(tmp_path))
     assert gpus.returncode == 0 and gpus.stdout.strip()
-    as_json = json.loads(_cli("gpus", "--json", env=_env(tmp_path)).stdout)
+    as_json = json.loads(_cli("gpus", "--json", env=clean_env(tmp_path)).stdout)
     assert "gpus" in as_json
     if not as_json["gpus"]:
         assert as_json["hint"]
 
 
 def test_serve_answers_and_drains_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = _mock_config(tmp_path / "c.toml", port)
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--config", str(cfg)],
-        env=_env(tmp_path),
+        env=clean_env(tmp_path),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -152,7 +133,7 @@ def test_serve_answers_and_drains_on_sigterm(tmp_path: Path) -> None:
         while time.monotonic() < deadline:
             try:
                 pools = _get(base + "/v1/pools")
-                if all(p["ready"] for p in pools):  # type: ignore[attr-defined, index]
+                if all(p["ready"] for p in pools):  # type: ignore[attr-defined]
                     break
             except OSError:
                 pass
@@ -181,8 +162,8 @@ def test_serve_answers_and_drains_on_sigterm(tmp_path: Path) -> None:
 
 @pytest.mark.engine
 def test_first_start_writes_default_config_and_serves_demo_model(tmp_path: Path) -> None:
-    port = _free_port()
-    env = _env(tmp_path)
+    port = free_port()
+    env = clean_env(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--bind", f"127.0.0.1:{port}"],
         env=env,
@@ -241,9 +222,9 @@ def _processes_mentioning(text: str) -> list[int]:
 
 def test_gui_quits_cleanly_on_sigterm(tmp_path: Path) -> None:
     """The desktop app (offscreen) serves the API on its loop and stops on SIGTERM."""
-    port = _free_port()
+    port = free_port()
     cfg = _mock_config(tmp_path / "c.toml", port)
-    env = _env(tmp_path, QT_QPA_PLATFORM="offscreen")
+    env = clean_env(tmp_path, QT_QPA_PLATFORM="offscreen")
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "gui", "--config", str(cfg)],
         env=env,

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ import pytest
 
 from app.engine_host.demo_model import write_demo_model
 from app.engine_host.mock import mock_token
+from tests.integration.support import clean_env, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "openai-client-test-token"
@@ -57,28 +56,6 @@ device_mask = "2"
 mock_tokens_per_s = 1000
 mock_fail_after_tokens = 2
 """
-
-
-def free_port() -> int:
-    """Return a TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(home: Path, **extra: str) -> dict[str, str]:
-    """Return an environment without the caller's server settings, rooted at ``home``."""
-    drop = ("BIND_", "AUTH_", "ORCHD_", "LLAMA_ORCH_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / "config"),
-        XDG_STATE_HOME=str(home / "state"),
-        XDG_DATA_HOME=str(home / "data"),
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
-    return env
 
 
 @dataclass
