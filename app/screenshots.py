@@ -222,6 +222,7 @@ async def render(out: Path, folder: Path) -> list[Path]:
     backend = build_backend(settings)
     await backend.start()
     bridge = None
+    traffic = Traffic(backend.api.url)
     try:
         controls = GuiControls(backend, folder / "config.toml", log_file, api_settings)
         bridge = OrchestratorBridge(backend.orch, controls)
@@ -234,7 +235,6 @@ async def render(out: Path, folder: Path) -> list[Path]:
         await _until(lambda: _settled(bridge), READY_TIMEOUT_S, "the pools to start")
         bridge.drain("mock1", 3_600_000)  # a draining pool, so decisions show a filter
         conversation = await _chat(window)
-        traffic = Traffic(backend.api.url)
         running = asyncio.ensure_future(traffic.run(HISTORY_S))
         await asyncio.sleep(HISTORY_S - 8.0)
         traffic.burst(4, max_tokens=400)  # long answers, live while the next grabs run
@@ -246,9 +246,9 @@ async def render(out: Path, folder: Path) -> list[Path]:
         written += [await _grab_tab(window, bridge, out, "metrics")]
         written.append(await _grab_settings(window, out))
         window.hide()
-        await traffic.close()
         return written
     finally:
+        await traffic.close()
         if bridge is not None:
             bridge.close()
         await backend.stop(deadline_s=2.0)

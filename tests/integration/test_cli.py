@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,83 +117,83 @@ def test_demo_model_and_gpus_commands(tmp_path: Path) -> None:
         assert as_json["hint"]
 
 
-def test_serve_answers_and_drains_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    cfg = _mock_config(tmp_path / "c.toml", port)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--config", str(cfg)],
-        env=clean_env(tmp_path),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        pools: object = None
-        while time.monotonic() < deadline:
-            try:
-                pools = _get(base + "/v1/pools")
-                if all(p["ready"] for p in pools):  # type: ignore[attr-defined]
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert isinstance(pools, list) and {p["pool_id"] for p in pools} == {"m0", "m1"}
-        req = urllib.request.Request(
-            base + "/v1/tasks",
-            data=json.dumps({"prompt": "hi", "max_tokens": 5, "model_ref": "mock-b"}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            admission = json.loads(resp.read())
-        assert resp.status == 202 and admission["pool_id"] == "m1"
-        with urllib.request.urlopen(
-            f"{base}/v1/tasks/{admission['task_id']}/stream", timeout=10
-        ) as resp:
-            body = resp.read().decode()
-        assert body.count("event: token") == 5 and "event: end" in body
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.mark.engine
-def test_first_start_writes_default_config_and_serves_demo_model(tmp_path: Path) -> None:
-    port = free_port()
-    env = clean_env(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--bind", f"127.0.0.1:{port}"],
+def _launch(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start ``python -m app ARGS`` with its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _pools_when(base: str, pred: Callable[[list[Any]], bool], within_s: float) -> list[Any] | None:
+    """Poll GET /v1/pools until ``pred(pools)`` holds; return the last pools seen."""
+    deadline = time.monotonic() + within_s
+    pools: list[Any] | None = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            pools = _get(base + "/v1/pools")  # type: ignore[assignment]
+            if pools is not None and pred(pools):
+                break
+        time.sleep(0.2)
+    return pools
+
+
+def _stream_task(base: str, body: dict[str, Any], timeout: float) -> tuple[dict[str, Any], str]:
+    """POST ``body`` to /v1/tasks, read its whole SSE stream; return (admission, stream)."""
+    req = urllib.request.Request(
+        base + "/v1/tasks",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 202
+        admission = json.loads(resp.read())
+    with urllib.request.urlopen(
+        f"{base}/v1/tasks/{admission['task_id']}/stream", timeout=timeout
+    ) as resp:
+        return admission, resp.read().decode()
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_answers_and_drains_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = _mock_config(tmp_path / "c.toml", port)
+    proc = _launch("serve", "--config", str(cfg), env=clean_env(tmp_path))
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        ready = False
-        while time.monotonic() < deadline and not ready:
-            with contextlib.suppress(OSError):
-                ready = any(p["ready"] for p in _get(base + "/v1/pools"))  # type: ignore[attr-defined]
-            time.sleep(0.3)
-        assert ready, "the demo pool did not become ready"
+        pools = _pools_when(base, lambda ps: all(p["ready"] for p in ps), 30)
+        assert isinstance(pools, list) and {p["pool_id"] for p in pools} == {"m0", "m1"}
+        admission, body = _stream_task(
+            base, {"prompt": "hi", "max_tokens": 5, "model_ref": "mock-b"}, 10
+        )
+        assert admission["pool_id"] == "m1"
+        assert body.count("event: token") == 5 and "event: end" in body
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.engine
+def test_first_start_writes_default_config_and_serves_demo_model(tmp_path: Path) -> None:
+    port = free_port()
+    proc = _launch("serve", "--bind", f"127.0.0.1:{port}", env=clean_env(tmp_path))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        pools = _pools_when(base, lambda ps: any(p["ready"] for p in ps), 90)
+        assert pools and any(p["ready"] for p in pools), "the demo pool did not become ready"
         config = (tmp_path / "config" / "llama-orch" / "config.toml").read_text()
         assert 'id = "demo"' in config and "demo = true" in config
-        req = urllib.request.Request(
-            base + "/v1/tasks",
-            data=json.dumps({"prompt": "Hello", "max_tokens": 8, "seed": 3}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            task_id = json.loads(resp.read())["task_id"]
-        with urllib.request.urlopen(f"{base}/v1/tasks/{task_id}/stream", timeout=30) as resp:
-            body = resp.read().decode()
+        _, body = _stream_task(base, {"prompt": "Hello", "max_tokens": 8, "seed": 3}, 30)
         assert body.count("event: token") == 8 and "event: end" in body
         assert _processes_mentioning(str(tmp_path)), "the engine process should be running"
     finally:
@@ -199,9 +201,7 @@ def test_first_start_writes_default_config_and_serves_demo_model(tmp_path: Path)
         try:
             assert proc.wait(timeout=30) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
     assert _processes_mentioning(str(tmp_path)) == [], "engine processes left behind"
 
 
@@ -225,26 +225,12 @@ def test_gui_quits_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     cfg = _mock_config(tmp_path / "c.toml", port)
     env = clean_env(tmp_path, QT_QPA_PLATFORM="offscreen")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "gui", "--config", str(cfg)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _launch("gui", "--config", str(cfg), env=env)
     try:
-        deadline = time.monotonic() + 30
-        pools: object = None
-        while time.monotonic() < deadline and not pools:
-            with contextlib.suppress(OSError):
-                pools = _get(f"http://127.0.0.1:{port}/v1/pools")
-            time.sleep(0.2)
+        pools = _pools_when(f"http://127.0.0.1:{port}", bool, 30)
         assert isinstance(pools, list) and len(pools) == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         assert "API stopped" in proc.stderr.read()  # type: ignore[union-attr]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
