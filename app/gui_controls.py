@@ -13,7 +13,7 @@ from typing import Any
 
 from app.config import ConfigError, Settings, parse_settings, save_settings, to_toml
 from app.logs import REDACTOR
-from app.orchestrator.admission import FullPolicy
+from app.orchestrator.queues import FullPolicy
 
 
 class GuiControls:

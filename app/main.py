@@ -94,7 +94,7 @@ def api_settings(settings: Settings) -> Any:
 
 def orchestrator_config(settings: Settings) -> Any:
     """Return the core's OrchestratorConfig for ``settings``."""
-    from app.orchestrator.admission import FullPolicy
+    from app.orchestrator.queues import FullPolicy
     from app.orchestrator.service import OrchestratorConfig
     from app.orchestrator.sessions import BudgetLimits
 

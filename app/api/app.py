@@ -18,9 +18,8 @@ from pydantic import BaseModel
 from app.api.auth import bearer_auth, browser_guard
 from app.api.errors import ApiError
 from app.api.middleware import CORRELATION_HEADER, request_context, stamp_headers
-from app.api.models import DrainAccepted, PoolHealth
-from app.api.openai_compat import add_openai_routes
-from app.api.openai_errors import openai_errors
+from app.api.openai.errors import openai_errors
+from app.api.openai.routes import add_openai_routes
 from app.api.openapi import build_openapi
 from app.api.render import JSON_TYPE, dumps, model_response
 from app.api.settings import ApiSettings
@@ -34,6 +33,7 @@ from app.api.state import (
     STREAMS,
     SettingsBox,
 )
+from app.api.wire import DrainAccepted, PoolHealth
 from app.orchestrator.contracts import DrainRequest, ReloadRequest, TaskRequest
 from app.orchestrator.errors import InvalidParams, NotFound
 from app.orchestrator.service import Orchestrator
@@ -300,7 +300,7 @@ def make_app(orch: Orchestrator, settings: ApiSettings) -> web.Application:
 
     Live streams are closed with an ``error`` frame at shutdown (on_shutdown,
     while connections are still open; cleanup_ctx sweeps again at cleanup).
-    The OpenAI-compatible routes (``openai_compat``) answer errors in OpenAI's shape.
+    The OpenAI-compatible routes (``app.api.openai``) answer errors in OpenAI's shape.
     """
     app = web.Application(
         middlewares=[request_context, openai_errors, browser_guard, bearer_auth],

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.api.models import DrainAccepted
-from app.api.openai_models import (
+from app.api.openai.stream import ChunkRenderer
+from app.api.openai.wire import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
@@ -21,8 +21,8 @@ from app.api.openai_models import (
     OpenAIChatMessage,
     Usage,
 )
-from app.api.openai_stream import ChunkRenderer
 from app.api.sse import frame
+from app.api.wire import DrainAccepted
 from app.orchestrator.contracts import (
     AdmissionResponse,
     Capabilities,

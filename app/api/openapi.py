@@ -14,8 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from app.api import examples as ex
-from app.api.models import AuthErrorBody, DrainAccepted, PoolHealth
-from app.api.openai_models import (
+from app.api.openai.wire import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -25,6 +24,7 @@ from app.api.openai_models import (
     ModelList,
     OpenAIErrorBody,
 )
+from app.api.wire import AuthErrorBody, DrainAccepted, PoolHealth
 from app.orchestrator.contracts import (
     API_VERSION,
     AdmissionResponse,

@@ -7,7 +7,7 @@ folder of the config file. Environment overrides (``BIND_ADDR``/``ORCHD_ADDR``,
 ``AUTH_TOKEN``, ``AUTH_OPTIONAL``, ``TRUST_PROXY_AUTH``) apply after the file
 and are never written back by :func:`save_settings`.
 
-The package is split by responsibility: :mod:`app.config.models` (problems,
+The package is split by responsibility: :mod:`app.config.schema` (problems,
 bind addresses, the schema), :mod:`app.config.validate` (messages, rules
 across keys, environment and token), :mod:`app.config.load` (files on disk and
 defaults), :mod:`app.config.toml_io` (TOML writing and saving) and
@@ -30,7 +30,7 @@ from app.config.load import (
     default_settings,
     load_settings,
 )
-from app.config.models import (
+from app.config.schema import (
     INVALID_CONFIG,
     MOCK_KEYS,
     NON_LOOPBACK_WITHOUT_TOKEN,

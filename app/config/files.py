@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from app.config.models import ConfigError, Problem
+from app.config.schema import ConfigError, Problem
 
 
 def token_problem(token: str) -> str | None:

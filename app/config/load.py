@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.config.models import ConfigError, PoolSettings, Problem, Settings, xdg_dir
+from app.config.schema import ConfigError, PoolSettings, Problem, Settings, xdg_dir
 from app.config.validate import parse_settings
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config.files import atomic_write
-from app.config.models import MOCK_KEYS, OPENAI_KEYS, ConfigError, PoolSettings, Settings
+from app.config.schema import MOCK_KEYS, OPENAI_KEYS, ConfigError, PoolSettings, Settings
 from app.config.validate import validate_data
 
 _TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f"}

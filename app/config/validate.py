@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from app.config.files import read_token_file, token_problem
-from app.config.models import (
+from app.config.schema import (
     MOCK_KEYS,
     OPENAI_KEYS,
     ConfigError,

@@ -31,9 +31,9 @@ from app.engine_host.llamacpp_launch import (
     python_server_version,
     resolve_model_ref,
 )
-from app.engine_host.sse_stream import OpenAIStream, open_stream, request_body
-from app.engine_host.status import LazySession, Mailbox, PublishedStatus, StatusPublisher
-from app.engine_host.supervisor import (
+from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
+from app.engine_host.publisher import LazySession, Mailbox, PublishedStatus, StatusPublisher
+from app.engine_host.restart_policy import (
     CrashHistory,
     PoolStateMachine,
     RestartPolicy,
@@ -151,7 +151,7 @@ class LlamaCppEngine(PublishedStatus):
         """Send ``request`` to the engine; returns once it accepted it.
 
         Raises EngineError: POOL_UNREADY when the pool is not ready, else
-        what ``sse_stream.open_stream`` raises. Awaits the response headers.
+        what ``openai_client.open_stream`` raises. Awaits the response headers.
         """
         inst = self._inst
         if inst is None or self._pool.state not in (PoolState.READY, PoolState.DRAINING):

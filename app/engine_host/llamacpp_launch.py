@@ -23,8 +23,8 @@ from pathlib import Path
 import aiohttp
 
 from app.engine_host import process
-from app.engine_host.sse_stream import open_stream
-from app.engine_host.supervisor import classify_exit
+from app.engine_host.openai_client import open_stream
+from app.engine_host.restart_policy import classify_exit
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.ports import EngineError
 

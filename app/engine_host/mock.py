@@ -12,7 +12,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from app.engine_host.status import PublishedStatus, StatusPublisher
+from app.engine_host.publisher import PublishedStatus, StatusPublisher
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.ports import (
     EngineError,

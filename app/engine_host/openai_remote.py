@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import aiohttp
 
-from app.engine_host.sse_stream import OpenAIStream, open_stream, redact, request_body
-from app.engine_host.status import LazySession, Mailbox, PublishedStatus, StatusPublisher
-from app.engine_host.supervisor import PoolStateMachine
+from app.engine_host.openai_client import OpenAIStream, open_stream, redact, request_body
+from app.engine_host.publisher import LazySession, Mailbox, PublishedStatus, StatusPublisher
+from app.engine_host.restart_policy import PoolStateMachine
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.ports import (
     Clock,
@@ -133,7 +133,7 @@ class OpenAIEngine(PublishedStatus):
         """Send ``request`` to the engine; returns once it accepted it.
 
         Raises EngineError: POOL_UNREADY when the pool is not ready, else
-        what ``sse_stream.open_stream`` raises. Awaits the response headers.
+        what ``openai_client.open_stream`` raises. Awaits the response headers.
         """
         if self._pool.state is not PoolState.READY:
             raise self._pool.unready()

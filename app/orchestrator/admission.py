@@ -1,286 +1,289 @@
-"""Admission: bounded two-priority queues per pool, guardrails and backoff.
+"""The admission path: guardrails, placement and enqueueing of a new task.
 
-Everything here is pure or owned-mutable: no clock reads (times are passed in),
-no logging, no I/O.
+``Admitter.submit`` checks the request against the session budgets and the
+pools' context sizes, asks the pure placement policy for a pool, offers the
+task to that pool's queues, registers its record and lets the dispatcher take
+it. Deciding stays in the pure modules (admission, placement, sessions). All
+methods must be called on the orchestrator's loop.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
-from dataclasses import dataclass
-from enum import StrEnum
+import asyncio
+import uuid
 
-from app.orchestrator.contracts import Priority
-
-CHARS_PER_TOKEN = 4
-"""The prompt-size heuristic: about four characters per token."""
-
-DEFAULT_SERVICE_MS = 1000.0
-"""Assumed service time of one task before any has been measured."""
-
-RETRY_AFTER_MIN_MS = 100
-RETRY_AFTER_MAX_MS = 600_000
-
-
-class FullPolicy(StrEnum):
-    """What a full queue does with a newcomer."""
-
-    REJECT = "reject"
-    DROP_LRU = "drop-lru"
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedItem:
-    """One task waiting in a pool's queue."""
-
-    task_id: str
-    priority: Priority
-    enqueued_at: float
+from app.orchestrator import pools as poolmod
+from app.orchestrator.contracts import (
+    AdmissionResponse,
+    ErrorCode,
+    PlacementMode,
+    TaskRequest,
+    Workload,
+)
+from app.orchestrator.dispatch import Dispatcher
+from app.orchestrator.errors import Conflict, InvalidParams, OrchError, QueueFull, ShuttingDown
+from app.orchestrator.estimates import log_task, matches, predict_start_ms, prompt_chars
+from app.orchestrator.events import EventChannel
+from app.orchestrator.lifecycle import TaskState
+from app.orchestrator.placement import JobSpec, PlacementDecision, PlacementInput, decide
+from app.orchestrator.pools import PoolRuntime
+from app.orchestrator.queues import (
+    Admitted,
+    QueuedItem,
+    check_ctx,
+    estimate_prompt_tokens,
+    retry_after_ms,
+)
+from app.orchestrator.state import CoreState
+from app.orchestrator.tasks import TaskRecord
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
-    """The newcomer is queued at ``position`` (0-based, dequeue order).
+class Admitter:
+    """Admits tasks into the shared ``CoreState`` and hands them to ``dispatcher``."""
 
-    ``dropped`` is the batch item evicted to make room under drop-lru, if any.
-    """
+    def __init__(self, state: CoreState, dispatcher: Dispatcher) -> None:
+        self._st = state
+        self._dispatcher = dispatcher
 
-    position: int
-    dropped: QueuedItem | None = None
+    def submit(
+        self, req: TaskRequest, *, identity: str, correlation_id: str | None, api: str
+    ) -> AdmissionResponse:
+        """Admit ``req`` into a pool's queue. Never blocks.
 
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """The newcomer was not queued; ``message`` says why and what to do."""
-
-    reason: str
-    policy_label: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class GuardrailRefusal:
-    """A task refused by a limit; ``message`` names the limit and the overshoot."""
-
-    limit: str
-    message: str
-
-
-def _check_capacity(capacity: int) -> int:
-    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-        raise ValueError(
-            f"queue capacity must be a whole number >= 1, got {capacity!r}; "
-            "fix [admission] queue_capacity"
-        )
-    return capacity
-
-
-def _check_policy(policy: FullPolicy | str) -> FullPolicy:
-    try:
-        return FullPolicy(policy)
-    except ValueError:
-        choices = ", ".join(f'"{p.value}"' for p in FullPolicy)
-        raise ValueError(
-            f"unknown queue full policy {policy!r}; set [admission] full_policy to one of {choices}"
-        ) from None
-
-
-class PoolQueues:
-    """Bounded FIFO per priority for one pool. Mutable; owned by one caller.
-
-    No I/O; no method blocks. ``capacity`` applies to each priority separately.
-    Changing ``capacity`` or ``policy`` takes effect for the next ``offer``;
-    shrinking the capacity never drops queued items, it refuses newcomers until
-    the queue is below it.
-    """
-
-    def __init__(self, capacity: int, policy: FullPolicy, *, pool_id: str | None = None) -> None:
-        """Raises ``ValueError`` when ``capacity`` is not a whole number >= 1 or
-        ``policy`` is unknown. ``pool_id`` names the pool in refusal messages."""
-        self._capacity = _check_capacity(capacity)
-        self._policy = _check_policy(policy)
-        self.pool_id = pool_id
-        self._queues: dict[Priority, deque[QueuedItem]] = {
-            Priority.INTERACTIVE: deque(),
-            Priority.BATCH: deque(),
-        }
-        self._ids: set[str] = set()
-
-    @property
-    def capacity(self) -> int:
-        """The most items each priority may hold."""
-        return self._capacity
-
-    @capacity.setter
-    def capacity(self, value: int) -> None:
-        self._capacity = _check_capacity(value)
-
-    @property
-    def policy(self) -> FullPolicy:
-        """What a full queue does with a newcomer."""
-        return self._policy
-
-    @policy.setter
-    def policy(self, value: FullPolicy | str) -> None:
-        self._policy = _check_policy(value)
-
-    def offer(self, item: QueuedItem) -> Admitted | Refused:
-        """Queue ``item`` unless its priority's queue is full.
-
-        Returns ``Admitted`` (with the evicted oldest batch item under drop-lru
-        when a batch newcomer found the batch queue full) or ``Refused``.
-        Interactive items are never evicted. Raises ``ValueError`` when the
-        task id is already queued. Non-blocking.
+        Returns the AdmissionResponse. Raises InvalidParams, Conflict (duplicate
+        task_id), OrchError ADMISSION_REJECT (guardrail, 400), POOL_UNAVAILABLE /
+        POOL_UNREADY (503), QueueFull (429) or ShuttingDown (503).
         """
-        if item.task_id in self._ids:
-            raise ValueError(f"task {item.task_id} is already queued for this pool")
-        queue = self._queues[item.priority]
-        dropped: QueuedItem | None = None
-        if len(queue) >= self._capacity:
-            evictable = (
-                self.policy is FullPolicy.DROP_LRU
-                and item.priority is Priority.BATCH
-                and len(queue) == self._capacity
-            )
-            if not evictable:
-                return self._refusal(item.priority, len(queue))
-            dropped = queue.popleft()
-            self._ids.discard(dropped.task_id)
-        queue.append(item)
-        self._ids.add(item.task_id)
-        return Admitted(self._position_of_last(item.priority), dropped)
+        st = self._st
+        if st.closing:
+            raise ShuttingDown()
+        if req.workload is not Workload.COMPLETION:
+            raise InvalidParams(f"workload '{req.workload}' is not served yet; use 'completion'")
+        task_id = str(req.task_id)
+        if task_id in st.live or task_id in st.done:
+            raise Conflict(f"task_id {task_id} already exists; omit task_id to get a new one")
+        now = st.clock.monotonic()
+        tokens_in = estimate_prompt_tokens(prompt_chars(req))
+        self._check_session(req, now)
+        pool, decision = self._place(req, tokens_in, task_id)
+        queued = self._enqueue(pool, req, task_id, now)
+        rec = self._new_record(
+            req,
+            task_id=task_id,
+            pool=pool,
+            decision=decision,
+            identity=identity,
+            correlation_id=correlation_id,
+            tokens_in=tokens_in,
+        )
+        rec.api = api
+        rec.queue_position_at_admission = queued.position
+        rec.predicted_start_ms = predict_start_ms(pool, queued.position)
+        self._register(rec)
+        if queued.dropped is not None:
+            self._dispatcher.evict(queued.dropped.task_id)
+        self._dispatcher.pump(pool)
+        return AdmissionResponse(
+            task_id=req.task_id,
+            queue_position=queued.position,
+            predicted_start_ms=rec.predicted_start_ms,
+            backoff_ms=0,
+            pool_id=pool.pool_id,
+            session_id=req.session_id,
+        )
 
-    def pop(self) -> QueuedItem | None:
-        """Remove and return the next item (interactive first, FIFO within a class)."""
-        for priority in (Priority.INTERACTIVE, Priority.BATCH):
-            queue = self._queues[priority]
-            if queue:
-                item = queue.popleft()
-                self._ids.discard(item.task_id)
-                return item
-        return None
+    def replace_queued(self, pool_id: str, why: str) -> None:
+        """Move the queued tasks of a failed pool to another feasible pool when
+        their placement allows fallback (not pinned); fail the rest with a
+        retriable POOL_UNAVAILABLE. Never blocks."""
+        st = self._st
+        old = st.pools[pool_id]
+        for rec in [r for r in st.live.values() if r.pool_id == pool_id]:
+            if rec.state is not TaskState.QUEUED:
+                continue
+            overrides = rec.request.placement
+            target = None
+            if overrides.allow_fallback and overrides.mode is not PlacementMode.PIN:
+                target = self._replace_target(rec)
+            if target is None:
+                self._dispatcher.fail(rec, ErrorCode.POOL_UNAVAILABLE, why, True)
+                continue
+            old.queues.remove(rec.task_id)
+            self._move(rec, target)
+        st.update_queue_gauge(old)
 
-    def remove(self, task_id: str) -> bool:
-        """Remove the queued task ``task_id``; returns True if it was queued. O(n)."""
-        if task_id not in self._ids:
-            return False
-        for queue in self._queues.values():
-            for item in queue:
-                if item.task_id == task_id:
-                    queue.remove(item)
-                    self._ids.discard(task_id)
-                    return True
-        return False
-
-    def position(self, task_id: str) -> int | None:
-        """Return the 0-based dequeue position of ``task_id``, or None if not queued."""
-        if task_id not in self._ids:
+    def _replace_target(self, rec: TaskRecord) -> tuple[PoolRuntime, Admitted] | None:
+        try:
+            pool, decision = self._place(rec.request, rec.tokens_in, rec.task_id)
+        except OrchError:
             return None
-        for index, item in enumerate(self.items()):
-            if item.task_id == task_id:
-                return index
-        return None
-
-    def depth(self, priority: Priority | None = None) -> int:
-        """Return the number of queued items of ``priority`` (all when None)."""
-        if priority is None:
-            return len(self._ids)
-        return len(self._queues[priority])
-
-    def items(self) -> tuple[QueuedItem, ...]:
-        """Return every queued item in dequeue order."""
-        return (*self._queues[Priority.INTERACTIVE], *self._queues[Priority.BATCH])
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def _position_of_last(self, priority: Priority) -> int:
-        if priority is Priority.INTERACTIVE:
-            return len(self._queues[Priority.INTERACTIVE]) - 1
-        return len(self._ids) - 1
-
-    def _refusal(self, priority: Priority, depth: int) -> Refused:
-        where = f"pool {self.pool_id} ({priority})" if self.pool_id else f"this pool ({priority})"
-        note = ""
-        if self.policy is FullPolicy.DROP_LRU and priority is Priority.INTERACTIVE:
-            note = "interactive tasks are never dropped; "
-        message = (
-            f"queue for {where} is full: {depth} of {self._capacity}; "
-            f"{note}retry later or raise [admission] queue_capacity"
+        offer = pool.queues.offer(
+            QueuedItem(rec.task_id, rec.request.priority, self._st.clock.monotonic())
         )
-        return Refused("queue_full", self.policy.value, message)
+        if not isinstance(offer, Admitted):
+            return None
+        rec.decision_summary = decision.log.summary
+        return pool, offer
 
+    def _move(self, rec: TaskRecord, target: tuple[PoolRuntime, Admitted]) -> None:
+        pool, offer = target
+        desc = pool.engine.descriptor
+        rec.pool_id, rec.engine, rec.engine_version = pool.pool_id, desc.engine, desc.engine_version
+        rec.queue_position_at_admission = offer.position
+        log_task(rec, "replaced", f"moved to {pool.pool_id}: {rec.decision_summary}")
+        if offer.dropped is not None:
+            self._dispatcher.evict(offer.dropped.task_id)
+        self._st.notify_task(rec)
+        self._dispatcher.pump(pool)
 
-# ---- guardrails ----
+    def _check_session(self, req: TaskRequest, now: float) -> None:
+        if req.session_id is None:
+            return
+        expected = req.expected_tokens or req.max_tokens
+        self._st.sessions.touch(req.session_id, now)
+        refusal = self._st.sessions.check(req.session_id, expected, now)
+        if refusal is not None:
+            self._reject("session_" + refusal.limit, "any")
+            raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
 
-
-def check_ctx(
-    prompt_tokens: int, max_tokens: int, ctx: int, pool_id: str
-) -> GuardrailRefusal | None:
-    """Return a refusal when prompt + max_tokens does not fit the pool's context, else None.
-
-    Pure; never raises.
-    """
-    total = prompt_tokens + max_tokens
-    if total <= ctx:
-        return None
-    return GuardrailRefusal(
-        "ctx",
-        f"prompt (~{prompt_tokens} tokens) + max_tokens ({max_tokens}) = {total} exceeds "
-        f"pool {pool_id}'s ctx {ctx} by {total - ctx}; lower max_tokens or shorten the prompt",
-    )
-
-
-def check_budgets(
-    expected_tokens: int,
-    tokens_remaining: int | None,
-    time_remaining_ms: int | None,
-    cost_remaining: float | None,
-) -> GuardrailRefusal | None:
-    """Return a refusal when a session budget cannot cover the task, else None.
-
-    A remaining value of None means unlimited. Refuses when fewer tokens remain
-    than ``expected_tokens``, or no time or cost remains. Pure; never raises.
-    """
-    if tokens_remaining is not None and tokens_remaining < expected_tokens:
-        return GuardrailRefusal(
-            "tokens_budget",
-            f"session token budget has {tokens_remaining} tokens left but this task expects "
-            f"{expected_tokens} (short by {expected_tokens - tokens_remaining}); lower "
-            "max_tokens or start a new session",
+    def _place(
+        self, req: TaskRequest, tokens_in: int, task_id: str
+    ) -> tuple[PoolRuntime, PlacementDecision]:
+        st = self._st
+        required = tokens_in + req.max_tokens
+        self._check_ctx(req, tokens_in)
+        session_pool = None
+        if req.session_id is not None:
+            sess = st.sessions.get(req.session_id, st.clock.monotonic())
+            session_pool = sess.last_pool_id if sess else None
+        gpu = st.gpu_probe.snapshot()
+        inp = PlacementInput(
+            pools=tuple(poolmod.snapshot(p, gpu) for p in st.pools.values()),
+            job=JobSpec(
+                priority=req.priority,
+                engine=req.engine,
+                model_ref=req.model_ref,
+                required_ctx=max(required, req.ctx or 0),
+                expected_tokens=req.expected_tokens or req.max_tokens,
+                est_kv_bytes=0,
+                session_pool_id=session_pool,
+                overrides=req.placement,
+            ),
         )
-    if time_remaining_ms is not None and time_remaining_ms <= 0:
-        return GuardrailRefusal(
-            "time_budget",
-            f"session time budget is exhausted ({time_remaining_ms} ms remaining); "
-            "start a new session",
+        decision = decide(inp)
+        record = st.decisions.add(st.clock.time(), task_id, req, decision.log)
+        self._record_decision_metrics(decision)
+        st.notify("decision", record)
+        if decision.pool_id is None:
+            self._refuse_no_capacity(req, decision)
+        return st.pools[decision.pool_id], decision  # type: ignore[index]
+
+    def _check_ctx(self, req: TaskRequest, tokens_in: int) -> None:
+        matching = [
+            p.engine.descriptor
+            for p in self._st.pools.values()
+            if matches(p.engine.descriptor.model, p.pool_id, p.engine.descriptor.engine, req)
+        ]
+        if not matching:
+            return
+        best = max(matching, key=lambda d: d.ctx)
+        refusal = check_ctx(tokens_in, req.max_tokens, best.ctx, best.pool_id)
+        if refusal is not None:
+            self._reject("ctx", best.engine)
+            raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
+
+    def _refuse_no_capacity(self, req: TaskRequest, decision: PlacementDecision) -> None:
+        reason = decision.log.no_capacity_reason or "no_feasible_pool"
+        code = ErrorCode.POOL_UNREADY if decision.only_unready else ErrorCode.POOL_UNAVAILABLE
+        self._reject(reason, req.engine or "any")
+        detail = decision.log.summary or reason
+        hint = (
+            "the pool is still loading; retry shortly"
+            if decision.only_unready
+            else "check GET /v1/pools and the placement overrides"
         )
-    if cost_remaining is not None and cost_remaining <= 0:
-        return GuardrailRefusal(
-            "cost_budget",
-            f"session cost budget is exhausted ({cost_remaining:g} remaining); start a new session",
+        raise OrchError(
+            code,
+            f"no pool can take this task ({reason}): {detail}; {hint}",
+            status=503,
+            retriable=decision.only_unready,
+            retry_after_ms=2000 if decision.only_unready else None,
         )
-    return None
 
+    def _enqueue(self, pool: PoolRuntime, req: TaskRequest, task_id: str, now: float) -> Admitted:
+        result = pool.queues.offer(QueuedItem(task_id, req.priority, now))
+        engine = pool.engine.descriptor.engine
+        backpressure = self._st.metrics.admission_backpressure_events
+        if isinstance(result, Admitted):
+            if result.dropped is not None:
+                backpressure.labels(engine, "drop-lru").inc()
+            return result
+        backpressure.labels(engine, result.policy_label).inc()
+        self._reject("queue_full", engine)
+        ahead = pool.queues.depth(req.priority)
+        raise QueueFull(
+            result.message,
+            pool_id=pool.pool_id,
+            engine=engine,
+            retry_after_ms=retry_after_ms(
+                ahead, pool.engine.descriptor.slots, pool.perf.service_ms
+            ),
+            policy_label=result.policy_label,
+        )
 
-def estimate_prompt_tokens(text_chars: int) -> int:
-    """Return the estimated token count of a prompt of ``text_chars`` characters.
+    def _reject(self, reason: str, engine: str) -> None:
+        self._st.counters["rejected"] += 1
+        self._st.metrics.tasks_rejected.labels(reason, engine).inc()
 
-    Heuristic: ceil(chars / 4), at least 1. Pure.
-    """
-    return max(1, -(-max(text_chars, 0) // CHARS_PER_TOKEN))
+    def _new_record(
+        self,
+        req: TaskRequest,
+        *,
+        task_id: str,
+        pool: PoolRuntime,
+        decision: PlacementDecision,
+        identity: str,
+        correlation_id: str | None,
+        tokens_in: int,
+    ) -> TaskRecord:
+        st = self._st
+        return TaskRecord(
+            task_id=task_id,
+            request=req,
+            pool_id=pool.pool_id,
+            engine=pool.engine.descriptor.engine,
+            engine_version=pool.engine.descriptor.engine_version,
+            identity=identity,
+            correlation_id=correlation_id or str(uuid.uuid4()),
+            channel=EventChannel(st.config.channel_cap),
+            created_at=st.clock.time(),
+            created_mono=st.clock.monotonic(),
+            tokens_in=tokens_in,
+            decision_summary=decision.log.summary,
+        )
 
+    def _register(self, rec: TaskRecord) -> None:
+        st = self._st
+        st.live[rec.task_id] = rec
+        st.counters["enqueued"] += 1
+        st.metrics.tasks_enqueued.inc()
+        st.metrics.tokens_in.inc(rec.tokens_in)
+        st.update_queue_gauge(st.pools[rec.pool_id])
+        rec.unopened_timer = asyncio.get_running_loop().call_later(
+            st.config.unopened_stream_timeout_s, self._dispatcher.cancel_unopened, rec.task_id
+        )
+        log_task(
+            rec,
+            "admitted",
+            f"admitted to {rec.pool_id} at position "
+            f"{rec.queue_position_at_admission}; {rec.decision_summary}",
+        )
+        st.notify_task(rec)
 
-def retry_after_ms(queued_ahead: int, slots: int, mean_service_ms: float | None) -> int:
-    """Return how long to wait (ms) before the queue has room for one more item.
-
-    ceil((queued_ahead + 1) / max(slots, 1)) * mean_service_ms, using 1000 ms
-    per item when nothing was measured yet; clamped to [100, 600000]. Pure.
-    """
-    service = DEFAULT_SERVICE_MS
-    if mean_service_ms is not None and math.isfinite(mean_service_ms):
-        service = max(mean_service_ms, 0.0)
-    rounds = -(-(max(queued_ahead, 0) + 1) // max(slots, 1))
-    estimate = math.ceil(rounds * service)
-    return min(max(estimate, RETRY_AFTER_MIN_MS), RETRY_AFTER_MAX_MS)
+    def _record_decision_metrics(self, decision: PlacementDecision) -> None:
+        lg = decision.log
+        outcome = "selected" if decision.pool_id else "no_capacity"
+        self._st.metrics.placement_decisions.labels(
+            outcome, str(lg.pinned).lower(), str(lg.fallback_used).lower()
+        ).inc()
+        self._st.metrics.placement_candidates_considered.observe(lg.candidates_considered)

@@ -13,14 +13,14 @@ import asyncio
 from typing import Any
 
 from app.orchestrator.contracts import ErrorCode, FinishReason
-from app.orchestrator.events import METRICS, STARTED, TOKEN, TaskEvent
-from app.orchestrator.helpers import (
+from app.orchestrator.estimates import (
     close_quietly,
     engine_request,
     log,
     log_task,
     on_time_probability,
 )
+from app.orchestrator.events import METRICS, STARTED, TOKEN, TaskEvent
 from app.orchestrator.lifecycle import TaskState
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.ports import EngineError

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.orchestrator.admission import FullPolicy, PoolQueues
 from app.orchestrator.contracts import PoolView, Priority, QueueDepth
 from app.orchestrator.placement import PoolSnapshot
 from app.orchestrator.ports import EngineControl, GpuInventory, PoolState
+from app.orchestrator.queues import FullPolicy, PoolQueues
 
 _ALPHA = 0.3
 

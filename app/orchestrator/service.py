@@ -1,7 +1,7 @@
 """The Orchestrator facade used by app.api and app.ui.
 
 It owns the core's shared state (pools' queues, task records, sessions) and two
-collaborators: the admission path (``admit.Admitter``) and the dispatcher
+collaborators: the admission path (``admission.Admitter``) and the dispatcher
 (``dispatch.Dispatcher``), which runs every dispatched task in one asyncio task
 (its runner) and alone ends task records. Deciding is delegated to the pure
 modules (admission, placement, sessions); acting goes through the EngineControl
@@ -16,8 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from app.orchestrator import pools as poolmod
-from app.orchestrator.admission import FullPolicy
-from app.orchestrator.admit import Admitter
+from app.orchestrator.admission import Admitter
 from app.orchestrator.contracts import (
     AdmissionResponse,
     Capabilities,
@@ -32,8 +31,8 @@ from app.orchestrator.contracts import (
 from app.orchestrator.decisions import DecisionBook
 from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, NotFound
+from app.orchestrator.estimates import build_capabilities, on_time_probability
 from app.orchestrator.events import EventChannel, TaskEvent
-from app.orchestrator.helpers import build_capabilities, on_time_probability
 from app.orchestrator.metrics import OrchMetrics
 from app.orchestrator.ports import (
     Clock,
@@ -45,6 +44,7 @@ from app.orchestrator.ports import (
     PoolStatus,
     SystemClock,
 )
+from app.orchestrator.queues import FullPolicy
 from app.orchestrator.sessions import SessionStore
 from app.orchestrator.state import CoreState, Observer, OrchestratorConfig
 

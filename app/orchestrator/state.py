@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.orchestrator import pools as poolmod
-from app.orchestrator.admission import FullPolicy
 from app.orchestrator.contracts import PoolView, Priority
 from app.orchestrator.decisions import DecisionBook
 from app.orchestrator.errors import NotFound
-from app.orchestrator.helpers import log
+from app.orchestrator.estimates import log
 from app.orchestrator.metrics import OrchMetrics
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.ports import Clock, EngineControl, GpuProbe
+from app.orchestrator.queues import FullPolicy
 from app.orchestrator.sessions import BudgetLimits, SessionStore
 from app.orchestrator.tasks import TaskRecord
 

@@ -19,7 +19,7 @@ from app.engine_host.llamacpp import (
     model_id_for,
     resolve_model_ref,
 )
-from app.engine_host.supervisor import RestartPolicy
+from app.engine_host.restart_policy import RestartPolicy
 from app.orchestrator.contracts import ChatMessage, ErrorCode
 from app.orchestrator.ports import (
     EngineControl,

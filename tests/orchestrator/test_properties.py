@@ -7,7 +7,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.orchestrator.admission import Admitted, FullPolicy, PoolQueues, QueuedItem
 from app.orchestrator.contracts import PlacementMode, PlacementOverrides, Priority
 from app.orchestrator.placement import (
     JobSpec,
@@ -17,6 +16,7 @@ from app.orchestrator.placement import (
     decide,
     normalise_mask,
 )
+from app.orchestrator.queues import Admitted, FullPolicy, PoolQueues, QueuedItem
 
 FAST = settings(max_examples=100, deadline=None)
 PLACEMENT = settings(max_examples=75, deadline=None)

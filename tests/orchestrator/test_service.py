@@ -8,10 +8,10 @@ import random
 import pytest
 
 from app.engine_host.mock import MockEngine, MockSpec
-from app.orchestrator.admission import FullPolicy
 from app.orchestrator.contracts import ErrorCode, TaskRequest
 from app.orchestrator.errors import Conflict, InvalidParams, NotFound, OrchError, QueueFull
 from app.orchestrator.events import END, ERROR, STARTED, TOKEN, TaskEvent
+from app.orchestrator.queues import FullPolicy
 from app.orchestrator.service import Orchestrator, OrchestratorConfig, on_time_probability
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app.api.openai_errors import canceled_error, error_body, event_error
+from app.api.openai.errors import canceled_error, error_body, event_error
 from app.api.render import dumps
 from app.api.sse import (
     SHUTDOWN_ERROR,

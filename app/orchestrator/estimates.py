@@ -12,7 +12,6 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from app.orchestrator.admission import FullPolicy
 from app.orchestrator.contracts import (
     Capabilities,
     EngineCapability,
@@ -22,6 +21,7 @@ from app.orchestrator.contracts import (
 )
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.ports import EngineRequest
+from app.orchestrator.queues import FullPolicy
 from app.orchestrator.tasks import TaskRecord
 
 log = logging.getLogger("llama_orch.core")

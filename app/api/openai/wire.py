@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.orchestrator.admission import estimate_prompt_tokens
 from app.orchestrator.contracts import PlacementOverrides, Priority, TaskRequest
+from app.orchestrator.queues import estimate_prompt_tokens
 
 MAX_TOKENS_CAP = 131_072
 DEFAULT_EXPECTED_TOKENS = 256

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.orchestrator.admission import (
+from app.orchestrator.contracts import Priority
+from app.orchestrator.queues import (
     Admitted,
     FullPolicy,
     GuardrailRefusal,
@@ -16,7 +17,6 @@ from app.orchestrator.admission import (
     estimate_prompt_tokens,
     retry_after_ms,
 )
-from app.orchestrator.contracts import Priority
 
 INT, BAT = Priority.INTERACTIVE, Priority.BATCH
 

@@ -17,14 +17,14 @@ from typing import Any
 
 from aiohttp import web
 
-from app.api.openai_errors import model_not_found
-from app.api.openai_models import (
+from app.api.openai.errors import model_not_found
+from app.api.openai.stream import ChunkRenderer, OpenAIStreamWriter, collect, usage
+from app.api.openai.wire import (
     ChatCompletionRequest,
     CompletionRequest,
     OpenAIRequest,
     to_task_request,
 )
-from app.api.openai_stream import ChunkRenderer, OpenAIStreamWriter, collect, usage
 from app.api.render import dict_response
 from app.api.sse import StreamOptions, serve_stream
 from app.api.state import CORRELATION_ID, IDENTITY, ORCH, SETTINGS, STREAMS

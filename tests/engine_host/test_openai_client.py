@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from app.engine_host import process
-from app.engine_host.sse_stream import (
+from app.engine_host.openai_client import (
     OpenAIStream,
     SseDecoder,
     SseEvent,

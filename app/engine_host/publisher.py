@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 
-from app.engine_host.supervisor import PoolStateMachine
+from app.engine_host.restart_policy import PoolStateMachine
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.ports import (
     Clock,

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from app.engine_host.supervisor import (
+from app.engine_host.restart_policy import (
     CrashHistory,
     IllegalTransition,
     PoolStateMachine,

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible routes: wire models, errors, streaming and handlers."""
