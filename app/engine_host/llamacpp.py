@@ -1,7 +1,7 @@
 """One pool served by a local llama.cpp engine process, supervised.
 
-``LlamaCppEngine`` runs llama.cpp's ``llama-server`` when configured or on
-PATH, else the ``llama_cpp.server`` module of llama-cpp-python. One asyncio
+``LlamaCppEngine`` runs llama.cpp's ``llama-server`` with one slot per
+parallel request (continuous batching). One asyncio
 task (the supervisor loop) owns the engine process: it starts it, waits for
 health plus a one-token warm-up, restarts it after crashes following
 ``RestartPolicy``, swaps models on reload and stops it. Other tasks send it
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import shutil
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -25,10 +24,10 @@ from app.engine_host.llamacpp_launch import (
     EngineCommand,
     EngineLauncher,
     EngineProcess,
+    GpuIndices,
     LaunchFailed,
     LlamaCppSpec,
     model_id_for,
-    python_server_version,
     resolve_model_ref,
 )
 from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
@@ -77,20 +76,23 @@ class LlamaCppEngine(PublishedStatus):
         policy: RestartPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
+        gpu_indices: GpuIndices | None = None,
     ) -> None:
+        """``gpu_indices`` (NVML's view, blocking) lets a launch refuse a GPU the host lacks."""
         self._spec = spec
         self._log_path = log_dir / f"{spec.pool_id}.log"
         self._clock = clock if clock is not None else SystemClock()
         self._policy = policy if policy is not None else RestartPolicy()
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep
-        self._python_server = spec.server_binary is None and shutil.which("llama-server") is None
         self._pool = StatusPublisher(
             self._describe(spec.model_ref, None), clock=self._clock, machine=PoolStateMachine()
         )
         self._model_ref = spec.model_ref
-        self._http = LazySession()
-        self._launcher = EngineLauncher(spec, log_path=self._log_path, session=self._http)
+        self._http = LazySession(force_close=True)
+        self._launcher = EngineLauncher(
+            spec, log_path=self._log_path, session=self._http, gpu_indices=gpu_indices
+        )
         self._mailbox: Mailbox[_Command] = Mailbox(self._supervise, name=f"pool-{spec.pool_id}")
         # Owned by the supervisor task:
         self._inst: EngineProcess | None = None
@@ -124,6 +126,12 @@ class LlamaCppEngine(PublishedStatus):
         """Return the serving engine's loopback URL (without ``/v1``), None when none serves."""
         inst = self._inst
         return inst.base_url if inst is not None else None
+
+    @property
+    def api_key(self) -> str | None:
+        """Return the serving engine's own API key (only the orchestrator holds it), or None."""
+        inst = self._inst
+        return inst.api_key if inst is not None else None
 
     async def start(self) -> None:
         """Start the engine; returns once it is starting (or needs a model). Never raises."""
@@ -175,6 +183,8 @@ class LlamaCppEngine(PublishedStatus):
             decode_timeout_s=timeout_s,
             connect_timeout_s=self._spec.connect_timeout_s,
             name=f"engine of pool {self._spec.pool_id}",
+            headers=inst.headers,
+            secrets=(inst.api_key,),
             on_finish=finished,
         )
 
@@ -379,8 +389,6 @@ class LlamaCppEngine(PublishedStatus):
         spec = self._spec
         if command is not None:
             version, slots = command.version, command.slots
-        elif self._python_server:
-            version, slots = python_server_version(), 1
         else:
             version, slots = "llama-server", spec.slots
         return PoolDescriptor(
