@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from app.engine_host import process
+from app.engine_host.gguf_info import gguf_problem
 from app.engine_host.openai_client import open_stream
 from app.engine_host.restart_policy import classify_exit
 from app.orchestrator.contracts import ErrorCode
@@ -226,6 +227,9 @@ class EngineLauncher:
         if not path.is_file():
             why = f"model file not found: {path} (check the pool's model path)"
             raise LaunchFailed(why, transient=False, code=ErrorCode.INVALID_PARAMS)
+        problem = gguf_problem(path)
+        if problem is not None:
+            raise LaunchFailed(problem, transient=False, code=ErrorCode.INVALID_PARAMS)
         return path
 
     def _binary(self) -> str | None:
