@@ -43,6 +43,7 @@ class OpenAISpec:
     connect_timeout_s: float = 5.0
     decode_timeout_s: float = 60.0
     health_interval_s: float = 10.0
+    health_timeout_s: float = 10.0
 
 
 class Secret:
@@ -69,7 +70,7 @@ class HealthProblem(Exception):
 
 @dataclass
 class _Command:
-    kind: Literal["check", "reload", "stop"]
+    kind: Literal["check", "probe", "reload", "stop"]
     model: str = ""
     reply: asyncio.Future[str] | None = None
 
@@ -132,16 +133,27 @@ class OpenAIEngine(PublishedStatus):
             raise self._pool.unready()
         path, body = request_body(request, self._model)
         body["stream_options"] = {"include_usage": True}
-        return await open_stream(
-            self._http(),
-            f"{self._base}/{path}",
-            body,
-            decode_timeout_s=self._spec.decode_timeout_s,
-            connect_timeout_s=self._spec.connect_timeout_s,
-            name=f"engine of pool {self._spec.pool_id}",
-            headers=self._headers(),
-            secrets=self._secrets(),
-        )
+        try:
+            return await open_stream(
+                self._http(),
+                f"{self._base}/{path}",
+                body,
+                decode_timeout_s=self._spec.decode_timeout_s,
+                connect_timeout_s=self._spec.connect_timeout_s,
+                name=f"engine of pool {self._spec.pool_id}",
+                headers=self._headers(),
+                secrets=self._secrets(),
+                on_finish=self._stream_finished,
+            )
+        except EngineError as exc:
+            self._stream_finished(exc)
+            raise
+
+    def _stream_finished(self, error: EngineError | None) -> None:
+        """A remote engine that timed out is probed now (never killed: it is not ours)."""
+        timed_out = error is not None and error.code is ErrorCode.DECODE_TIMEOUT
+        if timed_out and self._pool.state is PoolState.READY:
+            self._mailbox.post(_Command("probe"))
 
     # ---- the owner task: health checks and commands ----
 
@@ -149,8 +161,8 @@ class OpenAIEngine(PublishedStatus):
         try:
             while True:
                 command = await self._next_command()
-                if command is None or command.kind == "check":
-                    await self._check(first=command is not None)
+                if command is None or command.kind in ("check", "probe"):
+                    await self._check(first=command is not None and command.kind == "check")
                 elif command.kind == "reload":
                     await self._reload(command)
                 if command is not None and command.reply and not command.reply.done():
@@ -233,7 +245,7 @@ class OpenAIEngine(PublishedStatus):
                 f"environment variable {self._spec.api_key_env} is not set; "
                 "export it with the engine's API key, then restart the pool"
             )
-        timeout = aiohttp.ClientTimeout(total=self._spec.connect_timeout_s * 2)
+        timeout = aiohttp.ClientTimeout(total=self._spec.health_timeout_s)
         url = f"{self._base}/models"
         try:
             async with self._http().get(url, headers=self._headers(), timeout=timeout) as resp:
