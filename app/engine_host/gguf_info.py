@@ -138,19 +138,21 @@ def gguf_problem(path: Path, shown_as: str | None = None) -> str | None:
     return None
 
 
+def not_a_model(name: str) -> str:
+    """Return the one sentence for a path that is missing, unreadable, a folder or
+    not a GGUF file (one answer, so an API caller cannot probe which files exist)."""
+    return f"{name} is not a GGUF model file (or cannot be read); give the path of a .gguf model"
+
+
 def _checked_header(path: Path, name: str) -> int:
     try:
         with path.open("rb") as handle:
             head = handle.read(_HEADER.size)
             size = path.stat().st_size
-    except FileNotFoundError:
-        raise GgufError(f"{name} does not exist; download the model or fix the path") from None
-    except IsADirectoryError:
-        raise GgufError(f"{name} is a folder, not a GGUF model file") from None
-    except OSError as exc:
-        raise GgufError(f"{name} cannot be read ({exc.strerror}); fix its permissions") from None
+    except OSError:
+        raise GgufError(not_a_model(name)) from None
     if len(head) < _HEADER.size or head[:4] != GGUF_MAGIC:
-        raise GgufError(f"{name} is not a GGUF model file")
+        raise GgufError(not_a_model(name))
     _magic, version, tensors, kvs = _HEADER.unpack(head)
     if version not in (2, 3):
         raise GgufError(f"{name} is GGUF version {version}, which the engine cannot read")

@@ -45,15 +45,17 @@ def test_bad_model_files_are_refused_with_one_plain_sentence(
     assert "\n" not in message and "Traceback" not in message and str(tmp_path) not in message
 
 
-def test_missing_and_empty_files_are_named(tmp_path: Path) -> None:
-    assert gguf_problem(tmp_path / "nope.gguf") == (
-        f"{tmp_path / 'nope.gguf'} does not exist; download the model or fix the path"
-    )
+def test_missing_folder_empty_and_text_files_get_one_answer(tmp_path: Path) -> None:
     (tmp_path / "empty.gguf").write_bytes(b"")
-    assert (
-        gguf_problem(tmp_path / "empty.gguf")
-        == f"{tmp_path / 'empty.gguf'} is not a GGUF model file"
-    )
+    (tmp_path / "dir.gguf").mkdir()
+    (tmp_path / "notes.gguf").write_text("hello")
+    answers = {
+        (gguf_problem(tmp_path / name, shown_as="X") or "")
+        for name in ("nope.gguf", "empty.gguf", "dir.gguf", "notes.gguf")
+    }
+    assert answers == {
+        "X is not a GGUF model file (or cannot be read); give the path of a .gguf model"
+    }
 
 
 def test_quantization_names() -> None:
