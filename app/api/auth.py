@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import re
 
 from aiohttp import hdrs, web
@@ -18,8 +17,9 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from app.api.errors import ApiError
-from app.api.settings import ApiSettings, is_loopback_host
+from app.api.settings import ApiSettings
 from app.api.state import IDENTITY, SETTINGS
+from app.orchestrator.loopback import is_loopback_address, is_loopback_host
 
 REALM = 'Bearer realm="llama-orch"'
 PROXY_USER_HEADER = "X-Forwarded-User"
@@ -36,15 +36,7 @@ CORS_EXPOSE_HEADERS = (
 
 def is_loopback_peer(remote: str | None) -> bool:
     """Return True when the peer address is in 127.0.0.0/8 or is ::1 (also v4-mapped)."""
-    if not remote:
-        return False
-    try:
-        addr = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+    return bool(remote) and is_loopback_address(remote or "")
 
 
 def token_identity(token: str) -> str:
