@@ -89,6 +89,8 @@ def api_settings(settings: Settings) -> Any:
         sse_heartbeat_ms=s.sse_heartbeat_ms,
         sse_microbatch_ms=s.sse_microbatch_ms,
         cors_origins=tuple(s.cors_origins),
+        allowed_hosts=tuple(h.lower().rstrip(".") for h in s.allowed_hosts),
+        trusted_proxies=tuple(s.trusted_proxies),
     )
 
 
