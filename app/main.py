@@ -152,6 +152,8 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
                 slots=pool.slots,
                 device_mask=pool.device_mask,
                 decode_timeout_s=float(settings.engines.decode_timeout_s),
+                health_interval_s=settings.engines.health_interval_s,
+                health_timeout_s=settings.engines.health_timeout_s,
             )
         )
     from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
@@ -169,6 +171,8 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
             demo=pool.demo,
             startup_timeout_s=float(settings.engines.startup_timeout_s),
             decode_timeout_s=float(settings.engines.decode_timeout_s),
+            health_interval_s=settings.engines.health_interval_s,
+            health_timeout_s=settings.engines.health_timeout_s,
         ),
         log_dir=log_dir,
     )
