@@ -195,6 +195,12 @@ class EngineSettings(BaseModel):
     llama_server: str = Field("", description='path of llama-server, or "" to search PATH')
     decode_timeout_s: int = Field(60, ge=1, le=86_400, description="1 .. 86400 s")
     startup_timeout_s: int = Field(120, ge=1, le=86_400, description="1 .. 86400 s")
+    health_interval_s: float = Field(
+        10.0, ge=0.1, le=3600, allow_inf_nan=False, description="0.1 .. 3600 s"
+    )
+    health_timeout_s: float = Field(
+        5.0, ge=0.1, le=600, allow_inf_nan=False, description="0.1 .. 600 s"
+    )
     log_dir: str = Field("", description='folder for engine logs, "" = the XDG state folder')
 
 

@@ -23,19 +23,15 @@ from app.orchestrator.contracts import (
 from app.orchestrator.decisions import Refusal
 from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, InvalidParams, OrchError, QueueFull, ShuttingDown
-from app.orchestrator.estimates import log_task, matches, predict_start_ms, prompt_chars
+from app.orchestrator.estimates import matches, predict_start_ms, prompt_chars
 from app.orchestrator.events import EventChannel
+from app.orchestrator.guardrails import check_ctx, estimate_prompt_tokens
 from app.orchestrator.lifecycle import TaskState
 from app.orchestrator.placement import JobSpec, PlacementDecision, PlacementInput, decide
 from app.orchestrator.pools import PoolRuntime
-from app.orchestrator.queues import (
-    Admitted,
-    QueuedItem,
-    check_ctx,
-    estimate_prompt_tokens,
-    retry_after_ms,
-)
+from app.orchestrator.queues import Admitted, QueuedItem, retry_after_ms
 from app.orchestrator.state import CoreState
+from app.orchestrator.tasklog import log_task
 from app.orchestrator.tasks import TaskRecord
 
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.orchestrator.lifecycle import PoolState, TaskState
+
 API_VERSION = "1.0.0"
 
 PoolId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -236,7 +238,7 @@ def dump(model: BaseModel) -> dict[str, Any]:
 
 class TaskView(Strict):
     task_id: str
-    state: str
+    state: TaskState
     priority: Priority
     pool_id: str | None
     session_id: str | None
@@ -268,7 +270,7 @@ class PoolView(Strict):
     ctx: int
     device_mask: str
     demo: bool
-    state: str
+    state: PoolState
     detail: str
     live: bool
     ready: bool

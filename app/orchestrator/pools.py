@@ -10,8 +10,9 @@ import asyncio
 from dataclasses import dataclass, field
 
 from app.orchestrator.contracts import PoolView, Priority, QueueDepth
+from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.placement import PoolSnapshot
-from app.orchestrator.ports import EngineControl, GpuInventory, PoolState
+from app.orchestrator.ports import EngineControl, GpuInventory
 from app.orchestrator.queues import FullPolicy, PoolQueues
 
 _ALPHA = 0.3
@@ -150,9 +151,9 @@ def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
         ctx=d.ctx,
         device_mask=d.device_mask,
         demo=d.demo,
-        state=st.state.value,
+        state=st.state,
         detail=st.detail,
-        live=st.state not in (PoolState.STOPPED, PoolState.FAILED, PoolState.NEEDS_MODEL),
+        live=st.state.live,
         ready=st.state is PoolState.READY and not pool.draining,
         draining=pool.draining or st.state is PoolState.DRAINING,
         slots_total=d.slots,

@@ -33,6 +33,7 @@ from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, NotFound
 from app.orchestrator.estimates import build_capabilities, on_time_probability
 from app.orchestrator.events import EventChannel, TaskEvent
+from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.metrics import OrchMetrics
 from app.orchestrator.ports import (
     Clock,
@@ -40,7 +41,6 @@ from app.orchestrator.ports import (
     EngineError,
     GpuInventory,
     GpuProbe,
-    PoolState,
     PoolStatus,
     SystemClock,
 )

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 from app.orchestrator.contracts import ChatMessage, DecisionRecord, PoolView, Priority, TaskView
 from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
+from app.orchestrator.lifecycle import TaskState
 from app.ui.bridge import OrchestratorBridge
 from app.ui.chat_logic import (
     MODES,
@@ -385,7 +386,7 @@ class Conversation(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _on_task(self, view: TaskView) -> None:
-        if view.task_id == self.task_id and view.state == "queued" and view.pool_id:
+        if view.task_id == self.task_id and view.state is TaskState.QUEUED and view.pool_id:
             position = view.queue_position or 0
             self.status.setText(queued_text(view.pool_id, position, self._predicted_ms))
 
