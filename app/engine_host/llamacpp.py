@@ -23,6 +23,7 @@ from typing import Any, Literal
 import aiohttp
 
 from app.engine_host import process
+from app.engine_host.lazy_session import LazySession
 from app.engine_host.llamacpp_launch import (
     EngineCommand,
     EngineLauncher,
@@ -33,23 +34,13 @@ from app.engine_host.llamacpp_launch import (
     python_server_version,
     resolve_model_ref,
 )
+from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
-from app.engine_host.publisher import LazySession, Mailbox, PublishedStatus, StatusPublisher
-from app.engine_host.restart_policy import (
-    CrashHistory,
-    PoolStateMachine,
-    RestartPolicy,
-    classify_exit,
-)
+from app.engine_host.publisher import PublishedStatus, StatusPublisher
+from app.engine_host.restart_policy import CrashHistory, RestartPolicy, classify_exit
 from app.orchestrator.contracts import ErrorCode
-from app.orchestrator.ports import (
-    Clock,
-    EngineError,
-    EngineRequest,
-    PoolDescriptor,
-    PoolState,
-    SystemClock,
-)
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +79,7 @@ class LlamaCppEngine(PublishedStatus):
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep
         self._python_server = spec.server_binary is None and shutil.which("llama-server") is None
-        self._pool = StatusPublisher(
-            self._describe(spec.model_ref, None), clock=self._clock, machine=PoolStateMachine()
-        )
+        self._pool = StatusPublisher(self._describe(spec.model_ref, None), clock=self._clock)
         self._model_ref = spec.model_ref
         self._http = LazySession()
         self._launcher = EngineLauncher(spec, log_path=self._log_path, session=self._http)
@@ -158,7 +147,7 @@ class LlamaCppEngine(PublishedStatus):
         what ``openai_client.open_stream`` raises. Awaits the response headers.
         """
         inst = self._inst
-        if inst is None or self._pool.state not in (PoolState.READY, PoolState.DRAINING):
+        if inst is None or not self._pool.state.serving:
             raise self._pool.unready()
         path, body = request_body(request, self._pool.descriptor.model)
         return await self._open(inst, path, body, self._spec.decode_timeout_s)

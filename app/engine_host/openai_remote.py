@@ -18,18 +18,13 @@ from typing import Any, Literal
 
 import aiohttp
 
+from app.engine_host.lazy_session import LazySession
+from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, redact, request_body
-from app.engine_host.publisher import LazySession, Mailbox, PublishedStatus, StatusPublisher
-from app.engine_host.restart_policy import PoolStateMachine
+from app.engine_host.publisher import PublishedStatus, StatusPublisher
 from app.orchestrator.contracts import ErrorCode
-from app.orchestrator.ports import (
-    Clock,
-    EngineError,
-    EngineRequest,
-    PoolDescriptor,
-    PoolState,
-    SystemClock,
-)
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
 
@@ -99,9 +94,7 @@ class OpenAIEngine(PublishedStatus):
         self._key: Secret | None = None
         self._model = spec.model
         self._version = "unknown"
-        self._pool = StatusPublisher(
-            self._describe(), clock=self._clock, machine=PoolStateMachine()
-        )
+        self._pool = StatusPublisher(self._describe(), clock=self._clock)
         self._http = LazySession()
         self._mailbox: Mailbox[_Command] = Mailbox(self._run, name=f"pool-{spec.pool_id}")
 

@@ -6,11 +6,13 @@ its event loop). Snapshot and view builders are pure functions of that state.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from app.orchestrator.contracts import PoolView, Priority, QueueDepth
+from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.placement import PoolSnapshot
-from app.orchestrator.ports import EngineControl, GpuInventory, PoolState
+from app.orchestrator.ports import EngineControl, GpuInventory
 from app.orchestrator.queues import FullPolicy, PoolQueues
 
 _ALPHA = 0.3
@@ -47,6 +49,7 @@ class PoolRuntime:
     perf: PerfStats = field(default_factory=PerfStats)
     running: set[str] = field(default_factory=set)
     draining: bool = False
+    drain_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def create(cls, engine: EngineControl, capacity: int, policy: FullPolicy) -> PoolRuntime:
@@ -63,6 +66,12 @@ class PoolRuntime:
     @property
     def busy(self) -> int:
         return len(self.running)
+
+    def stop_drain_timer(self) -> None:
+        """Cancel the pending drain deadline, if any. Never blocks."""
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
 
     def can_dispatch(self) -> bool:
         """Return True when the engine is ready and a slot is free."""
@@ -142,9 +151,9 @@ def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
         ctx=d.ctx,
         device_mask=d.device_mask,
         demo=d.demo,
-        state=st.state.value,
+        state=st.state,
         detail=st.detail,
-        live=st.state not in (PoolState.STOPPED, PoolState.FAILED, PoolState.NEEDS_MODEL),
+        live=st.state.live,
         ready=st.state is PoolState.READY and not pool.draining,
         draining=pool.draining or st.state is PoolState.DRAINING,
         slots_total=d.slots,

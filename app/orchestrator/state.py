@@ -16,12 +16,12 @@ from app.orchestrator import pools as poolmod
 from app.orchestrator.contracts import PoolView, Priority
 from app.orchestrator.decisions import DecisionBook
 from app.orchestrator.errors import NotFound
-from app.orchestrator.estimates import log
 from app.orchestrator.metrics import OrchMetrics
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.ports import Clock, EngineControl, GpuProbe
 from app.orchestrator.queues import FullPolicy
 from app.orchestrator.sessions import BudgetLimits, SessionStore
+from app.orchestrator.tasklog import log
 from app.orchestrator.tasks import TaskRecord
 
 Observer = Callable[[str, Any], None]

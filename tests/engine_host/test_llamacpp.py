@@ -21,13 +21,8 @@ from app.engine_host.llamacpp import (
 )
 from app.engine_host.restart_policy import RestartPolicy
 from app.orchestrator.contracts import ChatMessage, ErrorCode
-from app.orchestrator.ports import (
-    EngineControl,
-    EngineError,
-    EngineRequest,
-    PoolState,
-    PoolStatus,
-)
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import EngineControl, EngineError, EngineRequest, PoolStatus
 
 pytestmark = pytest.mark.engine
 # Tests that share the module's engine run on the module's event loop.

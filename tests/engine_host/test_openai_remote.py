@@ -16,13 +16,8 @@ from app.engine_host import process
 from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
 from app.engine_host.openai_remote import OpenAIEngine, OpenAISpec
 from app.orchestrator.contracts import ChatMessage, ErrorCode
-from app.orchestrator.ports import (
-    EngineControl,
-    EngineError,
-    EngineRequest,
-    PoolState,
-    PoolStatus,
-)
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import EngineControl, EngineError, EngineRequest, PoolStatus
 from tests.engine_host.conftest import serve
 
 KEY = "sk-test-0123456789abcdef"

@@ -8,9 +8,10 @@ import random
 import pytest
 
 from app.engine_host.mock import MockEngine, MockSpec
-from app.orchestrator.contracts import ErrorCode, TaskRequest
+from app.orchestrator.contracts import ErrorCode, TaskRequest, dump
 from app.orchestrator.errors import Conflict, InvalidParams, NotFound, OrchError, QueueFull
 from app.orchestrator.events import END, ERROR, STARTED, TOKEN, TaskEvent
+from app.orchestrator.lifecycle import PoolState, TaskState
 from app.orchestrator.queues import FullPolicy
 from app.orchestrator.service import Orchestrator, OrchestratorConfig, on_time_probability
 
@@ -43,6 +44,9 @@ async def test_submit_and_stream_in_order() -> None:
     assert events[-1].data["decode_ms"] == events[-1].data["decode_time_ms"]
     view = orch.task(str(adm.task_id))
     assert view.state == "done" and view.tokens_out == 5 and view.pool_id == "m0"
+    assert view.state is TaskState.DONE and dump(view)["state"] == "done"
+    pool = orch.pool_view("m0")
+    assert pool.state is PoolState.READY and dump(pool)["state"] == "ready"
     await asyncio.sleep(0.01)  # the runner releases its slot after closing the engine stream
     assert orch.live_task_count() == 0
     await orch.shutdown()

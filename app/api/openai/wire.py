@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.orchestrator.contracts import PlacementOverrides, Priority, TaskRequest
-from app.orchestrator.queues import estimate_prompt_tokens
+from app.orchestrator.guardrails import estimate_prompt_tokens
 
 MAX_TOKENS_CAP = 131_072
 DEFAULT_EXPECTED_TOKENS = 256
