@@ -12,9 +12,11 @@ class ApiSettings:
     """How the server listens, authenticates and streams.
 
     ``auth_token`` None means no token is configured (allowed on loopback only).
-    ``auth_optional`` lets loopback callers skip the token; ``trust_proxy_auth``
-    accepts the identity a reverse proxy puts in ``X-Forwarded-User`` without a
-    token (safe only when nothing but that proxy can reach the port).
+    ``auth_optional`` lets loopback callers that address the server by a
+    loopback name (or one of ``allowed_hosts``) skip the token;
+    ``trust_proxy_auth`` accepts the identity a reverse proxy puts in
+    ``X-Forwarded-User`` without a token, from loopback peers and
+    ``trusted_proxies`` (addresses or networks) only.
     """
 
     bind_host: str = "127.0.0.1"
@@ -27,6 +29,8 @@ class ApiSettings:
     sse_microbatch_ms: int = 0
     max_body_bytes: int = 1 << 20
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
 
     def is_loopback(self) -> bool:
         """Return True when the bind address only accepts local connections."""
@@ -45,10 +49,19 @@ class UnsafeBind(Exception):
 def check_bind(settings: ApiSettings) -> None:
     """Return None when the bind is safe; never blocks.
 
-    Raises UnsafeBind (one line naming BIND_ADDR and AUTH_TOKEN) when the
-    address is not loopback and no token is configured.
+    Raises UnsafeBind (one line naming the fix) when the address is not
+    loopback and no token is configured, or proxy auth is trusted there from
+    any peer (no ``trusted_proxies``).
     """
-    if settings.is_loopback() or settings.token_required:
+    if settings.is_loopback():
+        return
+    if settings.trust_proxy_auth and not settings.trusted_proxies:
+        raise UnsafeBind(
+            f"refusing to listen on {settings.bind_host}:{settings.bind_port} with "
+            "trust_proxy_auth: any LAN client could skip the token with X-Forwarded-User; "
+            "list your proxy in [server] trusted_proxies or turn TRUST_PROXY_AUTH off"
+        )
+    if settings.token_required:
         return
     raise UnsafeBind(
         f"refusing to listen on {settings.bind_host}:{settings.bind_port} without a token: "

@@ -6,6 +6,7 @@ its event loop). Snapshot and view builders are pure functions of that state.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from app.orchestrator.contracts import PoolView, Priority, QueueDepth
@@ -49,6 +50,7 @@ class PoolRuntime:
     perf: PerfStats = field(default_factory=PerfStats)
     running: set[str] = field(default_factory=set)
     draining: bool = False
+    drain_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def create(cls, engine: EngineControl, capacity: int, policy: FullPolicy) -> PoolRuntime:
@@ -65,6 +67,12 @@ class PoolRuntime:
     @property
     def busy(self) -> int:
         return len(self.running)
+
+    def stop_drain_timer(self) -> None:
+        """Cancel the pending drain deadline, if any. Never blocks."""
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
 
     def can_dispatch(self) -> bool:
         """Return True when the engine is ready and a slot is free."""
