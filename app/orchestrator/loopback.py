@@ -12,19 +12,26 @@ import ipaddress
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
 
 
-def is_loopback_address(text: str) -> bool:
-    """Return True for an address in 127.0.0.0/8 or ``::1``.
+def peer_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Return the address ``text`` spells, or None for anything else (a host name).
 
-    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) counts as its IPv4
-    address; an IPv6 zone (``::1%lo``) is ignored. A host name returns False.
+    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) becomes its IPv4
+    address; an IPv6 zone (``::1%lo``) is dropped.
     """
     try:
         addr = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
-        return False
+        return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped.is_loopback
-    return addr.is_loopback
+        return addr.ipv4_mapped
+    return addr
+
+
+def is_loopback_address(text: str) -> bool:
+    """Return True for an address in 127.0.0.0/8 or ``::1`` (as ``peer_address`` reads
+    it); a host name returns False."""
+    addr = peer_address(text)
+    return addr is not None and addr.is_loopback
 
 
 def is_loopback_host(host: str) -> bool:
