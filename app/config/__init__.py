@@ -35,6 +35,7 @@ from app.config.schema import (
     MOCK_KEYS,
     NON_LOOPBACK_WITHOUT_TOKEN,
     OPENAI_KEYS,
+    PROXY_AUTH_ON_LAN,
     AdmissionSettings,
     ConfigError,
     Engine,
@@ -46,7 +47,6 @@ from app.config.schema import (
     ServerSettings,
     SessionSettings,
     Settings,
-    is_loopback_host,
     parse_bind,
 )
 from app.config.toml_io import save_settings, to_toml
@@ -57,6 +57,7 @@ __all__ = [
     "MOCK_KEYS",
     "NON_LOOPBACK_WITHOUT_TOKEN",
     "OPENAI_KEYS",
+    "PROXY_AUTH_ON_LAN",
     "AdmissionSettings",
     "ConfigError",
     "Engine",
@@ -74,7 +75,6 @@ __all__ = [
     "default_config_path",
     "default_settings",
     "generate_token",
-    "is_loopback_host",
     "load_settings",
     "parse_bind",
     "parse_settings",

@@ -6,9 +6,11 @@ its event loop). Snapshot and view builders are pure functions of that state.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from app.orchestrator.contracts import PoolView, Priority, QueueDepth
+from app.orchestrator.device_mask import device_indices
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.placement import PoolSnapshot
 from app.orchestrator.ports import EngineControl, GpuInventory
@@ -48,6 +50,7 @@ class PoolRuntime:
     perf: PerfStats = field(default_factory=PerfStats)
     running: set[str] = field(default_factory=set)
     draining: bool = False
+    drain_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def create(cls, engine: EngineControl, capacity: int, policy: FullPolicy) -> PoolRuntime:
@@ -65,20 +68,16 @@ class PoolRuntime:
     def busy(self) -> int:
         return len(self.running)
 
+    def stop_drain_timer(self) -> None:
+        """Cancel the pending drain deadline, if any. Never blocks."""
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
+
     def can_dispatch(self) -> bool:
         """Return True when the engine is ready and a slot is free."""
         state = self.engine.status.state
         return state is PoolState.READY and self.busy < self.engine.descriptor.slots
-
-
-def device_indices(mask: str) -> tuple[int, ...]:
-    """Return the GPU indices of a CUDA_VISIBLE_DEVICES-style mask ("cpu" -> ())."""
-    out: list[int] = []
-    for raw in mask.split(","):
-        part = raw.strip()
-        if part.isdigit():
-            out.append(int(part))
-    return tuple(out)
 
 
 def pool_vram(mask: str, gpu: GpuInventory) -> tuple[int | None, int | None]:

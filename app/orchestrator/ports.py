@@ -145,6 +145,7 @@ class GpuInventory:
     at: float
     hint: str | None = None
     driver_version: str | None = None
+    cuda_version: str | None = None  # the CUDA version the driver supports
 
 
 class GpuProbe(Protocol):

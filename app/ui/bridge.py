@@ -115,6 +115,10 @@ class OrchestratorBridge(QObject):
     def decisions(self, limit: int = 100) -> list[DecisionRecord]:
         return self.orch.recent_decisions(limit)
 
+    def decision_for(self, task_id: str) -> DecisionRecord | None:
+        """Return the placement decision of ``task_id``, or None once forgotten."""
+        return self.orch.decision_for(task_id)
+
     def gpu(self) -> GpuInventory:
         return self.orch.gpu_inventory()
 

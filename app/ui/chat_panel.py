@@ -361,7 +361,9 @@ class Conversation(QWidget):
             self.status.setText(f"Running on {pool_id}" + (f" — {why}" if why else ""))
 
     def _decision_summary(self) -> str:
-        record = next((d for d in self._bridge.decisions(200) if d.task_id == self.task_id), None)
+        if self.task_id is None:
+            return ""
+        record = self._bridge.decision_for(self.task_id)
         return record.summary if isinstance(record, DecisionRecord) else ""
 
     def _on_end(self, data: dict[str, Any]) -> None:
