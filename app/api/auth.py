@@ -18,8 +18,9 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from app.api.errors import ApiError
-from app.api.settings import ApiSettings, is_loopback_host
+from app.api.settings import ApiSettings
 from app.api.state import IDENTITY, SETTINGS
+from app.orchestrator.loopback import is_loopback_address, is_loopback_host, peer_address
 
 REALM = 'Bearer realm="llama-orch"'
 PROXY_USER_HEADER = "X-Forwarded-User"
@@ -40,28 +41,13 @@ CORS_EXPOSE_HEADERS = (
 
 def is_loopback_peer(remote: str | None) -> bool:
     """Return True when the peer address is in 127.0.0.0/8 or is ::1 (also v4-mapped)."""
-    if not remote:
-        return False
-    try:
-        addr = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+    return bool(remote) and is_loopback_address(remote or "")
 
 
 def is_trusted_proxy(remote: str | None, proxies: tuple[str, ...]) -> bool:
     """Return True when the peer address lies in one of ``proxies`` (addresses or networks)."""
-    if not remote or not proxies:
-        return False
-    try:
-        addr = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return any(addr in ipaddress.ip_network(p, strict=False) for p in proxies)
+    addr = peer_address(remote) if remote and proxies else None
+    return addr is not None and any(addr in ipaddress.ip_network(p, strict=False) for p in proxies)
 
 
 def addressed_locally(request: web.Request, settings: ApiSettings) -> bool:

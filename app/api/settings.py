@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
-
-
-def is_loopback_host(host: str) -> bool:
-    """Return True for a loopback name or address (``localhost``, 127.0.0.0/8, ``::1``).
-
-    Accepts IPv6 with or without brackets; any other host name counts as
-    non-loopback. Never blocks (no DNS lookup).
-    """
-    text = host.strip().lower()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    if text in LOOPBACK_NAMES or text.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(text).is_loopback
-    except ValueError:
-        return False
+from app.orchestrator.loopback import is_loopback_host
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,6 @@ from app.config.schema import (
     ServerSettings,
     SessionSettings,
     Settings,
-    is_loopback_host,
     parse_bind,
 )
 from app.config.toml_io import save_settings, to_toml
@@ -74,7 +73,6 @@ __all__ = [
     "default_config_path",
     "default_settings",
     "generate_token",
-    "is_loopback_host",
     "load_settings",
     "parse_bind",
     "parse_settings",

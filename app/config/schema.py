@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from app.orchestrator.device_mask import device_indices
+from app.orchestrator.loopback import is_loopback_host
+
 INVALID_CONFIG = "INVALID_CONFIG"
 NON_LOOPBACK_WITHOUT_TOKEN = "NON_LOOPBACK_WITHOUT_TOKEN"
 PROXY_AUTH_ON_LAN = "PROXY_AUTH_ON_LAN"
@@ -84,16 +87,6 @@ def parse_bind(value: str) -> tuple[str, int]:
 def _is_ip(text: str, version: int) -> bool:
     try:
         return ipaddress.ip_address(text).version == version
-    except ValueError:
-        return False
-
-
-def is_loopback_host(host: str) -> bool:
-    """Return True for ``localhost``, 127.0.0.0/8 and ``::1``; host names count as non-loopback."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -307,7 +300,7 @@ class PoolSettings(BaseModel):
 
     def gpu_indices(self) -> tuple[int, ...]:
         """Return the GPU indices of the device mask; empty for a CPU pool."""
-        return () if self.is_cpu else tuple(int(i) for i in self.device_mask.split(","))
+        return device_indices(self.device_mask)
 
     def model_file(self) -> str | None:
         """Return the model path as written (without ``file:``) for llamacpp; else None."""

@@ -23,9 +23,9 @@ from app.orchestrator.contracts import (
 from app.orchestrator.decisions import Refusal
 from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, InvalidParams, OrchError, QueueFull, ShuttingDown
-from app.orchestrator.estimates import matches, predict_start_ms, prompt_chars
+from app.orchestrator.estimates import matches, predict_start_ms
 from app.orchestrator.events import EventChannel
-from app.orchestrator.guardrails import check_ctx, estimate_prompt_tokens
+from app.orchestrator.guardrails import check_ctx, estimate_prompt_tokens, prompt_chars
 from app.orchestrator.lifecycle import TaskState
 from app.orchestrator.placement import JobSpec, PlacementDecision, PlacementInput, decide
 from app.orchestrator.pools import PoolRuntime
@@ -60,7 +60,8 @@ class Admitter:
         if task_id in st.live or task_id in st.done:
             raise Conflict(f"task_id {task_id} already exists; omit task_id to get a new one")
         now = st.clock.monotonic()
-        tokens_in = estimate_prompt_tokens(prompt_chars(req))
+        contents = (m.content for m in req.messages or ())
+        tokens_in = estimate_prompt_tokens(prompt_chars(req.prompt, contents))
         self._check_session(req, now)
         decision = self._decide(req, tokens_in)
         try:

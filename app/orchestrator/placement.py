@@ -176,6 +176,12 @@ def decide(inp: PlacementInput) -> PlacementDecision:
     return PlacementDecision(log.selected_pool_id, log, only_unready)
 
 
+def serves_model_ref(model_ref: str | None, model: str, pool_id: str) -> bool:
+    """Return True when ``model_ref`` names a pool: None (any pool), its model id or
+    its pool id. The one model-matching rule. Pure."""
+    return model_ref is None or model_ref in (model, pool_id)
+
+
 def normalise_mask(mask: str) -> str:
     """Return ``mask`` without whitespace ("0, 1" -> "0,1"). Pure."""
     return "".join(mask.split())
@@ -219,7 +225,7 @@ def _infeasible_when_ready(pool: PoolSnapshot, rules: _Rules) -> tuple[str, str]
         return ("draining", "draining")
     if rules.engine is not None and rules.engine != pool.engine:
         return ("engine", f"engine {pool.engine} != requested {rules.engine}")
-    if rules.model_ref is not None and rules.model_ref not in (pool.model, pool.pool_id):
+    if not serves_model_ref(rules.model_ref, pool.model, pool.pool_id):
         return ("model", f"model {pool.model} != requested {rules.model_ref}")
     if pool.ctx < rules.required_ctx:
         return ("ctx", f"ctx {pool.ctx} < required {rules.required_ctx}")

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from app.orchestrator.contracts import PoolView, Priority, QueueDepth
+from app.orchestrator.device_mask import device_indices
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.placement import PoolSnapshot
 from app.orchestrator.ports import EngineControl, GpuInventory
@@ -77,16 +78,6 @@ class PoolRuntime:
         """Return True when the engine is ready and a slot is free."""
         state = self.engine.status.state
         return state is PoolState.READY and self.busy < self.engine.descriptor.slots
-
-
-def device_indices(mask: str) -> tuple[int, ...]:
-    """Return the GPU indices of a CUDA_VISIBLE_DEVICES-style mask ("cpu" -> ())."""
-    out: list[int] = []
-    for raw in mask.split(","):
-        part = raw.strip()
-        if part.isdigit():
-            out.append(int(part))
-    return tuple(out)
 
 
 def pool_vram(mask: str, gpu: GpuInventory) -> tuple[int | None, int | None]:

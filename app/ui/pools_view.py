@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.orchestrator.contracts import PoolView, ReloadResult
+from app.orchestrator.device_mask import device_indices
 from app.orchestrator.errors import OrchError
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import GpuInfo, GpuInventory
@@ -56,11 +57,6 @@ _SHOW_DETAIL = frozenset({PoolState.FAILED, PoolState.NEEDS_MODEL, PoolState.STA
 # ---------------------------------------------------------------- pure helpers
 
 
-def mask_indices(mask: str) -> tuple[int, ...]:
-    """Return the GPU indices named by a device mask ("0,1" -> (0, 1); "cpu" -> ())."""
-    return tuple(int(p.strip()) for p in mask.split(",") if p.strip().isdigit())
-
-
 def group_pools(
     pools: Sequence[PoolView], gpus: Sequence[GpuInfo]
 ) -> tuple[list[tuple[GpuInfo, list[PoolView]]], list[PoolView]]:
@@ -70,8 +66,8 @@ def group_pools(
     any other label or a GPU missing from the inventory goes to the other list.
     """
     known = {g.index for g in gpus}
-    per_gpu = [(g, [p for p in pools if g.index in mask_indices(p.device_mask)]) for g in gpus]
-    others = [p for p in pools if not known.intersection(mask_indices(p.device_mask))]
+    per_gpu = [(g, [p for p in pools if g.index in device_indices(p.device_mask)]) for g in gpus]
+    others = [p for p in pools if not known.intersection(device_indices(p.device_mask))]
     return per_gpu, others
 
 

@@ -16,6 +16,7 @@ from app.orchestrator.placement import (
     PoolSnapshot,
     decide,
     normalise_mask,
+    serves_model_ref,
 )
 
 GIB = 1 << 30
@@ -499,3 +500,10 @@ def test_same_input_any_order_same_decision() -> None:
 def test_duplicate_pool_ids_are_refused() -> None:
     with pytest.raises(ValueError, match="two snapshots of pool 'a'"):
         place([pool("a"), pool("a", queued=1)])
+
+
+def test_a_model_ref_names_a_pool_by_model_or_id() -> None:
+    assert serves_model_ref(None, "llama", "gpu0")
+    assert serves_model_ref("llama", "llama", "gpu0")
+    assert serves_model_ref("gpu0", "llama", "gpu0")
+    assert not serves_model_ref("mistral", "llama", "gpu0")
