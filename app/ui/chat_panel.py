@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 from app.orchestrator.contracts import ChatMessage, DecisionRecord, PoolView, Priority, TaskView
 from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
+from app.orchestrator.lifecycle import TaskState
 from app.ui.bridge import OrchestratorBridge
 from app.ui.chat_logic import (
     MODES,
@@ -360,7 +361,9 @@ class Conversation(QWidget):
             self.status.setText(f"Running on {pool_id}" + (f" — {why}" if why else ""))
 
     def _decision_summary(self) -> str:
-        record = next((d for d in self._bridge.decisions(200) if d.task_id == self.task_id), None)
+        if self.task_id is None:
+            return ""
+        record = self._bridge.decision_for(self.task_id)
         return record.summary if isinstance(record, DecisionRecord) else ""
 
     def _on_end(self, data: dict[str, Any]) -> None:
@@ -383,7 +386,7 @@ class Conversation(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _on_task(self, view: TaskView) -> None:
-        if view.task_id == self.task_id and view.state == "queued" and view.pool_id:
+        if view.task_id == self.task_id and view.state is TaskState.QUEUED and view.pool_id:
             position = view.queue_position or 0
             self.status.setText(queued_text(view.pool_id, position, self._predicted_ms))
 
