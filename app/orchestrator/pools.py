@@ -132,7 +132,22 @@ def snapshot(pool: PoolRuntime, gpu: GpuInventory) -> PoolSnapshot:
         loading=st.state is PoolState.STARTING,
         perf_tokens_per_s=pool.perf.tokens_per_s,
         first_token_ms=pool.perf.first_token_ms,
+        vram_need_bytes=vram_need(pool, gpu),
     )
+
+
+def vram_need(pool: PoolRuntime, gpu: GpuInventory) -> int:
+    """Return the VRAM ``pool`` still needs on its GPUs: its model's estimate less
+    what its engine process already holds there (per NVML); 0 when unknown."""
+    estimate = pool.engine.descriptor.vram_estimate_bytes
+    if estimate <= 0:
+        return 0
+    pid = getattr(pool.engine, "engine_pid", None)
+    idx = set(device_indices(pool.engine.descriptor.device_mask))
+    held = sum(
+        used for g in gpu.gpus if g.index in idx for p, used in g.process_vram_bytes if p == pid
+    )
+    return max(0, estimate - held)
 
 
 def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
