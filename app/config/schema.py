@@ -239,6 +239,16 @@ class EngineSettings(BaseModel):
     log_dir: str = Field("", description='folder for engine logs, "" = the XDG state folder')
 
 
+class ModelsSettings(BaseModel):
+    """The ``[models]`` table: where downloads go and whether pools fetch them."""
+
+    model_config = _MODEL_CONFIG
+    auto_fetch: bool = Field(
+        False, description="true downloads a pool's missing hf:/https: model at start"
+    )
+    dir: str = Field("", description='folder for downloads, "" = the XDG data folder')
+
+
 class PoolSettings(BaseModel):
     """One ``[[pools]]`` entry: one model served by one engine on one device mask."""
 
@@ -303,10 +313,16 @@ class PoolSettings(BaseModel):
         return device_indices(self.device_mask)
 
     def model_file(self) -> str | None:
-        """Return the model path as written (without ``file:``) for llamacpp; else None."""
-        if self.engine != "llamacpp" or not self.model:
+        """Return the model path as written (without ``file:``) for llamacpp; else None
+        (also for a download reference such as ``hf:`` or ``https:``)."""
+        if self.engine != "llamacpp" or not self.model or self.is_remote_model:
             return None
         return self.model.removeprefix("file:")
+
+    @property
+    def is_remote_model(self) -> bool:
+        """Return True when ``model`` is a download reference (``hf:``, ``https:``)."""
+        return self.model.startswith(("hf:", "https:", "http:"))
 
 
 MOCK_KEYS = tuple(name for name in PoolSettings.model_fields if name.startswith("mock_"))
@@ -332,6 +348,7 @@ class Settings(BaseModel):
     engines: EngineSettings = Field(
         default_factory=EngineSettings, description="an [engines] table"
     )
+    models: ModelsSettings = Field(default_factory=ModelsSettings, description="a [models] table")
     pools: list[PoolSettings] = Field(
         default_factory=list, description="[[pools]] tables, one per pool"
     )
@@ -379,6 +396,12 @@ class Settings(BaseModel):
         """Return the resolved model file of a llamacpp pool, or None when it has none."""
         text = pool.model_file()
         return None if text is None else self.resolve_path(text)
+
+    def models_dir_path(self, env: Mapping[str, str] = os.environ) -> Path:
+        """Return the download folder: ``[models] dir`` or ``$XDG_DATA_HOME/llama-orch/models``."""
+        if self.models.dir:
+            return self.resolve_path(self.models.dir)
+        return xdg_dir(env, "XDG_DATA_HOME", ".local/share") / "llama-orch" / "models"
 
     def log_dir_path(self, env: Mapping[str, str] = os.environ) -> Path:
         """Return the engine log folder: ``[engines] log_dir`` or the XDG state default."""

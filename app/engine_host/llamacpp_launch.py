@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from app.engine_host import process
+from app.engine_host.gguf_info import gguf_problem
 from app.engine_host.openai_client import open_stream
 from app.engine_host.restart_policy import classify_exit
 from app.orchestrator.contracts import ErrorCode
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 _WARMUP_PROMPT = "Hello"
-GGUF_MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
@@ -71,27 +71,6 @@ def resolve_model_ref(model_ref: str) -> Path:
             "give a local GGUF file as 'file:/path/model.gguf' or a plain path"
         )
     return Path(model_ref).expanduser()
-
-
-def is_gguf_file(path: Path) -> bool:
-    """Return True when ``path`` is a readable file that starts with the GGUF magic.
-
-    Missing, unreadable, folder and non-GGUF paths all give False (one answer,
-    so a caller cannot tell them apart). Blocks on a 4-byte read.
-    """
-    try:
-        with path.open("rb") as fh:
-            return fh.read(len(GGUF_MAGIC)) == GGUF_MAGIC
-    except OSError:
-        return False
-
-
-def not_a_model_reason(path: Path) -> str:
-    """Return the sentence for a model path that is missing or not a GGUF file."""
-    return (
-        f"{path} is not a readable GGUF model file; give the path of a .gguf model "
-        "(check the pool's model path)"
-    )
 
 
 def load_failure_reason(returncode: int | None, tail: str) -> str:
@@ -262,9 +241,9 @@ class EngineLauncher:
             path = resolve_model_ref(model_ref)
         except ValueError as exc:
             raise LaunchFailed(str(exc), transient=False, code=ErrorCode.INVALID_PARAMS) from exc
-        if not is_gguf_file(path):
-            why = not_a_model_reason(path)
-            raise LaunchFailed(why, transient=False, code=ErrorCode.INVALID_PARAMS)
+        problem = gguf_problem(path)
+        if problem is not None:
+            raise LaunchFailed(problem, transient=False, code=ErrorCode.INVALID_PARAMS)
         return path
 
     def _binary(self) -> str | None:

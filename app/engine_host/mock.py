@@ -71,6 +71,7 @@ class MockSpec:
     restart_delay_ms: float = 200.0
     decode_timeout_s: float = 60.0
     demo: bool = False
+    vram_estimate_bytes: int = 0
 
 
 def mock_token(seed: int | None, prompt_key: str, index: int) -> str:
@@ -164,6 +165,7 @@ class MockEngine(PublishedStatus):
             slots=spec.slots,
             device_mask=spec.device_mask,
             demo=spec.demo,
+            vram_estimate_bytes=spec.vram_estimate_bytes,
         )
         self._pool = StatusPublisher(descriptor)
         self._tasks: set[asyncio.Task[None]] = set()

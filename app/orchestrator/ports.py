@@ -28,6 +28,8 @@ class PoolDescriptor:
     device_mask: str
     demo: bool = False
     compute_capability: str | None = None
+    vram_estimate_bytes: int = 0
+    """VRAM the model needs on the pool's GPUs (weights + KV + margin); 0 = unknown."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from app.engine_host.restart_policy import RestartPolicy
 from app.orchestrator.contracts import ChatMessage, ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import EngineControl, EngineError, EngineRequest, PoolStatus
+from tests.support.gguf_files import BAD_KINDS, with_tensors, write_bad
 
 pytestmark = pytest.mark.engine
 # Tests that share the module's engine run on the module's event loop.
@@ -272,8 +273,7 @@ async def test_missing_model_is_a_load_failure_without_a_crash_loop(engine_log_d
 
 
 async def test_engine_that_dies_while_loading_is_a_load_failure(engine_log_dir: Path) -> None:
-    broken = engine_log_dir / "broken.gguf"
-    broken.write_bytes(b"GGUF" + b"\x00" * 64)
+    broken = with_tensors(engine_log_dir, "broken.gguf", "llama")
     pool = LlamaCppEngine(cpu_spec("broken", str(broken)), log_dir=engine_log_dir)
     try:
         await pool.start()
@@ -313,6 +313,22 @@ async def test_missing_and_non_gguf_files_get_one_answer_without_an_engine(
     assert len(set(answers)) == 1, answers
     assert "GGUF" in answers[0]
     assert not pool.log_path.exists(), "no engine may be spawned for a file without the GGUF magic"
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+async def test_pool_start_refuses_a_bad_model_file_with_one_sentence(
+    engine_log_dir: Path, demo_gguf: bytes, kind: str
+) -> None:
+    bad, sentence = write_bad(kind, engine_log_dir, demo_gguf)
+    pool = LlamaCppEngine(cpu_spec("bad", str(bad)), log_dir=engine_log_dir)
+    try:
+        await pool.start()
+        status = await pool.wait_for(PoolState.FAILED, PoolState.READY, timeout_s=10.0)
+    finally:
+        await pool.stop()
+    assert status.state is PoolState.FAILED
+    assert sentence in status.detail
+    assert "Traceback" not in status.detail and "exit" not in status.detail
 
 
 async def test_without_a_model_the_pool_needs_one_and_runs_nothing(engine_log_dir: Path) -> None:
