@@ -98,6 +98,8 @@ class LlamaCppEngine(PublishedStatus):
         self._retiring: set[asyncio.Task[int]] = set()
         self._hung: tuple[EngineProcess, str] | None = None
         self._last_crash = ""
+        self._crashes_total = 0
+        self._restarts_total = 0
         self._history = CrashHistory()
         self._stopping = False
 
@@ -257,6 +259,7 @@ class LlamaCppEngine(PublishedStatus):
             await self._on_candidate(self._candidate)
         elif self._timer is not None and self._timer.done():
             self._timer = None
+            self._restarts_total += 1
             self._begin_launch(self._model_ref, recovering=True, detail="restarting after crash")
 
     async def _on_command(self, command: _Command) -> None:
@@ -373,6 +376,7 @@ class LlamaCppEngine(PublishedStatus):
 
     def _after_crash(self, detail: str) -> None:
         self._last_crash = detail
+        self._crashes_total += 1
         self._history = self._policy.on_crash(self._history, self._clock.monotonic())
         if self._candidate is not None:
             self._publish(PoolState.STARTING, f"{detail}; waiting for the model being loaded")
@@ -440,7 +444,13 @@ class LlamaCppEngine(PublishedStatus):
 
     def _publish(self, state: PoolState, detail: str) -> None:
         crashes = self._policy.crashes_recent(self._history, self._clock.monotonic())
-        self._pool.publish(state, detail, crashes_recent=crashes)
+        self._pool.publish(
+            state,
+            detail,
+            crashes_recent=crashes,
+            crashes_total=self._crashes_total,
+            restarts_total=self._restarts_total,
+        )
 
 
 def _resolve(reply: asyncio.Future[str] | None, outcome: str | BaseException) -> None:

@@ -33,9 +33,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.orchestrator.contracts import ChatMessage, DecisionRecord, PoolView, Priority, TaskView
+from app.orchestrator.contracts import (
+    ChatMessage,
+    DecisionRecord,
+    FinishReason,
+    PoolView,
+    Priority,
+    TaskView,
+)
 from app.orchestrator.errors import OrchError
-from app.orchestrator.events import TaskEvent
+from app.orchestrator.events import END, ERROR, STARTED, TOKEN, EndData, TaskEvent
 from app.orchestrator.lifecycle import TaskState
 from app.ui.bridge import OrchestratorBridge
 from app.ui.chat_logic import (
@@ -328,21 +335,21 @@ class Conversation(QWidget):
             self._end_turn()
 
     def _on_event(self, event: TaskEvent) -> None:
-        kind, data = event
-        if kind == "token":
+        if event.kind == TOKEN:
             if self._t_first is None:
                 self._t_first = self._clock()
                 self._show_header(None)
-            self.transcript.add(data["t"])
-            self._answer.append(data["t"])
-        elif kind == "started":
-            self._show_header(data.get("pool_id"))
-        elif kind == "end":
-            self._on_end(data)
-        elif kind == "error":
+            self.transcript.add(event.data["t"])
+            self._answer.append(event.data["t"])
+        elif event.kind == STARTED:
+            self._show_header(event.data["pool_id"])
+        elif event.kind == END:
+            self._on_end(event.data)
+        elif event.kind == ERROR:
             self.flush()
-            code, msg = data.get("code", "ERROR"), data.get("message", "")
-            retry = " (retriable)" if data.get("retriable") else ""
+            data = event.data
+            code, msg = data["code"], data["message"]
+            retry = " (retriable)" if data["retriable"] else ""
             self.notice(f"Error {code}: {msg}{retry}", error=True)
             self.status.setText(f"Failed: {code}")
 
@@ -366,12 +373,13 @@ class Conversation(QWidget):
         record = self._bridge.decision_for(self.task_id)
         return record.summary if isinstance(record, DecisionRecord) else ""
 
-    def _on_end(self, data: dict[str, Any]) -> None:
+    def _on_end(self, data: EndData) -> None:
         self.flush()
         ttft = None if self._t_first is None else (self._t_first - self._t_sent) * 1000
         self.last_stats = answer_stats(ttft, data)
         self.transcript.muted(self.last_stats)
-        self.status.setText("Canceled." if data.get("finish_reason") == "canceled" else "Done.")
+        canceled = data["finish_reason"] == FinishReason.CANCELED
+        self.status.setText("Canceled." if canceled else "Done.")
 
     def _end_turn(self) -> None:
         if not self._life.alive:

@@ -245,6 +245,7 @@ async def test_health_probe_kills_an_engine_that_stopped_answering(
         status = await pool.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
         assert status.state is PoolState.READY
         assert pool.engine_pid not in (None, pid)
+        assert (status.crashes_total, status.restarts_total) == (1, 1)
     finally:
         if pid is not None and alive(pid):
             os.kill(pid, signal.SIGKILL)
