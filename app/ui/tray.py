@@ -199,6 +199,11 @@ class Tray(QObject):
         admission = getattr(settings, "admission", None)
         return getattr(admission, "queue_capacity", None)
 
+    @property
+    def rates(self) -> TokenRates:
+        """Return the token rates the tooltip shows."""
+        return self._rates
+
     def _on_sample(self, sample: Any) -> None:
         pools: list[PoolView] = list(sample.pools)
         if self._owns_rates:

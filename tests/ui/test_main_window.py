@@ -221,5 +221,6 @@ def test_tray_and_pools_view_show_one_token_rate(
                 ttfts=[],
             )
         )
+    assert window.tray.rates is window.pools_view.rates
     assert window.pools_view.rates.rates == {"gpu0": 42.0}
     assert "42.0 tokens/s" in window.tray.tooltip
