@@ -29,6 +29,7 @@ from app.config import (
     token_fingerprint,
     write_token_file,
 )
+from tests.support.gguf_files import BAD_KINDS, write_bad
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "resources" / "default-config.toml"
 NO_ENV: dict[str, str] = {}
@@ -220,9 +221,11 @@ def test_demo_pool_may_run_on_cpu_without_allow_cpu_inference() -> None:
     assert settings.pools[0].demo
 
 
-def test_relative_model_path_is_relative_to_the_config_folder(tmp_path: Path) -> None:
+def test_relative_model_path_is_relative_to_the_config_folder(
+    tmp_path: Path, demo_gguf: bytes
+) -> None:
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "m.gguf").write_bytes(b"GGUF")
+    (tmp_path / "models" / "m.gguf").write_bytes(demo_gguf)
     path = write(tmp_path, "[[pools]]\nid = 'a'\nmodel = 'file:models/m.gguf'\ndevice_mask = '0,1'")
 
     settings = load_settings(path, NO_ENV)
@@ -418,7 +421,7 @@ def test_default_config_resource_documents_and_sets_every_key() -> None:
     settings = load_settings(DEFAULT_CONFIG, NO_ENV)
     text = DEFAULT_CONFIG.read_text()
 
-    for table in ("server", "admission", "sessions", "engines"):
+    for table in ("server", "admission", "sessions", "engines", "models"):
         section = getattr(settings, table)
         assert section.model_fields_set == set(type(section).model_fields), table
     assert "allow_cpu_inference" in settings.model_fields_set
@@ -574,9 +577,11 @@ def test_save_refuses_settings_that_would_not_load(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ first start
 
 
-def test_default_settings_without_gpus_has_only_a_cpu_demo_pool(tmp_path: Path) -> None:
+def test_default_settings_without_gpus_has_only_a_cpu_demo_pool(
+    tmp_path: Path, demo_gguf: bytes
+) -> None:
     model = tmp_path / "demo.gguf"
-    model.write_bytes(b"GGUF")
+    model.write_bytes(demo_gguf)
 
     settings = default_settings([], model)
     save_settings(settings, tmp_path / "c.toml")
@@ -630,3 +635,27 @@ def test_check_config_main_prints_one_line_per_problem(
 def test_check_config_main_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check_config_main(str(tmp_path / "x.toml"), NO_ENV) == 2
     assert str(tmp_path / "x.toml") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_check_config_refuses_a_bad_model_file_in_one_sentence(
+    tmp_path: Path, demo_gguf: bytes, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    (tmp_path / "models").mkdir()
+    bad, sentence = write_bad(kind, tmp_path / "models", demo_gguf)
+    path = write(tmp_path, f"[[pools]]\nid = 'a'\nmodel = 'models/{bad.name}'\n")
+
+    assert check_config_main(str(path), NO_ENV) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"pools[0].model: models/{sentence}")
+    assert line.endswith("; choose another model")
+
+
+def test_download_refs_are_checked_for_syntax_not_presence(tmp_path: Path) -> None:
+    good = write(tmp_path, "[[pools]]\nid = 'a'\nmodel = 'hf:me/tiny/tiny.gguf@main'\n")
+    assert load_settings(good, NO_ENV).pools[0].model_file() is None
+    bad = write(tmp_path, "[[pools]]\nid = 'a'\nmodel = 'hf:tiny'\n", name="bad.toml")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(bad, NO_ENV)
+    assert "'hf:tiny' does not name a Hugging Face repository" in str(caught.value)

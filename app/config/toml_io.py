@@ -44,7 +44,7 @@ def to_toml(settings: Settings) -> str:
     """Return the file form of ``settings``: file values only, no token. Does not block."""
     values = settings.file_values()
     lines = [f"allow_cpu_inference = {_toml_value(values.allow_cpu_inference)}"]
-    for table in ("server", "admission", "sessions", "engines"):
+    for table in ("server", "admission", "sessions", "engines", "models"):
         lines += ["", f"[{table}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in getattr(values, table).model_dump().items()]
     for pool in values.pools:

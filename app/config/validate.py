@@ -160,16 +160,34 @@ def _pool_rules(i: int, pool: PoolSettings, allow_cpu: bool, base: Settings) -> 
         found.append(
             Problem(f"{key}.model", f"openai pool {pool.id!r} needs the engine's model id")
         )
+    return found + _model_problems(key, pool, base)
+
+
+def _model_problems(key: str, pool: PoolSettings, base: Settings) -> list[Problem]:
+    """Return why a llamacpp pool's model cannot load: a bad reference, a missing
+    file, or a file that fails the GGUF checks. Blocks (reads the GGUF header)."""
+    from app.engine_host.gguf_info import gguf_problem
+    from app.orchestrator.model_refs import parse_ref
+
+    if pool.engine != "llamacpp" or not pool.model:
+        return []
+    try:
+        parse_ref(pool.model)
+    except ValueError as exc:
+        return [Problem(f"{key}.model", str(exc))]
     path = base.model_path(pool)
-    if path is not None and not path.is_file():
-        found.append(
+    if path is None:
+        return []
+    if not path.is_file():
+        return [
             Problem(
                 f"{key}.model",
                 f"model file {path} does not exist; put the GGUF file there, fix the path, "
                 'or set model = "" to choose a model later',
             )
-        )
-    return found
+        ]
+    problem = gguf_problem(path, shown_as=pool.model_file())
+    return [Problem(f"{key}.model", f"{problem}; choose another model")] if problem else []
 
 
 def _engine_key_problems(i: int, raw: Mapping[str, Any]) -> list[Problem]:

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
+
 from app.engine_host import process
+from app.engine_host.lazy_session import LazySession
 from app.engine_host.llamacpp_launch import (
     EngineCommand,
     EngineLauncher,
@@ -31,23 +34,13 @@ from app.engine_host.llamacpp_launch import (
     python_server_version,
     resolve_model_ref,
 )
+from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
-from app.engine_host.publisher import LazySession, Mailbox, PublishedStatus, StatusPublisher
-from app.engine_host.restart_policy import (
-    CrashHistory,
-    PoolStateMachine,
-    RestartPolicy,
-    classify_exit,
-)
+from app.engine_host.publisher import PublishedStatus, StatusPublisher
+from app.engine_host.restart_policy import CrashHistory, RestartPolicy, classify_exit
 from app.orchestrator.contracts import ErrorCode
-from app.orchestrator.ports import (
-    Clock,
-    EngineError,
-    EngineRequest,
-    PoolDescriptor,
-    PoolState,
-    SystemClock,
-)
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +56,7 @@ class _Command:
     model_ref: str | None = None
     instance: EngineProcess | None = None
     reply: asyncio.Future[str] | None = None
+    cause: str = ""
 
 
 class LlamaCppEngine(PublishedStatus):
@@ -85,9 +79,7 @@ class LlamaCppEngine(PublishedStatus):
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep
         self._python_server = spec.server_binary is None and shutil.which("llama-server") is None
-        self._pool = StatusPublisher(
-            self._describe(spec.model_ref, None), clock=self._clock, machine=PoolStateMachine()
-        )
+        self._pool = StatusPublisher(self._describe(spec.model_ref, None), clock=self._clock)
         self._model_ref = spec.model_ref
         self._http = LazySession()
         self._launcher = EngineLauncher(spec, log_path=self._log_path, session=self._http)
@@ -100,8 +92,9 @@ class LlamaCppEngine(PublishedStatus):
         self._candidate: asyncio.Task[EngineProcess] | None = None
         self._candidate_reply: asyncio.Future[str] | None = None
         self._timer: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[str] | None = None
         self._retiring: set[asyncio.Task[int]] = set()
-        self._hung: EngineProcess | None = None
+        self._hung: tuple[EngineProcess, str] | None = None
         self._last_crash = ""
         self._history = CrashHistory()
         self._stopping = False
@@ -154,7 +147,7 @@ class LlamaCppEngine(PublishedStatus):
         what ``openai_client.open_stream`` raises. Awaits the response headers.
         """
         inst = self._inst
-        if inst is None or self._pool.state not in (PoolState.READY, PoolState.DRAINING):
+        if inst is None or not self._pool.state.serving:
             raise self._pool.unready()
         path, body = request_body(request, self._pool.descriptor.model)
         return await self._open(inst, path, body, self._spec.decode_timeout_s)
@@ -166,17 +159,44 @@ class LlamaCppEngine(PublishedStatus):
     ) -> OpenAIStream:
         def finished(error: EngineError | None) -> None:
             if error is not None and error.code is ErrorCode.DECODE_TIMEOUT:
-                self._mailbox.post(_Command("hung", instance=inst))
+                cause = f"hung (no token within {timeout_s:g} s), killed"
+                self._mailbox.post(_Command("hung", instance=inst, cause=cause))
 
-        return await open_stream(
-            self._http(),
-            f"{inst.base_url}/v1/{path}",
-            body,
-            decode_timeout_s=timeout_s,
-            connect_timeout_s=self._spec.connect_timeout_s,
-            name=f"engine of pool {self._spec.pool_id}",
-            on_finish=finished,
-        )
+        try:
+            return await open_stream(
+                self._http(),
+                f"{inst.base_url}/v1/{path}",
+                body,
+                decode_timeout_s=timeout_s,
+                connect_timeout_s=self._spec.connect_timeout_s,
+                name=f"engine of pool {self._spec.pool_id}",
+                on_finish=finished,
+            )
+        except EngineError as exc:
+            if exc.code is ErrorCode.DECODE_TIMEOUT:  # no response headers in time: a hang too
+                cause = f"hung (no answer within {timeout_s:g} s), killed"
+                self._mailbox.post(_Command("hung", instance=inst, cause=cause))
+            raise
+
+    async def _watch_health(self, inst: EngineProcess) -> str:
+        """Probe the engine every health interval; return why once it stops answering.
+
+        Any HTTP answer counts as alive (a busy engine may answer 503 or 404);
+        silence past the probe timeout does not. Runs until cancelled or failed.
+        """
+        spec = self._spec
+        url = inst.base_url + "/health"
+        timeout = aiohttp.ClientTimeout(total=spec.health_timeout_s)
+        while True:
+            await asyncio.sleep(spec.health_interval_s)
+            try:
+                async with self._http().get(url, timeout=timeout):
+                    pass
+            except TimeoutError:
+                limit = spec.health_timeout_s
+                return f"hung (no answer to the health probe within {limit:g} s), killed"
+            except (aiohttp.ClientError, OSError):
+                pass  # refused or reset: the exit watcher reports a dead engine
 
     # ---- the supervisor task ----
 
@@ -210,12 +230,17 @@ class LlamaCppEngine(PublishedStatus):
 
     def _waitables(self, pending_cmd: asyncio.Task[_Command]) -> set[asyncio.Future[Any]]:
         tasks: list[asyncio.Future[Any] | None] = [pending_cmd, self._launch]
-        tasks += [self._candidate, self._timer, self._inst.exited if self._inst else None]
+        tasks += [self._candidate, self._timer, self._watch]
+        tasks.append(self._inst.exited if self._inst else None)
         return {t for t in tasks if t is not None}
 
     async def _on_event(self) -> None:
         if self._inst is not None and self._inst.exited.done():
             self._on_exit(self._inst)
+        elif self._watch is not None and self._watch.done():
+            watch, self._watch = self._watch, None
+            if not watch.cancelled() and watch.exception() is None:
+                self._on_hung(self._inst, watch.result())
         elif self._launch is not None and self._launch.done():
             self._on_launched(self._launch)
         elif self._candidate is not None and self._candidate.done():
@@ -228,7 +253,7 @@ class LlamaCppEngine(PublishedStatus):
         if command.kind == "stop":
             self._stopping = True
         elif command.kind == "hung":
-            self._on_hung(command.instance)
+            self._on_hung(command.instance, command.cause)
         elif command.kind == "reload":
             await self._on_reload(command)
             return
@@ -306,25 +331,35 @@ class LlamaCppEngine(PublishedStatus):
 
     def _serve(self, inst: EngineProcess, detail: str) -> None:
         self._inst = inst
+        self._stop_watch()
+        self._watch = asyncio.create_task(self._watch_health(inst))
         self._pool.descriptor = self._describe(inst.model_ref, inst.command)
         self._history = self._policy.on_ready(self._history, self._clock.monotonic())
         self._publish(PoolState.READY, detail)
 
     def _on_exit(self, inst: EngineProcess) -> None:
         self._inst = None
+        self._stop_watch()
         tail = process.read_log_tail(self._log_path, since=inst.log_offset)
-        if self._hung is inst:
-            cause = f"hung (no token within {self._spec.decode_timeout_s:g} s), killed"
+        if self._hung is not None and self._hung[0] is inst:
+            cause = self._hung[1]
         else:
             cause = classify_exit(inst.exited.result(), tail)
         self._hung = None
         log.warning("pool %s: engine exited while serving: %s", self._spec.pool_id, cause)
         self._after_crash(f"crashed while serving: {cause}")
 
-    def _on_hung(self, inst: EngineProcess | None) -> None:
+    def _on_hung(self, inst: EngineProcess | None, cause: str) -> None:
         if inst is not None and inst is self._inst and inst.proc.returncode is None:
-            self._hung = inst
+            if self._hung is None or self._hung[0] is not inst:
+                self._hung = (inst, cause)
+            log.warning("pool %s: engine %s", self._spec.pool_id, cause)
             process.signal_group(inst.proc.pid, signal.SIGKILL)
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def _after_crash(self, detail: str) -> None:
         self._last_crash = detail
@@ -357,6 +392,7 @@ class LlamaCppEngine(PublishedStatus):
                 if not task.cancelled():
                     task.exception()  # retrieved: a launch that failed as it was cancelled
         self._timer = self._launch = self._candidate = None
+        self._stop_watch()
         inst, self._inst = self._inst, None
         if inst is not None:
             await process.terminate(inst.proc, self._spec.stop_grace_s)

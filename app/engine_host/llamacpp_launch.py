@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import logging
 import os
 import shutil
 import sys
@@ -23,10 +24,13 @@ from pathlib import Path
 import aiohttp
 
 from app.engine_host import process
+from app.engine_host.gguf_info import gguf_problem
 from app.engine_host.openai_client import open_stream
 from app.engine_host.restart_policy import classify_exit
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.ports import EngineError
+
+log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 _WARMUP_PROMPT = "Hello"
@@ -48,6 +52,8 @@ class LlamaCppSpec:
     connect_timeout_s: float = 5.0
     extra_args: tuple[str, ...] = ()
     stop_grace_s: float = 5.0
+    health_interval_s: float = 10.0
+    health_timeout_s: float = 5.0
 
 
 def resolve_model_ref(model_ref: str) -> Path:
@@ -65,6 +71,18 @@ def resolve_model_ref(model_ref: str) -> Path:
             "give a local GGUF file as 'file:/path/model.gguf' or a plain path"
         )
     return Path(model_ref).expanduser()
+
+
+def load_failure_reason(returncode: int | None, tail: str) -> str:
+    """Return the plain sentence shown when an engine stops before it is ready. Pure.
+
+    The engine's own output (which can hold tracebacks and install paths)
+    never goes into the sentence: it stays in the pool's log. This is the one
+    place that turns an engine's exit into words for API answers and the
+    pool's ``detail``.
+    """
+    cause = classify_exit(returncode, tail)
+    return f"the engine could not load the model file ({cause}); see the pool's log"
 
 
 def model_id_for(model_ref: str | None) -> str:
@@ -223,9 +241,9 @@ class EngineLauncher:
             path = resolve_model_ref(model_ref)
         except ValueError as exc:
             raise LaunchFailed(str(exc), transient=False, code=ErrorCode.INVALID_PARAMS) from exc
-        if not path.is_file():
-            why = f"model file not found: {path} (check the pool's model path)"
-            raise LaunchFailed(why, transient=False, code=ErrorCode.INVALID_PARAMS)
+        problem = gguf_problem(path)
+        if problem is not None:
+            raise LaunchFailed(problem, transient=False, code=ErrorCode.INVALID_PARAMS)
         return path
 
     def _binary(self) -> str | None:
@@ -283,10 +301,12 @@ class EngineLauncher:
         except EngineError as exc:
             if engine.exited.done():
                 raise self._exited_early(engine) from exc
-            raise LaunchFailed(f"startup self-test failed: {exc.message}", transient=True) from exc
+            log.warning("pool %s: startup self-test failed: %s", self._spec.pool_id, exc.message)
+            why = "the engine started but failed its first decode; see the pool's log"
+            raise LaunchFailed(why, transient=True) from exc
 
     def _exited_early(self, engine: EngineProcess) -> LaunchFailed:
         tail = process.read_log_tail(self._log_path, since=engine.log_offset)
-        cause = classify_exit(engine.proc.returncode, tail)
-        last = process.last_lines(tail)
-        return LaunchFailed(f"engine exited before ready ({cause}): {last}", transient=True)
+        pool, last = self._spec.pool_id, process.last_lines(tail)
+        log.warning("pool %s: engine exited before ready; its last output: %s", pool, last)
+        return LaunchFailed(load_failure_reason(engine.proc.returncode, tail), transient=True)

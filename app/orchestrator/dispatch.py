@@ -13,18 +13,13 @@ import asyncio
 from typing import Any
 
 from app.orchestrator.contracts import ErrorCode, FinishReason
-from app.orchestrator.estimates import (
-    close_quietly,
-    engine_request,
-    log,
-    log_task,
-    on_time_probability,
-)
-from app.orchestrator.events import METRICS, STARTED, TOKEN, TaskEvent
+from app.orchestrator.estimates import engine_request, on_time_probability
+from app.orchestrator.events import METRICS, STARTED, TOKEN, PoolChanged, TaskEvent
 from app.orchestrator.lifecycle import TaskState
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.ports import EngineError
 from app.orchestrator.state import CoreState
+from app.orchestrator.tasklog import close_quietly, log, log_task
 from app.orchestrator.tasks import TaskRecord
 
 
@@ -169,7 +164,7 @@ class Dispatcher:
         self._retire(rec)
         if not st.closing:
             self.pump(pool)
-        st.notify("pool", st.pool_view(pool.pool_id))
+        st.notify(PoolChanged(st.pool_view(pool.pool_id)))
 
     def _observe_timings(self, pool: PoolRuntime, rec: TaskRecord) -> None:
         metrics = self._st.metrics

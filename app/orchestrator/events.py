@@ -1,4 +1,7 @@
-"""Per-task event channel: bounded, with race-free cancel and one terminal event.
+"""The core's events: per-task stream events on a bounded channel, and the
+change notifications observers receive.
+
+Task events travel on an ``EventChannel``: bounded, with race-free cancel and one terminal event.
 
 The hot path builds plain ``TaskEvent`` tuples; rendering to SSE bytes happens
 in the API layer with ``json.dumps``. ``token`` events are never dropped (the
@@ -10,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from app.orchestrator.contracts import DecisionRecord, PoolView, TaskView
 
 STARTED = "started"
 TOKEN = "token"
@@ -122,3 +128,31 @@ class EventChannel:
         if len(self._items) < self._cap:
             self._writable.set()
         return event
+
+
+# ---- change notifications for observers (never per token) ----
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChanged:
+    """A task was admitted, started, finished or moved in its queue."""
+
+    view: TaskView
+
+
+@dataclass(frozen=True, slots=True)
+class PoolChanged:
+    """A pool's state, model, drain flag or queue changed."""
+
+    view: PoolView
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionMade:
+    """Placement decided (or refused) a task."""
+
+    record: DecisionRecord
+
+
+CoreEvent = TaskChanged | PoolChanged | DecisionMade
+"""What ``Orchestrator.subscribe`` observers receive."""

@@ -13,7 +13,7 @@ from app.orchestrator.contracts import (
     TaskView,
 )
 from app.orchestrator.events import END, ERROR, EventChannel, TaskEvent
-from app.orchestrator.lifecycle import Lifecycle, TaskState
+from app.orchestrator.lifecycle import StateMachine, TaskState, task_lifecycle
 
 
 @dataclass(slots=True)
@@ -33,7 +33,7 @@ class TaskRecord:
     tokens_in: int
     decision_summary: str = ""
     api: str = "orchqueue"
-    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    lifecycle: StateMachine[TaskState] = field(default_factory=task_lifecycle)
     queue_position_at_admission: int = 0
     predicted_start_ms: int = 0
     dispatched_mono: float | None = None
@@ -97,7 +97,7 @@ class TaskRecord:
             queued_ms = int((self.dispatched_mono - self.created_mono) * 1000)
         return TaskView(
             task_id=self.task_id,
-            state=self.state.value,
+            state=self.state,
             priority=self.request.priority,
             pool_id=self.pool_id,
             session_id=self.request.session_id,

@@ -14,7 +14,7 @@ from typing import Any
 
 import qasync
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication
 
 from app.orchestrator.service import Orchestrator
 from app.ui.bridge import AppControls, OrchestratorBridge
@@ -22,6 +22,7 @@ from app.ui.chat_store import ChatStore
 from app.ui.chat_store import default_path as default_chat_path
 from app.ui.icons import app_icon
 from app.ui.main_window import MainWindow
+from app.ui.start_error import report_start_error
 
 log = logging.getLogger("llama_orch.ui")
 
@@ -33,8 +34,9 @@ APP_NAME = "llama-orch"
 
 
 def show_start_error(message: str) -> None:
-    """Show why the app could not start in a modal message box (blocks until closed)."""
-    QMessageBox.critical(None, "llama-orch could not start", message)
+    """Show why the app could not start on stderr and in a modal message box (blocks
+    until closed)."""
+    report_start_error(message)
 
 
 def run_gui(
@@ -43,11 +45,13 @@ def run_gui(
     banner: str | None = None,
     show_error: ErrorShower = show_start_error,
     window_factory: Callable[[OrchestratorBridge, str | None], MainWindow] | None = None,
+    minimized: bool = False,
 ) -> int:
     """Run the desktop app until the user quits; return the process exit code.
 
     Awaits ``start()`` on the shared qasync loop (it builds the core, engines and
-    API server), shows the window, and after quit awaits the returned stop
+    API server), shows the window (only the tray icon when ``minimized`` and a tray
+    exists), and after quit awaits the returned stop
     function. Returns 1 when ``start()`` raises (its message is shown with
     ``show_error``), else 0. Blocks for the whole session.
     """
@@ -63,7 +67,7 @@ def run_gui(
             return 1
         bridge = OrchestratorBridge(orch, controls)
         window = (window_factory or _default_window)(bridge, banner)
-        _run_session(app, loop, bridge, window, stop)
+        _run_session(app, loop, bridge, window, stop, show=not (minimized and window.tray.active))
         return 0
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
@@ -108,10 +112,12 @@ def _run_session(
     bridge: OrchestratorBridge,
     window: MainWindow,
     stop: BackendStop,
+    *,
+    show: bool = True,
 ) -> None:
     restore = install_error_handlers(loop, bridge)
     try:
-        _serve_until_quit(app, loop, window)
+        _serve_until_quit(app, loop, window, show=show)
     finally:
         window.save_geometry()
         window.tray.hide()
@@ -121,7 +127,9 @@ def _run_session(
         loop.run_until_complete(stop())
 
 
-def _serve_until_quit(app: QApplication, loop: asyncio.AbstractEventLoop, win: MainWindow) -> None:
+def _serve_until_quit(
+    app: QApplication, loop: asyncio.AbstractEventLoop, win: MainWindow, *, show: bool = True
+) -> None:
     done: asyncio.Future[None] = loop.create_future()
 
     def finish() -> None:
@@ -130,7 +138,8 @@ def _serve_until_quit(app: QApplication, loop: asyncio.AbstractEventLoop, win: M
 
     win.quitRequested.connect(finish)
     app.aboutToQuit.connect(finish)
-    win.show()
+    if show:
+        win.show()
     with _signals_quit(loop, finish), contextlib.suppress(RuntimeError):
         # RuntimeError: Qt itself quit (e.g. the desktop session ended) and stopped the loop.
         loop.run_until_complete(done)

@@ -17,7 +17,7 @@ from app.orchestrator.contracts import (
     Priority,
     TaskRequest,
 )
-from app.orchestrator.queues import estimate_prompt_tokens
+from app.orchestrator.guardrails import estimate_prompt_tokens, prompt_chars
 
 MODES = ("auto", "pin", "prefer", "avoid")
 SEED_MAX = 2**32 - 1
@@ -182,7 +182,7 @@ def paired(history: Sequence[ChatMessage]) -> list[ChatMessage]:
 
 
 def _tokens(messages: Sequence[ChatMessage]) -> int:
-    return estimate_prompt_tokens(sum(len(m.content) + 8 for m in messages))
+    return estimate_prompt_tokens(prompt_chars(None, (m.content for m in messages)))
 
 
 CONTEXT_CUT = (

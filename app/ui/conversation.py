@@ -31,6 +31,7 @@ from app.orchestrator.contracts import (
 )
 from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
+from app.orchestrator.lifecycle import TaskState
 from app.ui.bridge import OrchestratorBridge
 from app.ui.chat_logic import (
     CONTEXT_CUT,
@@ -406,7 +407,9 @@ class Conversation(QWidget):
         self.status.setText(f"Answering on {pool_id}" + (f" — {why}" if why else ""))
 
     def _decision_summary(self) -> str:
-        record = next((d for d in self._bridge.decisions(200) if d.task_id == self.task_id), None)
+        if self.task_id is None:
+            return ""
+        record = self._bridge.decision_for(self.task_id)
         return record.summary if isinstance(record, DecisionRecord) else ""
 
     def _on_end(self, data: dict[str, Any]) -> None:
@@ -435,7 +438,7 @@ class Conversation(QWidget):
         if self.task_id is None or self._header_shown or self._t_first is not None:
             return
         own = view if view.task_id == self.task_id else self._own_view()
-        if own is not None and own.state == "queued" and own.queue_position is not None:
+        if own is not None and own.state is TaskState.QUEUED and own.queue_position is not None:
             elapsed = (self._clock() - self._t_sent) * 1000
             eta = int(max(0.0, self._predicted_ms - elapsed))
             self.status.setText(queued_text(own.pool_id or self._pool_id, own.queue_position, eta))

@@ -82,6 +82,11 @@ ERRORS: dict[str, Entry] = {
         "The engine of {pool} restarted while answering; the partial answer is kept. Try again.",
         Action.REGENERATE,
     ),
+    ErrorCode.DEADLINE_UNMET: Entry(
+        "No pool can finish this answer in the time asked for. Try again when the queue is "
+        "shorter.",
+        Action.REGENERATE,
+    ),
     ErrorCode.INTERNAL: Entry(
         "Something went wrong inside llama-orch. The log has the details.", Action.OPEN_LOGS
     ),

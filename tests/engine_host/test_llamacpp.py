@@ -21,13 +21,9 @@ from app.engine_host.llamacpp import (
 )
 from app.engine_host.restart_policy import RestartPolicy
 from app.orchestrator.contracts import ChatMessage, ErrorCode
-from app.orchestrator.ports import (
-    EngineControl,
-    EngineError,
-    EngineRequest,
-    PoolState,
-    PoolStatus,
-)
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import EngineControl, EngineError, EngineRequest, PoolStatus
+from tests.support.gguf_files import BAD_KINDS, with_tensors, write_bad
 
 pytestmark = pytest.mark.engine
 # Tests that share the module's engine run on the module's event loop.
@@ -200,6 +196,57 @@ async def test_hung_engine_times_out_and_is_restarted(engine: LlamaCppEngine) ->
     assert await decode(engine, prompt(max_tokens=4))
 
 
+@shared_loop
+async def test_engine_that_hangs_before_answering_is_killed_and_restarted(
+    engine: LlamaCppEngine,
+) -> None:
+    """No response headers within the decode timeout counts as a hang, like a silent stream."""
+    await engine.wait_for(PoolState.READY, timeout_s=READY_TIMEOUT_S)
+    pid = engine.engine_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # an idle engine that stopped answering
+    try:
+        with pytest.raises(EngineError) as caught:
+            await engine.open_stream(prompt(max_tokens=4))
+        assert caught.value.code is ErrorCode.DECODE_TIMEOUT
+        await engine.wait_for(PoolState.STARTING, timeout_s=2.0)
+        assert "hung" in engine.status.detail
+        status = await engine.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=60.0)
+        assert status.state is PoolState.READY
+        assert engine.engine_pid not in (None, pid)
+        assert not alive(pid)
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert await decode(engine, prompt(max_tokens=4))
+
+
+async def test_health_probe_kills_an_engine_that_stopped_answering(
+    demo_model_path: Path, engine_log_dir: Path
+) -> None:
+    """An idle engine that stops answering is found by the probe, without any task."""
+    spec = cpu_spec("probed", str(demo_model_path), health_interval_s=0.3, health_timeout_s=0.5)
+    pool = LlamaCppEngine(spec, log_dir=engine_log_dir, policy=FAST_POLICY)
+    pid = None
+    try:
+        await pool.start()
+        await pool.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
+        await asyncio.sleep(1.0)  # a few probes of a healthy engine change nothing
+        assert pool.status.state is PoolState.READY
+        pid = pool.engine_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        await pool.wait_for(PoolState.STARTING, timeout_s=5.0)
+        assert "health probe" in pool.status.detail
+        status = await pool.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
+        assert status.state is PoolState.READY
+        assert pool.engine_pid not in (None, pid)
+    finally:
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        await pool.stop()
+
+
 async def test_missing_model_is_a_load_failure_without_a_crash_loop(engine_log_dir: Path) -> None:
     missing = engine_log_dir / "nowhere" / "absent.gguf"
     pool = LlamaCppEngine(cpu_spec("bad", f"file:{missing}"), log_dir=engine_log_dir)
@@ -225,8 +272,7 @@ async def test_missing_model_is_a_load_failure_without_a_crash_loop(engine_log_d
 
 
 async def test_engine_that_dies_while_loading_is_a_load_failure(engine_log_dir: Path) -> None:
-    broken = engine_log_dir / "broken.gguf"
-    broken.write_bytes(b"GGUF" + b"\x00" * 64)
+    broken = with_tensors(engine_log_dir, "broken.gguf", "llama")
     pool = LlamaCppEngine(cpu_spec("broken", str(broken)), log_dir=engine_log_dir)
     try:
         await pool.start()
@@ -234,8 +280,54 @@ async def test_engine_that_dies_while_loading_is_a_load_failure(engine_log_dir: 
     finally:
         await pool.stop()
     assert status.state is PoolState.FAILED
-    assert status.detail.startswith("load failed: engine exited before ready")
+    assert status.detail.startswith("load failed: the engine could not load the model file")
+    assert "see the pool's log" in status.detail
     assert "crashed while serving" not in status.detail
+    # the engine's own output (a traceback naming install paths) stays in the pool's log
+    for leak in ("Traceback", 'File "', "site-packages", "llama_cpp", ".py"):
+        assert leak not in status.detail
+    assert "Traceback" in pool.log_path.read_text() or "error" in pool.log_path.read_text()
+
+
+async def test_missing_and_non_gguf_files_get_one_answer_without_an_engine(
+    engine_log_dir: Path,
+) -> None:
+    """Reload names no difference between a missing path and an existing non-GGUF file."""
+    existing = engine_log_dir / "notes.txt"
+    existing.write_text("not a model\n")
+    folder = engine_log_dir / "a-folder"
+    folder.mkdir()
+    pool = LlamaCppEngine(cpu_spec("probe", None), log_dir=engine_log_dir)
+    answers = []
+    try:
+        await pool.start()
+        for path in (existing, engine_log_dir / "missing.gguf", folder):
+            with pytest.raises(EngineError) as caught:
+                await pool.reload(str(path))
+            assert caught.value.code is ErrorCode.INVALID_PARAMS
+            answers.append(caught.value.message.replace(str(path), "PATH"))
+            assert pool.status.detail.replace(str(path), "PATH") == answers[-1]
+    finally:
+        await pool.stop()
+    assert len(set(answers)) == 1, answers
+    assert "GGUF" in answers[0]
+    assert not pool.log_path.exists(), "no engine may be spawned for a file without the GGUF magic"
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+async def test_pool_start_refuses_a_bad_model_file_with_one_sentence(
+    engine_log_dir: Path, demo_gguf: bytes, kind: str
+) -> None:
+    bad, sentence = write_bad(kind, engine_log_dir, demo_gguf)
+    pool = LlamaCppEngine(cpu_spec("bad", str(bad)), log_dir=engine_log_dir)
+    try:
+        await pool.start()
+        status = await pool.wait_for(PoolState.FAILED, PoolState.READY, timeout_s=10.0)
+    finally:
+        await pool.stop()
+    assert status.state is PoolState.FAILED
+    assert sentence in status.detail
+    assert "Traceback" not in status.detail and "exit" not in status.detail
 
 
 async def test_without_a_model_the_pool_needs_one_and_runs_nothing(engine_log_dir: Path) -> None:

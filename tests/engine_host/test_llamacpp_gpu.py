@@ -11,7 +11,8 @@ import pytest
 
 from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
 from app.engine_host.nvml import NvmlInventory, PynvmlBackend
-from app.orchestrator.ports import EngineRequest, PoolState
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import EngineRequest
 
 pytestmark = [pytest.mark.gpu, pytest.mark.engine]
 

@@ -1,33 +1,11 @@
-"""Lifecycle table and the per-task channel: cancel races and terminal events."""
+"""The per-task channel: cancel races and terminal events."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 
-import pytest
-
 from app.orchestrator.events import END, METRICS, STARTED, TOKEN, EventChannel, TaskEvent
-from app.orchestrator.lifecycle import TRANSITIONS, IllegalTransition, Lifecycle, TaskState
-
-
-@pytest.mark.parametrize("src", list(TaskState))
-@pytest.mark.parametrize("dst", list(TaskState))
-def test_transition_table_is_enforced(src: TaskState, dst: TaskState) -> None:
-    lc = Lifecycle(src)
-    if dst in TRANSITIONS[src]:
-        lc.to(dst)
-        assert lc.state is dst
-    else:
-        with pytest.raises(IllegalTransition):
-            lc.to(dst)
-        assert lc.state is src
-
-
-def test_terminal_states_have_no_exit() -> None:
-    for state in (TaskState.DONE, TaskState.CANCELED, TaskState.FAILED):
-        assert Lifecycle(state).terminal
-        assert TRANSITIONS[state] == frozenset()
 
 
 def _drain_all(ch: EventChannel) -> list[TaskEvent]:

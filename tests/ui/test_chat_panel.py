@@ -328,23 +328,26 @@ def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAs
     class Queued(FakeBridge):
         def submit(self, req: TaskRequest) -> AdmissionResponse:
             super().submit(req)
-            self.decision_list.append(
-                DecisionRecord(
-                    at=0.0,
-                    task_id=str(req.task_id),
-                    priority=req.priority,
-                    mode=PlacementMode.AUTO,
-                    selected_pool_id="gpu1",
-                    no_capacity_reason=None,
-                    candidates_considered=2,
-                    filters_applied=["device_mask"],
-                    tie_breakers_applied=["most_free_vram"],
-                    pinned=False,
-                    fallback_used=False,
-                    candidates=[],
-                    summary="gpu1: most free VRAM; gpu0 skipped: device mask",
-                )
+            record = DecisionRecord(
+                at=0.0,
+                task_id=str(req.task_id),
+                priority=req.priority,
+                mode=PlacementMode.AUTO,
+                outcome="admitted",
+                pool_id="gpu1",
+                selected_pool_id="gpu1",
+                no_capacity_reason=None,
+                candidates_considered=2,
+                filters_applied=["device_mask"],
+                tie_breakers_applied=["most_free_vram"],
+                pinned=False,
+                fallback_used=False,
+                candidates=[],
+                summary="gpu1: most free VRAM; gpu0 skipped: device mask",
             )
+            # 250 decisions of other tasks come first: the header looks its task up by id
+            others = [record.model_copy(update={"task_id": f"other-{i}"}) for i in range(250)]
+            self.decision_list.extend([*others, record])
             return AdmissionResponse(
                 task_id=req.task_id, queue_position=3, predicted_start_ms=1500, pool_id="gpu1"
             )
