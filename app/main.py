@@ -173,11 +173,29 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
             demo=pool.demo,
             startup_timeout_s=float(settings.engines.startup_timeout_s),
             decode_timeout_s=float(settings.engines.decode_timeout_s),
+            gpu_layers=pool.gpu_layers,
+            flash_attn=pool.flash_attn,
+            cache_type_k=pool.cache_type_k,
+            cache_type_v=pool.cache_type_v,
+            tensor_split=tuple(pool.tensor_split),
+            extra_args=tuple(pool.extra_args),
             health_interval_s=settings.engines.health_interval_s,
             health_timeout_s=settings.engines.health_timeout_s,
         ),
         log_dir=log_dir,
+        gpu_indices=nvml_gpu_indices,
     )
+
+
+def nvml_gpu_indices() -> list[int]:
+    """Return the indices of the GPUs NVML sees now (empty without NVML). Blocks on NVML."""
+    from app.engine_host.nvml import NvmlInventory
+
+    reader = NvmlInventory()
+    try:
+        return [gpu.index for gpu in reader.read(with_processes=False).gpus]
+    finally:
+        reader.close()
 
 
 def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None = None) -> Backend:

@@ -136,6 +136,7 @@ class Orchestrator:
         """Start every pool's engine and listen to its status. Awaits the launches."""
         for pool in self._st.pools.values():
             pool.engine.add_listener(self._listener(pool.pool_id))
+            self._st.metrics.observe_pool(pool.pool_id, pool.engine.status)
         await asyncio.gather(*(p.engine.start() for p in self._st.pools.values()))
 
     def _listener(self, pool_id: str) -> Callable[[PoolStatus], None]:
@@ -338,6 +339,7 @@ class Orchestrator:
 
     def _on_pool_status(self, pool_id: str, status: PoolStatus) -> None:
         pool = self._st.pools[pool_id]
+        self._st.metrics.observe_pool(pool_id, status)
         if status.state is PoolState.READY:
             self._dispatcher.pump(pool)
         elif status.state in (PoolState.FAILED, PoolState.NEEDS_MODEL):

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from app.orchestrator.contracts import (
     ChatMessage,
+    FinishReason,
     PlacementMode,
     PlacementOverrides,
     PoolView,
     Priority,
     TaskRequest,
 )
+from app.orchestrator.events import EndData
 from app.orchestrator.guardrails import estimate_prompt_tokens, prompt_chars
+from app.orchestrator.pools import decode_tokens_per_s
 
 MODES = ("auto", "pin", "prefer", "avoid")
 SEED_MAX = 2**32 - 1
@@ -107,15 +109,15 @@ def parse_seed(text: str) -> int | None:
     return int(text)
 
 
-def answer_stats(ttft_ms: float | None, end: dict[str, Any]) -> str:
+def answer_stats(ttft_ms: float | None, end: EndData) -> str:
     """Return "TTFT 35 ms · 120.4 tokens/s · 64 tokens · stop" for an ``end`` payload."""
-    tokens = int(end.get("tokens_out", 0))
-    decode_ms = int(end.get("decode_time_ms", end.get("decode_ms", 0)) or 0)
+    tokens = end["tokens_out"]
+    rate = decode_tokens_per_s(tokens, end["decode_time_ms"])
     parts = ["TTFT —" if ttft_ms is None else f"TTFT {ttft_ms:.0f} ms"]
-    if decode_ms > 0:
-        parts.append(f"{tokens / (decode_ms / 1000):.1f} tokens/s")
+    if rate is not None:
+        parts.append(f"{rate:.1f} tokens/s")
     parts.append(f"{tokens} tokens")
-    parts.append(str(end.get("finish_reason", "")))
+    parts.append(end["finish_reason"])
     return " · ".join(parts)
 
 
@@ -191,13 +193,13 @@ CONTEXT_CUT = (
 )
 
 
-def context_cut(end: dict[str, Any], max_tokens: int) -> bool:
+def context_cut(end: EndData, max_tokens: int) -> bool:
     """Return True when an ``end`` payload says the model's context ran out.
 
     "length" below ``max_tokens`` means the context was full (at ``max_tokens``
     the answer only reached the chat's own limit).
     """
-    return end.get("finish_reason") == "length" and int(end.get("tokens_out", 0)) < max_tokens
+    return end["finish_reason"] == FinishReason.LENGTH and end["tokens_out"] < max_tokens
 
 
 def tab_title(prompt: str, limit: int = 24) -> str:

@@ -25,12 +25,13 @@ from app.orchestrator.contracts import (
     ChatMessage,
     DecisionRecord,
     ErrorCode,
+    FinishReason,
     PoolView,
     TaskRequest,
     TaskView,
 )
 from app.orchestrator.errors import OrchError
-from app.orchestrator.events import TaskEvent
+from app.orchestrator.events import END, ERROR, STARTED, TOKEN, EndData, TaskEvent
 from app.orchestrator.lifecycle import TaskState
 from app.ui.bridge import OrchestratorBridge
 from app.ui.chat_logic import (
@@ -378,22 +379,21 @@ class Conversation(QWidget):
             self._end_turn()
 
     def _on_event(self, event: TaskEvent) -> None:
-        kind, data = event
-        if kind == "token":
+        if event.kind == TOKEN:
             if self._t_first is None:
                 self._t_first = self._clock()
                 self._show_header(self._pool_id)
-            self.transcript.add(data["t"])
-            self._answer.append(data["t"])
-        elif kind == "started":
-            self._pool_id = data.get("pool_id") or self._pool_id
+            self.transcript.add(event.data["t"])
+            self._answer.append(event.data["t"])
+        elif event.kind == STARTED:
+            self._pool_id = event.data["pool_id"] or self._pool_id
             self.status.setText(f"Starting on {self._pool_id}…")
-        elif kind == "end":
-            self._on_end(data)
-        elif kind == "error":
+        elif event.kind == END:
+            self._on_end(event.data)
+        elif event.kind == ERROR:
             self.flush()
-            code, msg = data.get("code", "INTERNAL"), data.get("message", "")
-            self._show_error(code, msg, data.get("pool_id"))
+            data = event.data
+            self._show_error(data["code"], data["message"], data["pool_id"])
             self.status.setText("The answer failed.")
 
     def _show_header(self, pool_id: str) -> None:
@@ -412,12 +412,13 @@ class Conversation(QWidget):
         record = self._bridge.decision_for(self.task_id)
         return record.summary if isinstance(record, DecisionRecord) else ""
 
-    def _on_end(self, data: dict[str, Any]) -> None:
+    def _on_end(self, data: EndData) -> None:
         self.transcript.end_answer("".join(self._answer))
         ttft = None if self._t_first is None else (self._t_first - self._t_sent) * 1000
         self.last_stats = answer_stats(ttft, data)
         self._stats_line(self.last_stats, len(self.messages))
-        self.status.setText("Stopped." if data.get("finish_reason") == "canceled" else "Done.")
+        canceled = data["finish_reason"] == FinishReason.CANCELED
+        self.status.setText("Stopped." if canceled else "Done.")
         if context_cut(data, self._max_tokens):
             self.transcript.notice(CONTEXT_CUT, error=True)
             self.error_bar.show_offer(CONTEXT_CUT, [Action.NEW_CHAT, Action.CONTINUE_NEW_CHAT])

@@ -10,7 +10,7 @@ import pytest
 
 from app.engine_host.mock import MockEngine, MockSpec
 from app.orchestrator.contracts import ChatMessage
-from app.orchestrator.events import TaskEvent
+from app.orchestrator.events import END, EndEvent
 from app.orchestrator.service import Orchestrator
 from app.ui.bridge import OrchestratorBridge
 from app.ui.chat_logic import CONTEXT_CUT, paired, trim_to_context
@@ -124,8 +124,8 @@ def test_an_answer_cut_by_the_context_says_so_and_offers_a_new_chat(
 ) -> None:
     bridge = FakeBridge()
     events = script(["half", " an", " answer"])
-    events[-1] = TaskEvent(
-        "end", {"tokens_out": 3, "decode_time_ms": 10, "finish_reason": "length"}
+    events[-1] = EndEvent(
+        END, {"tokens_out": 3, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
     )
     bridge.default_script = events
     panel = ChatPanel(bridge)
@@ -152,8 +152,8 @@ def test_an_answer_cut_by_the_context_says_so_and_offers_a_new_chat(
 def test_an_answer_at_max_tokens_is_not_called_cut(qtbot: Any, qloop: QtAsync) -> None:
     bridge = FakeBridge()
     events = script(["a", " b"])
-    events[-1] = TaskEvent(
-        "end", {"tokens_out": 2, "decode_time_ms": 10, "finish_reason": "length"}
+    events[-1] = EndEvent(
+        END, {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
     )
     bridge.default_script = events
     panel = ChatPanel(bridge)

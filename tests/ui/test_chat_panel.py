@@ -24,7 +24,19 @@ from app.orchestrator.contracts import (
     TaskView,
 )
 from app.orchestrator.errors import OrchError, QueueFull
-from app.orchestrator.events import TaskEvent
+from app.orchestrator.events import (
+    END,
+    ERROR,
+    STARTED,
+    TOKEN,
+    EndData,
+    EndEvent,
+    ErrorEvent,
+    StartedData,
+    StartedEvent,
+    TaskEvent,
+    TokenEvent,
+)
 from app.ui.chat_logic import (
     ChatOptions,
     answer_stats,
@@ -41,22 +53,22 @@ TOKENS = [f"tok{i} " for i in range(200)]
 
 
 def script(tokens: list[str], pool_id: str = "gpu0") -> list[TaskEvent]:
-    started = {
+    started: StartedData = {
         "queue_position": 0,
         "predicted_start_ms": 0,
         "pool_id": pool_id,
         "correlation_id": "c-1",
     }
-    end = {
+    end: EndData = {
         "tokens_out": len(tokens),
         "decode_time_ms": 500,
         "decode_ms": 500,
         "finish_reason": "stop",
     }
     return [
-        TaskEvent("started", started),
-        *(TaskEvent("token", {"t": t, "i": i}) for i, t in enumerate(tokens)),
-        TaskEvent("end", end),
+        StartedEvent(STARTED, started),
+        *(TokenEvent(TOKEN, {"t": t, "i": i}) for i, t in enumerate(tokens)),
+        EndEvent(END, end),
     ]
 
 
@@ -391,8 +403,16 @@ def test_an_error_event_is_shown_with_code_and_message(make_panel: Any, qloop: Q
     bridge = FakeBridge()
     bridge.default_script = [
         *script(["partial"])[:-1],
-        TaskEvent(
-            "error", {"code": "WORKER_RESET", "message": "engine process exited", "retriable": True}
+        ErrorEvent(
+            ERROR,
+            {
+                "code": "WORKER_RESET",
+                "message": "engine process exited",
+                "retriable": True,
+                "engine": None,
+                "pool_id": None,
+                "retry_after_ms": None,
+            },
         ),
     ]
     conv = make_panel(bridge).current()
@@ -505,8 +525,8 @@ def test_escape_sends_cancel(make_panel: Any, qloop: QtAsync) -> None:
 def test_a_canceled_end_keeps_the_partial_answer(make_panel: Any, qloop: QtAsync) -> None:
     bridge = FakeBridge()
     events = script(["so", " far"])
-    events[-1] = TaskEvent(
-        "end", {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "canceled"}
+    events[-1] = EndEvent(
+        END, {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "canceled"}
     )
     bridge.default_script = events
     conv = make_panel(bridge).current()
