@@ -84,8 +84,14 @@ class MainWindow(QMainWindow):
         self._build_tabs(choose_model, banner, chat_store)
         self._build_actions()
         self._build_status_bar()
+        # after the pools view, so its token rates are updated first on each sample
         self.tray = Tray(
-            bridge, self, self.pause_action, self.quit_action, available=tray_available
+            bridge,
+            self,
+            self.pause_action,
+            self.quit_action,
+            available=tray_available,
+            rates=self.pools_view.rates,
         )
         bridge.errorRaised.connect(self.show_error)
         bridge.sampled.connect(self._on_sample)
