@@ -34,9 +34,12 @@ from app.config import (
 from app.logs import REDACTOR, setup_logging
 
 if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
+    from prometheus_client.registry import Collector
+
     from app.api.server import ApiServer
     from app.api.settings import ApiSettings
     from app.engine_host.gpu_poller import GpuPoller
+    from app.engine_host.llamacpp_stats import EngineStats
     from app.gui_controls import GuiControls
     from app.orchestrator.ports import EngineControl
     from app.orchestrator.service import Orchestrator, OrchestratorConfig
@@ -197,6 +200,21 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Engin
     )
 
 
+def engine_metrics(engines: Sequence[EngineControl]) -> Collector:
+    """Return the collector that re-exports llama-server pools' own metrics with pool labels."""
+    from app.engine_host.llamacpp import LlamaCppEngine
+    from app.engine_host.llamacpp_stats import EngineMetrics
+
+    def sources() -> list[tuple[dict[str, str], EngineStats]]:
+        return [
+            ({"pool_id": e.descriptor.pool_id, "engine": "llamacpp"}, e.stats)
+            for e in engines
+            if isinstance(e, LlamaCppEngine)
+        ]
+
+    return EngineMetrics(sources)
+
+
 def nvml_gpu_indices() -> list[int]:
     """Return the indices of the GPUs NVML sees now (empty without NVML). Blocks on NVML."""
     from app.engine_host.nvml import NvmlInventory
@@ -224,6 +242,7 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
 
     poller = GpuPoller(NvmlInventory(engine_pids=engine_pids), dispatch=loop.call_soon_threadsafe)
     orch = Orchestrator(engines, orchestrator_config(settings), gpu_probe=poller)
+    orch.metrics.registry.register(engine_metrics(engines))
     api = ApiServer(orch, api_settings(settings))
     REDACTOR.add(settings.auth_token)
     return Backend(settings=settings, orch=orch, api=api, poller=poller, engines=engines)
