@@ -83,6 +83,7 @@ class Conversation(QWidget):
     titleSuggested = Signal(str)
     saved = Signal(str)
     actionRequested = Signal(str, str)
+    taskLabelled = Signal(str, str)  # task id, the chat's title
 
     def __init__(
         self,
@@ -298,7 +299,9 @@ class Conversation(QWidget):
             ctx = context_of(self._bridge.pools(), opts)
             system = self.system_prompt.toPlainText()
             trimmed = trim_to_context(system, paired(history), text, ctx, opts.max_tokens)
-            resp = self._admit(build_request(trimmed.messages, opts, self.session_id))
+            req = build_request(trimmed.messages, opts, self.session_id)
+            self.taskLabelled.emit(str(req.task_id), self._title_for(text))
+            resp = self._admit(req)
         except OrchError as exc:
             self._show_error(exc.code, exc.message, exc.pool_id, exc.retry_after_ms)
             self.status.setText("Not sent.")
@@ -313,6 +316,10 @@ class Conversation(QWidget):
         self._begin_turn(text, resp)
         return True
 
+    def _title_for(self, text: str) -> str:
+        chat = self._store.get(self.chat_id) if self.chat_id else None
+        return f"Chat: {chat.title if chat else tab_title(text, 40)}"
+
     def _admit(self, req: TaskRequest) -> AdmissionResponse:
         """Submit; a refusal that a fresh session avoids (turn or budget limits of the
         session) is retried once with a new session id. Raises OrchError."""
@@ -322,7 +329,8 @@ class Conversation(QWidget):
             if exc.code != ErrorCode.ADMISSION_REJECT or exc.retry_after_ms:
                 raise
             self.session_id = str(uuid.uuid4())
-            return self._bridge.submit(req.model_copy(update={"session_id": self.session_id}))
+            retry = req.model_copy(update={"session_id": self.session_id})
+            return self._bridge.submit(retry)
 
     def _show_trim(self, dropped: int) -> None:
         if dropped and not self.dropped:
