@@ -162,7 +162,7 @@ class Traffic:
 
 
 async def _chat(window: Any) -> Any:
-    conversation = window.chat.current()
+    conversation = window.chat.new_conversation()
     conversation.max_tokens.setValue(120)
     conversation.seed.setText("7")
     conversation.prompt.setPlainText(CHAT_PROMPT)
@@ -217,7 +217,9 @@ async def render(out: Path, folder: Path) -> list[Path]:
     from app.gui_controls import GuiControls
     from app.logs import setup_logging
     from app.main import FIRST_START_BANNER, api_settings, build_backend
+    from app.screenshots_chat import grab_conversation, queued_and_refused, seed_chats
     from app.ui.bridge import OrchestratorBridge
+    from app.ui.chat_store import ChatStore
     from app.ui.main_window import MainWindow
 
     env = {k: v for k, v in os.environ.items() if k not in _ENV_OVERRIDES}
@@ -232,8 +234,14 @@ async def render(out: Path, folder: Path) -> list[Path]:
         controls = GuiControls(backend, folder / "config.toml", log_file, api_settings)
         bridge = OrchestratorBridge(backend.orch, controls)
         ini = QSettings(str(folder / "window.ini"), QSettings.Format.IniFormat)
+        store = ChatStore(folder / "chats.sqlite3")
+        markdown_chat = seed_chats(store)
         window = MainWindow(
-            bridge, banner=FIRST_START_BANNER, tray_available=lambda: False, settings=ini
+            bridge,
+            banner=FIRST_START_BANNER,
+            tray_available=lambda: False,
+            settings=ini,
+            chat_store=store,
         )
         window.resize(1280, 860)
         window.show()
@@ -247,7 +255,11 @@ async def render(out: Path, folder: Path) -> list[Path]:
         written = [await _grab_tab(window, bridge, out, n) for n in ("pools", "tasks")]
         await running
         await _until(lambda: not conversation.busy, 120.0, "the chat answer")
-        written += [await _grab_tab(window, bridge, out, n) for n in ("chat", "decisions")]
+        written += await queued_and_refused(window, out)
+        written.append(await grab_conversation(window, conversation, out / "chat-live.png"))
+        markdown = window.chat.open_chat(markdown_chat)
+        written.append(await grab_conversation(window, markdown, out / "chat.png"))
+        written += [await _grab_tab(window, bridge, out, "decisions")]
         written += [await _grab_tab(window, bridge, out, "metrics")]
         written.append(await _grab_settings(window, out))
         window.hide()
