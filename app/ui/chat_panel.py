@@ -11,7 +11,7 @@ import contextlib
 import html
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 from app.orchestrator.contracts import ChatMessage, DecisionRecord, PoolView, Priority, TaskView
 from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.chat_logic import (
     MODES,
     ChatOptions,
@@ -81,7 +81,7 @@ class Conversation(QWidget):
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         parent: QWidget | None = None,
         *,
         clock: Clock = time.monotonic,
@@ -95,6 +95,7 @@ class Conversation(QWidget):
         self.task_id: str | None = None
         self.last_stats = ""
         self._turns = 0
+        self._sending = False
         self._life = _Life()
         self.destroyed.connect(self._life.end)
         self._pool_key: tuple[tuple[str, str], ...] = ()
@@ -106,7 +107,7 @@ class Conversation(QWidget):
         self._build(flush_ms)
         self._shortcuts()
         self.set_pools(bridge.pools())
-        bridge.taskChanged.connect(self._on_task)
+        bridge.tasksChanged.connect(self._on_tasks)
 
     # ---- construction -----------------------------------------------------------
 
@@ -252,26 +253,33 @@ class Conversation(QWidget):
 
     @property
     def busy(self) -> bool:
-        """Return True while a task of this conversation is queued or running."""
-        return self.task_id is not None
+        """Return True while a prompt is being submitted or its task is queued or running."""
+        return self.task_id is not None or self._sending
 
     def send(self) -> None:
         """Submit the prompt as the next turn and start streaming. Never blocks."""
         text = self.prompt.toPlainText().strip()
         if self.busy or not text:
             return
+        self._sending = True
+        self.send_button.setEnabled(False)
+        self._bridge.run(self._send(text), "sending the prompt")
+
+    async def _send(self, text: str) -> None:
         try:
-            self._check_session()
+            await self._check_session()
             req = build_request(self.history, text, self.options(), self.session_id)
+            resp = await self._bridge.submit(req)
         except ValueError as exc:
             self.notice(str(exc).splitlines()[0], error=True)
             return
-        try:
-            resp = self._bridge.submit(req)
         except OrchError as exc:
             self.notice(refusal_text(exc), error=True)
             self.status.setText("Not sent.")
             return
+        finally:
+            self._sending = False
+            self.send_button.setEnabled(self.task_id is None)
         self._turns += 1
         self.history.append(ChatMessage(role="user", content=text))
         self.prompt.clear()
@@ -280,8 +288,8 @@ class Conversation(QWidget):
         self.status.setText(queued_text(resp.pool_id, resp.queue_position, resp.predicted_start_ms))
         self._life.stream = self._bridge.run(self._consume(str(resp.task_id)), "chat stream")
 
-    def _check_session(self) -> None:
-        if self._turns and self._bridge.session(self.session_id) is None:
+    async def _check_session(self) -> None:
+        if self._turns and await self._bridge.session(self.session_id) is None:
             self.session_id = str(uuid.uuid4())
             self.notice(
                 "The session expired; this turn starts a new session "
@@ -307,19 +315,22 @@ class Conversation(QWidget):
         """Ask the core to cancel this conversation's running task. Never blocks."""
         if self.task_id is None:
             return
+        self.status.setText("Canceling…")
+        self._bridge.run(self._cancel(self._bridge.cancel(self.task_id)), "canceling the task")
+
+    async def _cancel(self, command: Awaitable[None]) -> None:
         try:
-            self._bridge.cancel(self.task_id)
+            await command
         except OrchError as exc:
             self.notice(f"Could not cancel: {exc.message}", error=True)
-            return
-        self.status.setText("Canceling…")
 
     # ---- streaming ------------------------------------------------------------------
 
     async def _consume(self, task_id: str) -> None:
         try:
-            async for event in self._bridge.stream(task_id):
-                self._on_event(event)
+            async for batch in self._bridge.stream(task_id):
+                for event in batch:
+                    self._on_event(event)
         except OrchError as exc:
             self.flush()
             self.notice(f"The stream failed: {exc.message} ({exc.code})", error=True)
@@ -382,10 +393,11 @@ class Conversation(QWidget):
         self.send_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
-    def _on_task(self, view: TaskView) -> None:
-        if view.task_id == self.task_id and view.state == "queued" and view.pool_id:
-            position = view.queue_position or 0
-            self.status.setText(queued_text(view.pool_id, position, self._predicted_ms))
+    def _on_tasks(self, views: Sequence[TaskView]) -> None:
+        for view in views:
+            if view.task_id == self.task_id and view.state == "queued" and view.pool_id:
+                position = view.queue_position or 0
+                self.status.setText(queued_text(view.pool_id, position, self._predicted_ms))
 
     def flush(self) -> None:
         """Append the buffered tokens to the transcript now."""
@@ -421,7 +433,7 @@ class ChatPanel(QWidget):
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         parent: QWidget | None = None,
         *,
         clock: Clock = time.monotonic,
@@ -448,7 +460,7 @@ class ChatPanel(QWidget):
             shortcut = QShortcut(QKeySequence(keys), self)
             shortcut.setContext(ctx)
             shortcut.activated.connect(slot)
-        bridge.poolChanged.connect(self._on_pool)
+        bridge.poolsChanged.connect(self._on_pools)
         self.new_conversation()
 
     @property
@@ -492,7 +504,7 @@ class ChatPanel(QWidget):
     def _close_current(self) -> None:
         self.close_conversation(self.tabs.currentIndex())
 
-    def _on_pool(self, _pool: PoolView) -> None:
+    def _on_pools(self, _pools: Sequence[PoolView]) -> None:
         pools = self._bridge.pools()
         for conv in self.conversations:
             conv.set_pools(pools)

@@ -8,6 +8,7 @@ outcome and the filter or tie-breaker behind it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import (
@@ -31,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.orchestrator.contracts import CandidateRecord, DecisionRecord
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.table_model import Index, RowsModel
 
 MAX_ROWS = 500
@@ -123,6 +124,11 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
         """Replace every row with ``records`` (newest first), keeping the bound."""
         self.set_rows(list(records[: self._capacity]))
 
+    def add_many(self, records: Sequence[DecisionRecord]) -> None:
+        """Insert ``records`` (oldest first) on top, keeping the bound."""
+        for record in records:
+            self.add(record)
+
     def add(self, record: DecisionRecord) -> None:
         """Insert ``record`` on top and drop the oldest row beyond the bound."""
         self.beginInsertRows(QModelIndex(), 0, 0)
@@ -191,7 +197,7 @@ class CandidateTableModel(RowsModel[CandidateRecord]):
 class DecisionsView(QWidget):
     """Recent placement decisions with a per-candidate explanation."""
 
-    def __init__(self, bridge: OrchestratorBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, bridge: Bridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.model = DecisionTableModel(MAX_ROWS, self)
@@ -200,7 +206,7 @@ class DecisionsView(QWidget):
         self.candidates = CandidateTableModel(self)
         self._build()
         self.model.reset(bridge.decisions(MAX_ROWS))
-        bridge.decisionMade.connect(self.model.add)
+        bridge.decisionsMade.connect(self.model.add_many)
 
     # ---- layout --------------------------------------------------------------------
 

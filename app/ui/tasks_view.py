@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from PySide6.QtCore import (
@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.orchestrator.contracts import TaskView
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.log_tail import LogTailView
 from app.ui.table_model import Index, RowsModel
 
@@ -156,7 +156,7 @@ def _tooltip(task: TaskView) -> str:
 class TasksView(QWidget):
     """The task list (with Cancel) above the log tail."""
 
-    def __init__(self, bridge: OrchestratorBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, bridge: Bridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.model = TaskTableModel(MAX_TASKS, self)
@@ -170,7 +170,7 @@ class TasksView(QWidget):
         self._build()
         self.model.merge(bridge.tasks(MAX_TASKS))
         self._sync_actions()
-        bridge.taskChanged.connect(self._on_task)
+        bridge.tasksChanged.connect(self._on_tasks)
         bridge.sampled.connect(self._on_sample)
 
     def _build(self) -> None:
@@ -223,8 +223,9 @@ class TasksView(QWidget):
 
     # ---- coalesced updates ---------------------------------------------------------
 
-    def _on_task(self, task: TaskView) -> None:
-        self._pending[task.task_id] = task
+    def _on_tasks(self, tasks: Sequence[TaskView]) -> None:
+        for task in tasks:
+            self._pending[task.task_id] = task
         self._schedule()
 
     def _on_sample(self, _sample: Any) -> None:
@@ -267,10 +268,7 @@ class TasksView(QWidget):
         task = self.selected_task()
         if task is None or not is_live(task):
             return
-        try:
-            self.bridge.cancel(task.task_id)
-        except Exception as exc:  # a refusal is shown, never lost
-            self.bridge.report_error(f"cancel {task.task_id[:8]} failed: {exc}")
+        self.bridge.run(self.bridge.cancel(task.task_id), f"cancel {task.task_id[:8]}")
 
     def _on_selection(self, _selected: QItemSelection, _deselected: QItemSelection) -> None:
         task = self.selected_task()

@@ -212,7 +212,11 @@ def test_multi_turn_sends_the_conversation_in_one_session(make_panel: Any, qloop
         kv_warmth=True,
         budgets=SessionBudgets(),
     )
-    bridge.session = lambda _sid: info  # type: ignore[method-assign]
+
+    async def session(_sid: str) -> SessionInfo | None:
+        return info
+
+    bridge.session = session  # type: ignore[method-assign]
     conv = make_panel(bridge).current()
     type_and_send(conv, "first", qloop)
     qloop.wait_until(lambda: not conv.busy)
@@ -291,8 +295,8 @@ def test_paced_tokens_are_flushed_on_the_timer_not_per_token(
 
 def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAsync) -> None:
     class Queued(FakeBridge):
-        def submit(self, req: TaskRequest) -> AdmissionResponse:
-            super().submit(req)
+        async def submit(self, req: TaskRequest) -> AdmissionResponse:
+            await super().submit(req)
             self.decision_list.append(
                 DecisionRecord(
                     at=0.0,
@@ -339,7 +343,7 @@ def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAs
         error=None,
         decision_summary="",
     )
-    bridge.taskChanged.emit(moved)
+    bridge.tasksChanged.emit((moved,))
     assert conv.status.text() == "Queued on gpu1 at position 1; predicted start in ~1.5 s"
     qloop.wait_until(lambda: conv.status.text().startswith("Running"))
     assert "gpu1: most free VRAM; gpu0 skipped: device mask" in conv.status.text()
@@ -492,7 +496,7 @@ def test_new_pools_appear_in_the_pickers(make_panel: Any, qloop: QtAsync) -> Non
     conv = panel.current()
     conv.target.setCurrentIndex(conv.target.findData("pool:gpu0"))
     bridge.pool_list = two_pools()
-    bridge.poolChanged.emit(bridge.pool_list[1])
+    bridge.poolsChanged.emit((bridge.pool_list[1],))
     assert conv.target.findData("pool:gpu1") >= 0
     assert conv.target.findData("model:llama") >= 0
     assert conv.target.currentData() == "pool:gpu0"
