@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -89,6 +90,8 @@ def api_settings(settings: Settings) -> Any:
         sse_heartbeat_ms=s.sse_heartbeat_ms,
         sse_microbatch_ms=s.sse_microbatch_ms,
         cors_origins=tuple(s.cors_origins),
+        allowed_hosts=tuple(h.lower().rstrip(".") for h in s.allowed_hosts),
+        trusted_proxies=tuple(s.trusted_proxies),
     )
 
 
@@ -151,6 +154,8 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
                 slots=pool.slots,
                 device_mask=pool.device_mask,
                 decode_timeout_s=float(settings.engines.decode_timeout_s),
+                health_interval_s=settings.engines.health_interval_s,
+                health_timeout_s=settings.engines.health_timeout_s,
             )
         )
     from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
@@ -168,9 +173,29 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
             demo=pool.demo,
             startup_timeout_s=float(settings.engines.startup_timeout_s),
             decode_timeout_s=float(settings.engines.decode_timeout_s),
+            gpu_layers=pool.gpu_layers,
+            flash_attn=pool.flash_attn,
+            cache_type_k=pool.cache_type_k,
+            cache_type_v=pool.cache_type_v,
+            tensor_split=tuple(pool.tensor_split),
+            extra_args=tuple(pool.extra_args),
+            health_interval_s=settings.engines.health_interval_s,
+            health_timeout_s=settings.engines.health_timeout_s,
         ),
         log_dir=log_dir,
+        gpu_indices=nvml_gpu_indices,
     )
+
+
+def nvml_gpu_indices() -> list[int]:
+    """Return the indices of the GPUs NVML sees now (empty without NVML). Blocks on NVML."""
+    from app.engine_host.nvml import NvmlInventory
+
+    reader = NvmlInventory()
+    try:
+        return [gpu.index for gpu in reader.read(with_processes=False).gpus]
+    finally:
+        reader.close()
 
 
 def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None = None) -> Backend:
@@ -255,13 +280,23 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-def cmd_gui(config: Path) -> int:
-    """Open the desktop app. Returns the exit code."""
+def _add_gui_options(sp: Any) -> None:
+    sp.add_argument("--minimized", action="store_true", help="start in the tray (used at login)")
+
+
+def cmd_gui(config: Path, *, minimized: bool = False) -> int:
+    """Open the desktop app. Returns the exit code: 1 when the window cannot open
+    here (missing system libraries), 2 for a config problem (shown in a dialog)."""
+    from app.desktop.preflight import preflight
+
+    problem = preflight()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     try:
         settings, first = load_or_create_settings(config)
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
+        return _start_failed(f"The config file {config} has problems:\n{exc}", 2)
     log_file = settings.log_dir_path() / "llama-orch.log"
     setup_logging(log_file)
     from app.gui_controls import GuiControls
@@ -269,11 +304,34 @@ def cmd_gui(config: Path) -> int:
 
     async def start() -> tuple[Any, Any, Callable[[], Awaitable[None]]]:
         backend = build_backend(settings)
-        await backend.start()
+        try:
+            await backend.start()
+        except OSError as exc:
+            raise RuntimeError(bind_failure(settings.server.bind, config, exc)) from None
         controls = GuiControls(backend, config, log_file, api_settings)
         return backend.orch, controls, backend.stop
 
-    return run_gui(start, banner=FIRST_START_BANNER if first else _demo_banner(settings))
+    banner = FIRST_START_BANNER if first else _demo_banner(settings)
+    return run_gui(start, banner=banner, minimized=minimized)
+
+
+def bind_failure(bind: str, config: Path, exc: OSError) -> str:
+    """Return the sentence for an API server that cannot listen on ``bind``. Pure."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"Another program already listens on {bind} (perhaps `llama-orch serve` or its "
+            f"user service): quit it, or set another port in [server] bind in {config}."
+        )
+    reason = exc.strerror or str(exc)
+    return f"The API server cannot listen on {bind} ({reason}); change [server] bind in {config}."
+
+
+def _start_failed(message: str, code: int) -> int:
+    """Show why the window cannot start (stderr and a dialog); return ``code``."""
+    from app.ui.start_error import report_start_error
+
+    report_start_error(message)
+    return code
 
 
 def _demo_banner(settings: Settings) -> str | None:
@@ -359,6 +417,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="llama-orch", description="A home-lab LLM orchestrator with GPU-aware placement."
     )
+    p.add_argument("--version", action="store_true", help="print the versions and exit")
     sub = p.add_subparsers(dest="command")
     for name in ("gui", "serve"):
         what = "desktop app" if name == "gui" else "headless server"
@@ -366,6 +425,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         sp.add_argument("--config", type=Path, default=None, help="config file (TOML)")
         if name == "serve":
             sp.add_argument("--bind", default=None, help="HOST:PORT to serve on")
+        else:
+            _add_gui_options(sp)
+    ip = sub.add_parser("install-desktop", help="add llama-orch to your desktop's menu (no root)")
+    ip.add_argument("--uninstall", action="store_true", help="remove every file it installed")
+    ip.add_argument("--autostart", action="store_true", help="also start it at login")
+    ip.add_argument("--config", type=Path, default=None, help="config file the service uses")
     gp = sub.add_parser("gpus", help="print the NVML GPU inventory")
     gp.add_argument("--json", action="store_true")
     dm = sub.add_parser("demo-model", help="write the small generated GGUF model")
@@ -382,6 +447,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     command = args.command or "gui"
     config = getattr(args, "config", None) or default_config_path()
+    if args.version:
+        from app.desktop.cli import cmd_version
+
+        return cmd_version()
+    if command == "install-desktop":
+        from app.desktop.cli import cmd_install_desktop
+
+        return cmd_install_desktop(
+            config.expanduser().absolute(), uninstall=args.uninstall, autostart=args.autostart
+        )
     if command == "serve":
         return cmd_serve(config, args.bind)
     if command == "gpus":
@@ -392,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config_main(args.path)
     if command == "ask":
         return cmd_ask(args)
-    return cmd_gui(config)
+    return cmd_gui(config, minimized=getattr(args, "minimized", False))
 
 
 if __name__ == "__main__":

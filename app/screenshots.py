@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.orchestrator.lifecycle import PoolState, TaskState
+
 HISTORY_S = 45.0  # traffic before the grabs, so the charts have some history
 READY_TIMEOUT_S = 180.0
 TABS = {"pools": 0, "chat": 1, "decisions": 2, "metrics": 3, "tasks": 4}
@@ -65,7 +67,10 @@ async def _until(pred: Callable[[], bool], limit_s: float, what: str) -> None:
 
 
 def _settled(bridge: Any) -> bool:
-    return all(p.state in ("ready", "needs_model", "failed") for p in bridge.pools())
+    return all(
+        p.state in (PoolState.READY, PoolState.NEEDS_MODEL, PoolState.FAILED)
+        for p in bridge.pools()
+    )
 
 
 class Traffic:
@@ -182,7 +187,7 @@ async def _grab_tab(window: Any, bridge: Any, out: Path, name: str) -> Path:
         window.metrics.set_window_minutes(5)
     if name == "tasks":
         window.tasks.flush()
-        done = [t for t in bridge.tasks(50) if t.identity != "gui" and t.state == "done"]
+        done = [t for t in bridge.tasks(50) if t.identity != "gui" and t.state is TaskState.DONE]
         if done:
             window.tasks.select_task(done[0].task_id)
     await asyncio.sleep(1.6 if name == "tasks" else 0.4)  # the log tail polls at 1 Hz

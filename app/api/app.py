@@ -53,7 +53,8 @@ ProcessCollector(registry=_PROCESS_REGISTRY)
 async def read_json(request: web.Request) -> Any:
     """Return the parsed JSON body, None when the body is empty. Awaits the body.
 
-    Raises ApiError 413 over ``max_body_bytes`` and InvalidParams for bad JSON.
+    Raises ApiError 413 over ``max_body_bytes`` and InvalidParams for bad JSON,
+    including JSON nested too deep to parse.
     """
     limit = request.app[SETTINGS].current.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -73,6 +74,11 @@ async def read_json(request: web.Request) -> Any:
         ) from None
     except UnicodeDecodeError:
         raise InvalidParams("request body is not UTF-8 encoded JSON") from None
+    except RecursionError:
+        raise InvalidParams(
+            "request body has JSON nested deeper than the server accepts (hundreds of "
+            "levels); send a flatter body"
+        ) from None
 
 
 def _too_large(limit: int) -> ApiError:

@@ -1,7 +1,7 @@
 """One pool served by a local llama.cpp engine process, supervised.
 
-``LlamaCppEngine`` runs llama.cpp's ``llama-server`` when configured or on
-PATH, else the ``llama_cpp.server`` module of llama-cpp-python. One asyncio
+``LlamaCppEngine`` runs llama.cpp's ``llama-server`` with one slot per
+parallel request (continuous batching). One asyncio
 task (the supervisor loop) owns the engine process: it starts it, waits for
 health plus a one-token warm-up, restarts it after crashes following
 ``RestartPolicy``, swaps models on reload and stops it. Other tasks send it
@@ -13,41 +13,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import shutil
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
+
 from app.engine_host import process
+from app.engine_host.lazy_session import LazySession
 from app.engine_host.llamacpp_launch import (
     EngineCommand,
     EngineLauncher,
     EngineProcess,
+    GpuIndices,
     LaunchFailed,
     LlamaCppSpec,
     model_id_for,
-    python_server_version,
     resolve_model_ref,
 )
+from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
-from app.engine_host.publisher import LazySession, Mailbox, PublishedStatus, StatusPublisher
-from app.engine_host.restart_policy import (
-    CrashHistory,
-    PoolStateMachine,
-    RestartPolicy,
-    classify_exit,
-)
+from app.engine_host.publisher import PublishedStatus, StatusPublisher
+from app.engine_host.restart_policy import CrashHistory, RestartPolicy, classify_exit
 from app.orchestrator.contracts import ErrorCode
-from app.orchestrator.ports import (
-    Clock,
-    EngineError,
-    EngineRequest,
-    PoolDescriptor,
-    PoolState,
-    SystemClock,
-)
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +55,7 @@ class _Command:
     model_ref: str | None = None
     instance: EngineProcess | None = None
     reply: asyncio.Future[str] | None = None
+    cause: str = ""
 
 
 class LlamaCppEngine(PublishedStatus):
@@ -77,20 +70,21 @@ class LlamaCppEngine(PublishedStatus):
         policy: RestartPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
+        gpu_indices: GpuIndices | None = None,
     ) -> None:
+        """``gpu_indices`` (NVML's view, blocking) lets a launch refuse a GPU the host lacks."""
         self._spec = spec
         self._log_path = log_dir / f"{spec.pool_id}.log"
         self._clock = clock if clock is not None else SystemClock()
         self._policy = policy if policy is not None else RestartPolicy()
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep
-        self._python_server = spec.server_binary is None and shutil.which("llama-server") is None
-        self._pool = StatusPublisher(
-            self._describe(spec.model_ref, None), clock=self._clock, machine=PoolStateMachine()
-        )
+        self._pool = StatusPublisher(self._describe(spec.model_ref, None), clock=self._clock)
         self._model_ref = spec.model_ref
-        self._http = LazySession()
-        self._launcher = EngineLauncher(spec, log_path=self._log_path, session=self._http)
+        self._http = LazySession(force_close=True)
+        self._launcher = EngineLauncher(
+            spec, log_path=self._log_path, session=self._http, gpu_indices=gpu_indices
+        )
         self._mailbox: Mailbox[_Command] = Mailbox(self._supervise, name=f"pool-{spec.pool_id}")
         # Owned by the supervisor task:
         self._inst: EngineProcess | None = None
@@ -100,9 +94,12 @@ class LlamaCppEngine(PublishedStatus):
         self._candidate: asyncio.Task[EngineProcess] | None = None
         self._candidate_reply: asyncio.Future[str] | None = None
         self._timer: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[str] | None = None
         self._retiring: set[asyncio.Task[int]] = set()
-        self._hung: EngineProcess | None = None
+        self._hung: tuple[EngineProcess, str] | None = None
         self._last_crash = ""
+        self._crashes_total = 0
+        self._restarts_total = 0
         self._history = CrashHistory()
         self._stopping = False
 
@@ -124,6 +121,12 @@ class LlamaCppEngine(PublishedStatus):
         """Return the serving engine's loopback URL (without ``/v1``), None when none serves."""
         inst = self._inst
         return inst.base_url if inst is not None else None
+
+    @property
+    def api_key(self) -> str | None:
+        """Return the serving engine's own API key (only the orchestrator holds it), or None."""
+        inst = self._inst
+        return inst.api_key if inst is not None else None
 
     async def start(self) -> None:
         """Start the engine; returns once it is starting (or needs a model). Never raises."""
@@ -154,7 +157,7 @@ class LlamaCppEngine(PublishedStatus):
         what ``openai_client.open_stream`` raises. Awaits the response headers.
         """
         inst = self._inst
-        if inst is None or self._pool.state not in (PoolState.READY, PoolState.DRAINING):
+        if inst is None or not self._pool.state.serving:
             raise self._pool.unready()
         path, body = request_body(request, self._pool.descriptor.model)
         return await self._open(inst, path, body, self._spec.decode_timeout_s)
@@ -166,17 +169,46 @@ class LlamaCppEngine(PublishedStatus):
     ) -> OpenAIStream:
         def finished(error: EngineError | None) -> None:
             if error is not None and error.code is ErrorCode.DECODE_TIMEOUT:
-                self._mailbox.post(_Command("hung", instance=inst))
+                cause = f"hung (no token within {timeout_s:g} s), killed"
+                self._mailbox.post(_Command("hung", instance=inst, cause=cause))
 
-        return await open_stream(
-            self._http(),
-            f"{inst.base_url}/v1/{path}",
-            body,
-            decode_timeout_s=timeout_s,
-            connect_timeout_s=self._spec.connect_timeout_s,
-            name=f"engine of pool {self._spec.pool_id}",
-            on_finish=finished,
-        )
+        try:
+            return await open_stream(
+                self._http(),
+                f"{inst.base_url}/v1/{path}",
+                body,
+                decode_timeout_s=timeout_s,
+                connect_timeout_s=self._spec.connect_timeout_s,
+                name=f"engine of pool {self._spec.pool_id}",
+                headers=inst.headers,
+                secrets=(inst.api_key,),
+                on_finish=finished,
+            )
+        except EngineError as exc:
+            if exc.code is ErrorCode.DECODE_TIMEOUT:  # no response headers in time: a hang too
+                cause = f"hung (no answer within {timeout_s:g} s), killed"
+                self._mailbox.post(_Command("hung", instance=inst, cause=cause))
+            raise
+
+    async def _watch_health(self, inst: EngineProcess) -> str:
+        """Probe the engine every health interval; return why once it stops answering.
+
+        Any HTTP answer counts as alive (a busy engine may answer 503 or 404);
+        silence past the probe timeout does not. Runs until cancelled or failed.
+        """
+        spec = self._spec
+        url = inst.base_url + "/health"
+        timeout = aiohttp.ClientTimeout(total=spec.health_timeout_s)
+        while True:
+            await asyncio.sleep(spec.health_interval_s)
+            try:
+                async with self._http().get(url, timeout=timeout):
+                    pass
+            except TimeoutError:
+                limit = spec.health_timeout_s
+                return f"hung (no answer to the health probe within {limit:g} s), killed"
+            except (aiohttp.ClientError, OSError):
+                pass  # refused or reset: the exit watcher reports a dead engine
 
     # ---- the supervisor task ----
 
@@ -210,25 +242,31 @@ class LlamaCppEngine(PublishedStatus):
 
     def _waitables(self, pending_cmd: asyncio.Task[_Command]) -> set[asyncio.Future[Any]]:
         tasks: list[asyncio.Future[Any] | None] = [pending_cmd, self._launch]
-        tasks += [self._candidate, self._timer, self._inst.exited if self._inst else None]
+        tasks += [self._candidate, self._timer, self._watch]
+        tasks.append(self._inst.exited if self._inst else None)
         return {t for t in tasks if t is not None}
 
     async def _on_event(self) -> None:
         if self._inst is not None and self._inst.exited.done():
             self._on_exit(self._inst)
+        elif self._watch is not None and self._watch.done():
+            watch, self._watch = self._watch, None
+            if not watch.cancelled() and watch.exception() is None:
+                self._on_hung(self._inst, watch.result())
         elif self._launch is not None and self._launch.done():
             self._on_launched(self._launch)
         elif self._candidate is not None and self._candidate.done():
             await self._on_candidate(self._candidate)
         elif self._timer is not None and self._timer.done():
             self._timer = None
+            self._restarts_total += 1
             self._begin_launch(self._model_ref, recovering=True, detail="restarting after crash")
 
     async def _on_command(self, command: _Command) -> None:
         if command.kind == "stop":
             self._stopping = True
         elif command.kind == "hung":
-            self._on_hung(command.instance)
+            self._on_hung(command.instance, command.cause)
         elif command.kind == "reload":
             await self._on_reload(command)
             return
@@ -306,28 +344,39 @@ class LlamaCppEngine(PublishedStatus):
 
     def _serve(self, inst: EngineProcess, detail: str) -> None:
         self._inst = inst
+        self._stop_watch()
+        self._watch = asyncio.create_task(self._watch_health(inst))
         self._pool.descriptor = self._describe(inst.model_ref, inst.command)
         self._history = self._policy.on_ready(self._history, self._clock.monotonic())
         self._publish(PoolState.READY, detail)
 
     def _on_exit(self, inst: EngineProcess) -> None:
         self._inst = None
+        self._stop_watch()
         tail = process.read_log_tail(self._log_path, since=inst.log_offset)
-        if self._hung is inst:
-            cause = f"hung (no token within {self._spec.decode_timeout_s:g} s), killed"
+        if self._hung is not None and self._hung[0] is inst:
+            cause = self._hung[1]
         else:
             cause = classify_exit(inst.exited.result(), tail)
         self._hung = None
         log.warning("pool %s: engine exited while serving: %s", self._spec.pool_id, cause)
         self._after_crash(f"crashed while serving: {cause}")
 
-    def _on_hung(self, inst: EngineProcess | None) -> None:
+    def _on_hung(self, inst: EngineProcess | None, cause: str) -> None:
         if inst is not None and inst is self._inst and inst.proc.returncode is None:
-            self._hung = inst
+            if self._hung is None or self._hung[0] is not inst:
+                self._hung = (inst, cause)
+            log.warning("pool %s: engine %s", self._spec.pool_id, cause)
             process.signal_group(inst.proc.pid, signal.SIGKILL)
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def _after_crash(self, detail: str) -> None:
         self._last_crash = detail
+        self._crashes_total += 1
         self._history = self._policy.on_crash(self._history, self._clock.monotonic())
         if self._candidate is not None:
             self._publish(PoolState.STARTING, f"{detail}; waiting for the model being loaded")
@@ -357,6 +406,7 @@ class LlamaCppEngine(PublishedStatus):
                 if not task.cancelled():
                     task.exception()  # retrieved: a launch that failed as it was cancelled
         self._timer = self._launch = self._candidate = None
+        self._stop_watch()
         inst, self._inst = self._inst, None
         if inst is not None:
             await process.terminate(inst.proc, self._spec.stop_grace_s)
@@ -379,8 +429,6 @@ class LlamaCppEngine(PublishedStatus):
         spec = self._spec
         if command is not None:
             version, slots = command.version, command.slots
-        elif self._python_server:
-            version, slots = python_server_version(), 1
         else:
             version, slots = "llama-server", spec.slots
         return PoolDescriptor(
@@ -396,7 +444,13 @@ class LlamaCppEngine(PublishedStatus):
 
     def _publish(self, state: PoolState, detail: str) -> None:
         crashes = self._policy.crashes_recent(self._history, self._clock.monotonic())
-        self._pool.publish(state, detail, crashes_recent=crashes)
+        self._pool.publish(
+            state,
+            detail,
+            crashes_recent=crashes,
+            crashes_total=self._crashes_total,
+            restarts_total=self._restarts_total,
+        )
 
 
 def _resolve(reply: asyncio.Future[str] | None, outcome: str | BaseException) -> None:

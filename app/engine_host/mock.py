@@ -14,12 +14,8 @@ from dataclasses import dataclass, replace
 
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
 from app.orchestrator.contracts import ErrorCode
-from app.orchestrator.ports import (
-    EngineError,
-    EngineRequest,
-    PoolDescriptor,
-    PoolState,
-)
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import EngineError, EngineRequest, PoolDescriptor
 
 _WORDS = (
     "the",
@@ -75,6 +71,7 @@ class MockSpec:
     restart_delay_ms: float = 200.0
     decode_timeout_s: float = 60.0
     demo: bool = False
+    vram_estimate_bytes: int = 0
 
 
 def mock_token(seed: int | None, prompt_key: str, index: int) -> str:
@@ -153,7 +150,8 @@ class MockStream:
 
 
 class MockEngine(PublishedStatus):
-    """EngineControl for a ``mock`` pool. State changes are reported to listeners."""
+    """EngineControl for a ``mock`` pool. State changes follow the pool table and are
+    reported to listeners."""
 
     def __init__(self, spec: MockSpec, *, sleep: Sleep = asyncio.sleep) -> None:
         self.spec = spec
@@ -167,6 +165,7 @@ class MockEngine(PublishedStatus):
             slots=spec.slots,
             device_mask=spec.device_mask,
             demo=spec.demo,
+            vram_estimate_bytes=spec.vram_estimate_bytes,
         )
         self._pool = StatusPublisher(descriptor)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -175,7 +174,13 @@ class MockEngine(PublishedStatus):
         self.crashes = 0
 
     def _set(self, state: PoolState, detail: str = "") -> None:
-        self._pool.publish(state, detail, crashes_recent=self.crashes)
+        self._pool.publish(
+            state,
+            detail,
+            crashes_recent=self.crashes,
+            crashes_total=self.crashes,
+            restarts_total=self.crashes,  # every mock crash restarts
+        )
 
     async def start(self) -> None:
         """Report starting, then ready after ``start_delay_ms`` (in the background)."""
@@ -204,12 +209,16 @@ class MockEngine(PublishedStatus):
         self._set(PoolState.FAILED, detail)
 
     async def stop(self) -> None:
+        """Cancel the pending state changes and report stopping, then stopped."""
         for task in list(self._tasks):
             task.cancel()
-        self._set(PoolState.STOPPED)
+        if self._pool.can(PoolState.STOPPING):
+            self._set(PoolState.STOPPING, "stopping")
+        if self._pool.can(PoolState.STOPPED):
+            self._set(PoolState.STOPPED)
 
     async def open_stream(self, request: EngineRequest) -> MockStream:
-        if self._pool.state not in (PoolState.READY, PoolState.DRAINING):
+        if not self._pool.state.serving:
             raise EngineError(
                 ErrorCode.POOL_UNREADY, f"pool {self.spec.pool_id} is not ready", retriable=True
             )

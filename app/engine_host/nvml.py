@@ -61,6 +61,8 @@ class NvmlBackend(Protocol):
 
     def driver_version(self) -> str: ...
 
+    def cuda_version(self) -> str: ...
+
     def device_count(self) -> int: ...
 
     def handle(self, index: int) -> object: ...
@@ -112,6 +114,11 @@ class PynvmlBackend:
 
     def driver_version(self) -> str:
         return _text(self._nv.nvmlSystemGetDriverVersion())
+
+    def cuda_version(self) -> str:
+        """Return the CUDA version the driver supports, e.g. "12.4"."""
+        version = int(self._nv.nvmlSystemGetCudaDriverVersion_v2())
+        return f"{version // 1000}.{version % 1000 // 10}"
 
     def device_count(self) -> int:
         return int(self._nv.nvmlDeviceGetCount())
@@ -207,11 +214,14 @@ class NvmlInventory:
             self.close()
             return GpuInventory(gpus=(), at=at, hint=init_failure_hint(exc))
         driver = _guard(self._backend.driver_version)
+        cuda = _guard(self._backend.cuda_version)
         if count <= 0:
-            return GpuInventory(gpus=(), at=at, hint=NO_GPU_HINT, driver_version=driver)
+            return GpuInventory(
+                gpus=(), at=at, hint=NO_GPU_HINT, driver_version=driver, cuda_version=cuda
+            )
         pids = self._pids() if with_processes else frozenset()
         gpus = tuple(self._read_gpu(i, pids, with_processes) for i in range(count))
-        return GpuInventory(gpus=gpus, at=at, hint=None, driver_version=driver)
+        return GpuInventory(gpus=gpus, at=at, hint=None, driver_version=driver, cuda_version=cuda)
 
     def close(self) -> None:
         """Shut NVML down if it was started. Never raises. Blocks briefly."""

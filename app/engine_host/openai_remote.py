@@ -18,18 +18,13 @@ from typing import Any, Literal
 
 import aiohttp
 
+from app.engine_host.lazy_session import LazySession
+from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, redact, request_body
-from app.engine_host.publisher import LazySession, Mailbox, PublishedStatus, StatusPublisher
-from app.engine_host.restart_policy import PoolStateMachine
+from app.engine_host.publisher import PublishedStatus, StatusPublisher
 from app.orchestrator.contracts import ErrorCode
-from app.orchestrator.ports import (
-    Clock,
-    EngineError,
-    EngineRequest,
-    PoolDescriptor,
-    PoolState,
-    SystemClock,
-)
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
 
@@ -48,6 +43,7 @@ class OpenAISpec:
     connect_timeout_s: float = 5.0
     decode_timeout_s: float = 60.0
     health_interval_s: float = 10.0
+    health_timeout_s: float = 10.0
 
 
 class Secret:
@@ -74,7 +70,7 @@ class HealthProblem(Exception):
 
 @dataclass
 class _Command:
-    kind: Literal["check", "reload", "stop"]
+    kind: Literal["check", "probe", "reload", "stop"]
     model: str = ""
     reply: asyncio.Future[str] | None = None
 
@@ -98,9 +94,7 @@ class OpenAIEngine(PublishedStatus):
         self._key: Secret | None = None
         self._model = spec.model
         self._version = "unknown"
-        self._pool = StatusPublisher(
-            self._describe(), clock=self._clock, machine=PoolStateMachine()
-        )
+        self._pool = StatusPublisher(self._describe(), clock=self._clock)
         self._http = LazySession()
         self._mailbox: Mailbox[_Command] = Mailbox(self._run, name=f"pool-{spec.pool_id}")
 
@@ -139,16 +133,27 @@ class OpenAIEngine(PublishedStatus):
             raise self._pool.unready()
         path, body = request_body(request, self._model)
         body["stream_options"] = {"include_usage": True}
-        return await open_stream(
-            self._http(),
-            f"{self._base}/{path}",
-            body,
-            decode_timeout_s=self._spec.decode_timeout_s,
-            connect_timeout_s=self._spec.connect_timeout_s,
-            name=f"engine of pool {self._spec.pool_id}",
-            headers=self._headers(),
-            secrets=self._secrets(),
-        )
+        try:
+            return await open_stream(
+                self._http(),
+                f"{self._base}/{path}",
+                body,
+                decode_timeout_s=self._spec.decode_timeout_s,
+                connect_timeout_s=self._spec.connect_timeout_s,
+                name=f"engine of pool {self._spec.pool_id}",
+                headers=self._headers(),
+                secrets=self._secrets(),
+                on_finish=self._stream_finished,
+            )
+        except EngineError as exc:
+            self._stream_finished(exc)
+            raise
+
+    def _stream_finished(self, error: EngineError | None) -> None:
+        """A remote engine that timed out is probed now (never killed: it is not ours)."""
+        timed_out = error is not None and error.code is ErrorCode.DECODE_TIMEOUT
+        if timed_out and self._pool.state is PoolState.READY:
+            self._mailbox.post(_Command("probe"))
 
     # ---- the owner task: health checks and commands ----
 
@@ -156,8 +161,8 @@ class OpenAIEngine(PublishedStatus):
         try:
             while True:
                 command = await self._next_command()
-                if command is None or command.kind == "check":
-                    await self._check(first=command is not None)
+                if command is None or command.kind in ("check", "probe"):
+                    await self._check(first=command is not None and command.kind == "check")
                 elif command.kind == "reload":
                     await self._reload(command)
                 if command is not None and command.reply and not command.reply.done():
@@ -240,7 +245,7 @@ class OpenAIEngine(PublishedStatus):
                 f"environment variable {self._spec.api_key_env} is not set; "
                 "export it with the engine's API key, then restart the pool"
             )
-        timeout = aiohttp.ClientTimeout(total=self._spec.connect_timeout_s * 2)
+        timeout = aiohttp.ClientTimeout(total=self._spec.health_timeout_s)
         url = f"{self._base}/models"
         try:
             async with self._http().get(url, headers=self._headers(), timeout=timeout) as resp:

@@ -1,30 +1,23 @@
-"""What every engine adapter shares: published status, command mailbox, HTTP session.
+"""A pool's published status, shared by every engine adapter.
 
-``StatusPublisher`` holds a pool's descriptor and latest status, tells the
-listeners about every change and wakes the tasks waiting for a state;
-``PublishedStatus`` gives an engine the matching ``EngineControl`` members.
-``Mailbox`` carries commands to the one asyncio task that owns an engine and
-starts that task on first use, so only the owner ever changes the engine.
-``LazySession`` is the aiohttp session an engine opens when it first needs it.
+``StatusPublisher`` holds a pool's descriptor and latest status, moves it
+along the pool table of ``orchestrator.lifecycle``, tells the listeners about
+every change and wakes the tasks waiting for a state; ``PublishedStatus``
+gives an engine the matching ``EngineControl`` members.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any, Generic, Protocol, TypeVar
 
-import aiohttp
-
-from app.engine_host.restart_policy import PoolStateMachine
 from app.orchestrator.contracts import ErrorCode
+from app.orchestrator.lifecycle import PoolState, pool_lifecycle
 from app.orchestrator.ports import (
     Clock,
     EngineError,
     PoolDescriptor,
     PoolListener,
-    PoolState,
     PoolStatus,
     SystemClock,
 )
@@ -35,21 +28,14 @@ log = logging.getLogger(__name__)
 class StatusPublisher:
     """The descriptor and status of one pool, with its listeners and waiters.
 
-    With a ``machine``, every published state must follow the supervision
-    table (``publish`` raises IllegalTransition otherwise); without one, any
-    state may follow any other.
+    Every published state must follow the pool table (``publish`` raises
+    IllegalTransition otherwise); republishing the current state is allowed.
     """
 
-    def __init__(
-        self,
-        descriptor: PoolDescriptor,
-        *,
-        clock: Clock | None = None,
-        machine: PoolStateMachine | None = None,
-    ) -> None:
+    def __init__(self, descriptor: PoolDescriptor, *, clock: Clock | None = None) -> None:
         self.descriptor = descriptor
         self._clock = clock if clock is not None else SystemClock()
-        self._machine = machine
+        self._machine = pool_lifecycle()
         self._status = PoolStatus(PoolState.STOPPED, at=self._clock.time())
         self._listeners: list[PoolListener] = []
         self._waiters: list[asyncio.Future[None]] = []
@@ -72,23 +58,38 @@ class StatusPublisher:
         return EngineError(ErrorCode.POOL_UNREADY, why, retriable=True)
 
     def can(self, target: PoolState) -> bool:
-        """Return True when ``target`` may be published next (always, without a table)."""
-        return self._machine is None or self._machine.can(target)
+        """Return True when the pool table has an edge from the current state to ``target``."""
+        return self._machine.can(target)
 
     def add_listener(self, listener: PoolListener) -> None:
         """Call ``listener(status)`` on the loop after every status change."""
         self._listeners.append(listener)
 
-    def publish(self, state: PoolState, detail: str = "", *, crashes_recent: int = 0) -> None:
+    def publish(
+        self,
+        state: PoolState,
+        detail: str = "",
+        *,
+        crashes_recent: int = 0,
+        crashes_total: int = 0,
+        restarts_total: int = 0,
+    ) -> None:
         """Record a new status, call every listener and wake the waiters.
+
+        ``crashes_total`` and ``restarts_total`` count since the engine object was made.
 
         Raises IllegalTransition when the table forbids ``state``. A listener
         that raises is logged and the others still run. Never blocks.
         """
-        if self._machine is not None and state is not self._machine.state:
-            self._machine.transition(state)
+        if state is not self._machine.state:
+            self._machine.to(state)
         self._status = PoolStatus(
-            state, detail, crashes_recent=crashes_recent, at=self._clock.time()
+            state,
+            detail,
+            crashes_recent=crashes_recent,
+            crashes_total=crashes_total,
+            restarts_total=restarts_total,
+            at=self._clock.time(),
         )
         for listener in list(self._listeners):
             try:
@@ -138,75 +139,3 @@ class PublishedStatus:
         Raises TimeoutError after ``timeout_s``. Blocks (asynchronously) until then.
         """
         return await self._pool.wait_for(*states, timeout_s=timeout_s)
-
-
-class LazySession:
-    """One aiohttp client session, opened on first use and again after ``close``."""
-
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    def __call__(self) -> aiohttp.ClientSession:
-        """Return the open session, opening a new one when there is none. Never blocks."""
-        if self._session is None or self._session.closed:
-            # no connection cap: a pool's slots, not aiohttp's default of 100
-            # connections, bound how many engine requests run at once
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
-
-    async def close(self) -> None:
-        """Close the session if one was opened; waits for its connections to close."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-class Command(Protocol):
-    """A command for an owner task; ``reply`` is set by ``Mailbox.send``."""
-
-    reply: asyncio.Future[str] | None
-
-
-C = TypeVar("C", bound=Command)
-
-
-class Mailbox(Generic[C]):
-    """The command queue of one owner task, which it starts when a command is sent."""
-
-    def __init__(self, owner: Callable[[], Coroutine[Any, Any, None]], *, name: str) -> None:
-        self.commands: asyncio.Queue[C] = asyncio.Queue()
-        self._owner = owner
-        self._name = name
-        self._task: asyncio.Task[None] | None = None
-
-    async def send(self, command: C) -> str:
-        """Queue ``command`` (starting the owner task if it is not running) and await its reply.
-
-        Returns the reply; raises what the owner task sets on it.
-        """
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._owner(), name=self._name)
-        command.reply = asyncio.get_running_loop().create_future()
-        self.commands.put_nowait(command)
-        return await command.reply
-
-    def post(self, command: C) -> None:
-        """Queue ``command`` without a reply and without starting the owner. Never blocks."""
-        self.commands.put_nowait(command)
-
-    async def close(self, stop: C) -> None:
-        """Post ``stop`` and wait for the owner task to end; returns at once when none runs."""
-        task = self._task
-        if task is not None and not task.done():
-            self.commands.put_nowait(stop)
-            await asyncio.shield(task)
-
-    def refuse_queued(self, error: BaseException, *also: C) -> None:
-        """Answer every queued command (and ``also``) with ``error``; for the owner's last act."""
-        queued = list(also)
-        while not self.commands.empty():
-            queued.append(self.commands.get_nowait())
-        for command in queued:
-            if command.reply is not None and not command.reply.done():
-                command.reply.set_exception(error)

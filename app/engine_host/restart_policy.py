@@ -1,4 +1,4 @@
-"""Supervision policy for engine processes: when to restart, and which states exist.
+"""Supervision policy for engine processes: when to restart and why an engine exited.
 
 Everything here decides from data (times, counts, a random source passed
 in) and returns decisions; it never sleeps, reads a clock or logs, so tests
@@ -10,55 +10,6 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, replace
 from typing import Protocol
-
-from app.orchestrator.ports import PoolState
-
-S = PoolState
-
-TRANSITIONS: dict[PoolState, frozenset[PoolState]] = {
-    S.STOPPED: frozenset({S.STARTING, S.NEEDS_MODEL}),
-    S.NEEDS_MODEL: frozenset({S.STARTING, S.STOPPING, S.STOPPED}),
-    S.STARTING: frozenset({S.READY, S.FAILED, S.STOPPING}),
-    S.READY: frozenset({S.DRAINING, S.STARTING, S.STOPPING, S.FAILED}),
-    S.DRAINING: frozenset({S.READY, S.STARTING, S.STOPPING, S.FAILED}),
-    S.STOPPING: frozenset({S.STOPPED}),
-    S.FAILED: frozenset({S.STARTING, S.STOPPING, S.NEEDS_MODEL}),
-}
-
-
-class IllegalTransition(Exception):
-    """Raised when a pool is asked to move between two states the table does not link."""
-
-    def __init__(self, current: PoolState, target: PoolState) -> None:
-        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none"
-        super().__init__(
-            f"illegal pool state transition {current} -> {target} (from {current}: {allowed})"
-        )
-        self.current = current
-        self.target = target
-
-
-class PoolStateMachine:
-    """The supervision state of one pool, changed only along ``TRANSITIONS``."""
-
-    def __init__(self, initial: PoolState = PoolState.STOPPED) -> None:
-        self._state = initial
-
-    @property
-    def state(self) -> PoolState:
-        """Return the current state."""
-        return self._state
-
-    def can(self, target: PoolState) -> bool:
-        """Return True when ``target`` is reachable from the current state in one step."""
-        return target in TRANSITIONS[self._state]
-
-    def transition(self, target: PoolState) -> PoolState:
-        """Move to ``target`` and return the previous state. Raises IllegalTransition."""
-        if target not in TRANSITIONS[self._state]:
-            raise IllegalTransition(self._state, target)
-        previous, self._state = self._state, target
-        return previous
 
 
 class UniformSource(Protocol):

@@ -1,16 +1,13 @@
-"""Small helpers shared by the orchestrator's facade, admission path and dispatcher.
+"""Pure estimates and derivations shared by the facade, admission path and dispatcher.
 
-The functions here are pure (request sizing, matching, the on-time estimate,
-building the engine request and the capabilities), except ``log_task`` and
-``close_quietly`` which are the core's only task-log and stream-close effects.
+Request sizing, matching, the start-time and on-time estimates, building the
+engine request and the capabilities. No logging, no I/O, no clock.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable
-from typing import Any
 
 from app.orchestrator.contracts import (
     Capabilities,
@@ -19,12 +16,11 @@ from app.orchestrator.contracts import (
     TaskRequest,
     Workload,
 )
+from app.orchestrator.placement import serves_model_ref
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.ports import EngineRequest
 from app.orchestrator.queues import FullPolicy
 from app.orchestrator.tasks import TaskRecord
-
-log = logging.getLogger("llama_orch.core")
 
 
 def on_time_probability(predicted_ms: float, deadline_ms: float) -> float:
@@ -40,14 +36,7 @@ def matches(model: str, pool_id: str, engine: str, req: TaskRequest) -> bool:
     engine and model_ref filters."""
     if req.engine is not None and req.engine != engine:
         return False
-    return req.model_ref is None or req.model_ref in (model, pool_id)
-
-
-def prompt_chars(req: TaskRequest) -> int:
-    """Return the character size of the request's prompt or chat messages."""
-    if req.prompt is not None:
-        return len(req.prompt)
-    return sum(len(m.content) + 8 for m in req.messages or ())
+    return serves_model_ref(req.model_ref, model, pool_id)
 
 
 def engine_request(rec: TaskRecord) -> EngineRequest:
@@ -95,38 +84,4 @@ def build_capabilities(
         engines=[by_engine[k] for k in sorted(by_engine)],
         rate_limits=RateLimits(queue_capacity=queue_capacity, full_policy=full_policy.value),
         features={"placement_overrides": True, **(features or {})},
-    )
-
-
-async def close_quietly(stream: Any) -> None:
-    """Close an engine stream, logging (at debug) instead of raising on failure."""
-    try:
-        await stream.aclose()
-    except Exception:
-        log.debug("engine stream close failed", exc_info=True)
-
-
-def log_task(rec: TaskRecord, event: str, human: str) -> None:
-    """Write one structured task-log line for ``rec``."""
-    log.info(
-        human,
-        extra={
-            "event": event,
-            "human": human,
-            "fields": {
-                "job_id": rec.task_id,
-                "session_id": rec.request.session_id,
-                "engine": rec.engine,
-                "engine_version": rec.engine_version,
-                "pool_id": rec.pool_id,
-                "replica_id": rec.pool_id,
-                "queue_position": rec.queue_position_at_admission,
-                "predicted_start_ms": rec.predicted_start_ms,
-                "tokens_in": rec.tokens_in,
-                "tokens_out": rec.tokens_out,
-                "decode_time_ms": rec.decode_time_ms(),
-                "correlation_id": rec.correlation_id,
-                "identity": rec.identity,
-            },
-        },
     )

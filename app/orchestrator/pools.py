@@ -6,11 +6,14 @@ its event loop). Snapshot and view builders are pure functions of that state.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from app.orchestrator.contracts import PoolView, Priority, QueueDepth
+from app.orchestrator.device_mask import device_indices
+from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.placement import PoolSnapshot
-from app.orchestrator.ports import EngineControl, GpuInventory, PoolState
+from app.orchestrator.ports import EngineControl, GpuInventory
 from app.orchestrator.queues import FullPolicy, PoolQueues
 
 _ALPHA = 0.3
@@ -27,11 +30,18 @@ class PerfStats:
 
     def observe(self, tokens: int, decode_ms: float, ttft_ms: float | None) -> None:
         """Fold one finished task into the averages. Returns nothing; never blocks."""
-        if tokens > 1 and decode_ms > 0:
-            self.tokens_per_s = _ewma(self.tokens_per_s, tokens * 1000.0 / decode_ms)
+        rate = decode_tokens_per_s(tokens, decode_ms)
+        if tokens > 1 and rate is not None:
+            self.tokens_per_s = _ewma(self.tokens_per_s, rate)
         if ttft_ms is not None:
             self.first_token_ms = _ewma(self.first_token_ms, ttft_ms)
         self.service_ms = _ewma(self.service_ms, decode_ms + (ttft_ms or 0.0))
+
+
+def decode_tokens_per_s(tokens: int, decode_ms: float) -> float | None:
+    """Return the decode speed of ``tokens`` produced in ``decode_ms`` (from the first
+    token to the last); None when no decode time was measured. Pure."""
+    return tokens * 1000.0 / decode_ms if decode_ms > 0 else None
 
 
 def _ewma(old: float | None, new: float) -> float:
@@ -47,6 +57,7 @@ class PoolRuntime:
     perf: PerfStats = field(default_factory=PerfStats)
     running: set[str] = field(default_factory=set)
     draining: bool = False
+    drain_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def create(cls, engine: EngineControl, capacity: int, policy: FullPolicy) -> PoolRuntime:
@@ -64,20 +75,16 @@ class PoolRuntime:
     def busy(self) -> int:
         return len(self.running)
 
+    def stop_drain_timer(self) -> None:
+        """Cancel the pending drain deadline, if any. Never blocks."""
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
+
     def can_dispatch(self) -> bool:
         """Return True when the engine is ready and a slot is free."""
         state = self.engine.status.state
         return state is PoolState.READY and self.busy < self.engine.descriptor.slots
-
-
-def device_indices(mask: str) -> tuple[int, ...]:
-    """Return the GPU indices of a CUDA_VISIBLE_DEVICES-style mask ("cpu" -> ())."""
-    out: list[int] = []
-    for raw in mask.split(","):
-        part = raw.strip()
-        if part.isdigit():
-            out.append(int(part))
-    return tuple(out)
 
 
 def pool_vram(mask: str, gpu: GpuInventory) -> tuple[int | None, int | None]:
@@ -125,7 +132,22 @@ def snapshot(pool: PoolRuntime, gpu: GpuInventory) -> PoolSnapshot:
         loading=st.state is PoolState.STARTING,
         perf_tokens_per_s=pool.perf.tokens_per_s,
         first_token_ms=pool.perf.first_token_ms,
+        vram_need_bytes=vram_need(pool, gpu),
     )
+
+
+def vram_need(pool: PoolRuntime, gpu: GpuInventory) -> int:
+    """Return the VRAM ``pool`` still needs on its GPUs: its model's estimate less
+    what its engine process already holds there (per NVML); 0 when unknown."""
+    estimate = pool.engine.descriptor.vram_estimate_bytes
+    if estimate <= 0:
+        return 0
+    pid = getattr(pool.engine, "engine_pid", None)
+    idx = set(device_indices(pool.engine.descriptor.device_mask))
+    held = sum(
+        used for g in gpu.gpus if g.index in idx for p, used in g.process_vram_bytes if p == pid
+    )
+    return max(0, estimate - held)
 
 
 def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
@@ -142,9 +164,9 @@ def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
         ctx=d.ctx,
         device_mask=d.device_mask,
         demo=d.demo,
-        state=st.state.value,
+        state=st.state,
         detail=st.detail,
-        live=st.state not in (PoolState.STOPPED, PoolState.FAILED, PoolState.NEEDS_MODEL),
+        live=st.state.live,
         ready=st.state is PoolState.READY and not pool.draining,
         draining=pool.draining or st.state is PoolState.DRAINING,
         slots_total=d.slots,

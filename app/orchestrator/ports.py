@@ -9,22 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from app.orchestrator.contracts import ChatMessage, ErrorCode
-
-
-class PoolState(StrEnum):
-    """Supervision state of one pool's engine (see engine_host supervisor)."""
-
-    STOPPED = "stopped"
-    STARTING = "starting"
-    READY = "ready"
-    DRAINING = "draining"
-    STOPPING = "stopping"
-    FAILED = "failed"
-    NEEDS_MODEL = "needs_model"
+from app.orchestrator.lifecycle import PoolState
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +28,8 @@ class PoolDescriptor:
     device_mask: str
     demo: bool = False
     compute_capability: str | None = None
+    vram_estimate_bytes: int = 0
+    """VRAM the model needs on the pool's GPUs (weights + KV + margin); 0 = unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +42,8 @@ class PoolStatus:
     vram_free_bytes: int | None = None
     gpu_utilization: float | None = None
     crashes_recent: int = 0
+    crashes_total: int = 0
+    restarts_total: int = 0
     at: float = field(default_factory=time.time)
 
 
@@ -155,6 +147,7 @@ class GpuInventory:
     at: float
     hint: str | None = None
     driver_version: str | None = None
+    cuda_version: str | None = None  # the CUDA version the driver supports
 
 
 class GpuProbe(Protocol):

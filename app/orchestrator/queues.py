@@ -1,4 +1,4 @@
-"""Admission: bounded two-priority queues per pool, guardrails and backoff.
+"""Bounded two-priority queues per pool, and the Retry-After backoff of a full one.
 
 Everything here is pure or owned-mutable: no clock reads (times are passed in),
 no logging, no I/O.
@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from app.orchestrator.contracts import Priority
-
-CHARS_PER_TOKEN = 4
-"""The prompt-size heuristic: about four characters per token."""
 
 DEFAULT_SERVICE_MS = 1000.0
 """Assumed service time of one task before any has been measured."""
@@ -56,14 +53,6 @@ class Refused:
 
     reason: str
     policy_label: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class GuardrailRefusal:
-    """A task refused by a limit; ``message`` names the limit and the overshoot."""
-
-    limit: str
     message: str
 
 
@@ -210,66 +199,6 @@ class PoolQueues:
             f"{note}retry later or raise [admission] queue_capacity"
         )
         return Refused("queue_full", self.policy.value, message)
-
-
-# ---- guardrails ----
-
-
-def check_ctx(
-    prompt_tokens: int, max_tokens: int, ctx: int, pool_id: str
-) -> GuardrailRefusal | None:
-    """Return a refusal when prompt + max_tokens does not fit the pool's context, else None.
-
-    Pure; never raises.
-    """
-    total = prompt_tokens + max_tokens
-    if total <= ctx:
-        return None
-    return GuardrailRefusal(
-        "ctx",
-        f"prompt (~{prompt_tokens} tokens) + max_tokens ({max_tokens}) = {total} exceeds "
-        f"pool {pool_id}'s ctx {ctx} by {total - ctx}; lower max_tokens or shorten the prompt",
-    )
-
-
-def check_budgets(
-    expected_tokens: int,
-    tokens_remaining: int | None,
-    time_remaining_ms: int | None,
-    cost_remaining: float | None,
-) -> GuardrailRefusal | None:
-    """Return a refusal when a session budget cannot cover the task, else None.
-
-    A remaining value of None means unlimited. Refuses when fewer tokens remain
-    than ``expected_tokens``, or no time or cost remains. Pure; never raises.
-    """
-    if tokens_remaining is not None and tokens_remaining < expected_tokens:
-        return GuardrailRefusal(
-            "tokens_budget",
-            f"session token budget has {tokens_remaining} tokens left but this task expects "
-            f"{expected_tokens} (short by {expected_tokens - tokens_remaining}); lower "
-            "max_tokens or start a new session",
-        )
-    if time_remaining_ms is not None and time_remaining_ms <= 0:
-        return GuardrailRefusal(
-            "time_budget",
-            f"session time budget is exhausted ({time_remaining_ms} ms remaining); "
-            "start a new session",
-        )
-    if cost_remaining is not None and cost_remaining <= 0:
-        return GuardrailRefusal(
-            "cost_budget",
-            f"session cost budget is exhausted ({cost_remaining:g} remaining); start a new session",
-        )
-    return None
-
-
-def estimate_prompt_tokens(text_chars: int) -> int:
-    """Return the estimated token count of a prompt of ``text_chars`` characters.
-
-    Heuristic: ceil(chars / 4), at least 1. Pure.
-    """
-    return max(1, -(-max(text_chars, 0) // CHARS_PER_TOKEN))
 
 
 def retry_after_ms(queued_ahead: int, slots: int, mean_service_ms: float | None) -> int:

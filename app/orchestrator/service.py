@@ -32,7 +32,8 @@ from app.orchestrator.decisions import DecisionBook
 from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, NotFound
 from app.orchestrator.estimates import build_capabilities, on_time_probability
-from app.orchestrator.events import EventChannel, TaskEvent
+from app.orchestrator.events import EventChannel, PoolChanged, TaskEvent
+from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.metrics import OrchMetrics
 from app.orchestrator.ports import (
     Clock,
@@ -40,7 +41,6 @@ from app.orchestrator.ports import (
     EngineError,
     GpuInventory,
     GpuProbe,
-    PoolState,
     PoolStatus,
     SystemClock,
 )
@@ -136,6 +136,7 @@ class Orchestrator:
         """Start every pool's engine and listen to its status. Awaits the launches."""
         for pool in self._st.pools.values():
             pool.engine.add_listener(self._listener(pool.pool_id))
+            self._st.metrics.observe_pool(pool.pool_id, pool.engine.status)
         await asyncio.gather(*(p.engine.start() for p in self._st.pools.values()))
 
     def _listener(self, pool_id: str) -> Callable[[PoolStatus], None]:
@@ -249,6 +250,10 @@ class Orchestrator:
     def recent_decisions(self, limit: int = 50) -> list[DecisionRecord]:
         return self.decisions.recent(limit)
 
+    def decision_for(self, task_id: str) -> DecisionRecord | None:
+        """Return the newest decision still kept about ``task_id``, or None. Never blocks."""
+        return self.decisions.latest_for(task_id)
+
     def recent_ttfts(self) -> list[int]:
         return list(self._st.ttfts)
 
@@ -275,22 +280,30 @@ class Orchestrator:
 
     def drain(self, pool_id: str, deadline_ms: int) -> None:
         """Stop admissions to ``pool_id``; queued and running work may finish until
-        the deadline, then is canceled. Raises NotFound. Never blocks."""
+        the deadline, then is canceled. A new drain replaces the deadline of an
+        earlier one. Raises NotFound. Never blocks."""
         pool = self._st.pool(pool_id)
         pool.draining = True
-        asyncio.get_running_loop().call_later(deadline_ms / 1000, self._drain_deadline, pool_id)
-        self._st.notify("pool", self.pool_view(pool_id))
+        pool.stop_drain_timer()
+        pool.drain_timer = asyncio.get_running_loop().call_later(
+            deadline_ms / 1000, self._drain_deadline, pool_id
+        )
+        self._st.notify(PoolChanged(self.pool_view(pool_id)))
 
     def _drain_deadline(self, pool_id: str) -> None:
-        if self._st.pools[pool_id].draining:
+        pool = self._st.pools[pool_id]
+        pool.drain_timer = None
+        if pool.draining:
             self._dispatcher.cancel_pool(pool_id)
 
     def resume(self, pool_id: str) -> None:
-        """Admit to ``pool_id`` again after a drain. Raises NotFound."""
+        """Admit to ``pool_id`` again after a drain (its deadline no longer
+        applies). Raises NotFound. Never blocks."""
         pool = self._st.pool(pool_id)
         pool.draining = False
+        pool.stop_drain_timer()
         self._dispatcher.pump(pool)
-        self._st.notify("pool", self.pool_view(pool_id))
+        self._st.notify(PoolChanged(self.pool_view(pool_id)))
 
     async def reload(self, pool_id: str, model_ref: str) -> ReloadResult:
         """Swap the pool's model atomically; awaits the engine. Raises NotFound.
@@ -308,7 +321,7 @@ class Orchestrator:
                 model=model,
                 message=f"{exc.message}; still serving {model}",
             )
-        self._st.notify("pool", self.pool_view(pool_id))
+        self._st.notify(PoolChanged(self.pool_view(pool_id)))
         return ReloadResult(
             pool_id=pool_id, ok=True, model=pool.engine.descriptor.model, message=message
         )
@@ -326,12 +339,13 @@ class Orchestrator:
 
     def _on_pool_status(self, pool_id: str, status: PoolStatus) -> None:
         pool = self._st.pools[pool_id]
+        self._st.metrics.observe_pool(pool_id, status)
         if status.state is PoolState.READY:
             self._dispatcher.pump(pool)
         elif status.state in (PoolState.FAILED, PoolState.NEEDS_MODEL):
             why = f"pool {pool_id} is {status.state.value}: {status.detail}"
             self._admitter.replace_queued(pool_id, why)
-        self._st.notify("pool", self.pool_view(pool_id))
+        self._st.notify(PoolChanged(self.pool_view(pool_id)))
 
     # ---- observers ------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.orchestrator.contracts import SessionBudgets, SessionInfo
-from app.orchestrator.queues import GuardrailRefusal, check_budgets
+from app.orchestrator.guardrails import GuardrailRefusal, check_budgets
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import qasync
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication
 
 from app.orchestrator.service import Orchestrator
 from app.ui.backend_thread import BackendThread
@@ -22,6 +22,7 @@ from app.ui.bridge import AppControls, Bridge
 from app.ui.embedded_bridge import EmbeddedBridge
 from app.ui.icons import app_icon
 from app.ui.main_window import MainWindow
+from app.ui.start_error import report_start_error
 
 log = logging.getLogger("llama_orch.ui")
 
@@ -34,8 +35,9 @@ APP_NAME = "llama-orch"
 
 
 def show_start_error(message: str) -> None:
-    """Show why the app could not start in a modal message box (blocks until closed)."""
-    QMessageBox.critical(None, "llama-orch could not start", message)
+    """Show why the app could not start on stderr and in a modal message box (blocks
+    until closed)."""
+    report_start_error(message)
 
 
 def run_gui(
@@ -44,16 +46,17 @@ def run_gui(
     banner: str | None = None,
     show_error: ErrorShower = show_start_error,
     window_factory: Callable[[Bridge, str | None], MainWindow] | None = None,
+    minimized: bool = False,
     backend_loop: LoopFactory = asyncio.new_event_loop,
 ) -> int:
     """Run the desktop app until the user quits; return the process exit code.
 
     Runs ``start()`` on the backend's own thread and loop (made by
     ``backend_loop``; it builds the core, engines and API server), shows the
-    window on this thread's qasync loop, and after quit runs the returned stop
-    function on the backend loop and ends that thread. Returns 1 when
-    ``start()`` raises (its message is shown with ``show_error``), else 0.
-    Blocks for the whole session.
+    window on this thread's qasync loop (only the tray icon when ``minimized``
+    and a tray exists), and after quit runs the returned stop function on the
+    backend loop and ends that thread. Returns 1 when ``start()`` raises (its
+    message is shown with ``show_error``), else 0. Blocks for the whole session.
     """
     app = _application()
     loop = qasync.QEventLoop(app)
@@ -80,7 +83,8 @@ def run_gui(
             try:
                 bridge = EmbeddedBridge(orch, controls, backend)
                 window = (window_factory or _default_window)(bridge, banner)
-                _run_session(app, loop, bridge, window, done)
+                show = not (minimized and window.tray.active)
+                _run_session(app, loop, bridge, window, done, show=show)
             finally:
                 backend.stop()
         return 0
@@ -154,10 +158,12 @@ def _run_session(
     bridge: Bridge,
     window: MainWindow,
     done: asyncio.Future[None],
+    *,
+    show: bool = True,
 ) -> None:
     restore = install_error_handlers(loop, bridge)
     try:
-        _serve_until_quit(app, loop, window, done)
+        _serve_until_quit(app, loop, window, done, show=show)
     finally:
         window.save_geometry()
         window.tray.hide()
@@ -167,7 +173,12 @@ def _run_session(
 
 
 def _serve_until_quit(
-    app: QApplication, loop: asyncio.AbstractEventLoop, win: MainWindow, done: asyncio.Future[None]
+    app: QApplication,
+    loop: asyncio.AbstractEventLoop,
+    win: MainWindow,
+    done: asyncio.Future[None],
+    *,
+    show: bool = True,
 ) -> None:
     def finish() -> None:
         if not done.done():
@@ -175,7 +186,8 @@ def _serve_until_quit(
 
     win.quitRequested.connect(finish)
     app.aboutToQuit.connect(finish)
-    win.show()
+    if show:
+        win.show()
     with contextlib.suppress(RuntimeError):
         # RuntimeError: Qt itself quit (e.g. the desktop session ended) and stopped the loop.
         loop.run_until_complete(done)

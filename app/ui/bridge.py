@@ -123,6 +123,9 @@ class Bridge(Protocol):
     def decisions(self, limit: int = 100) -> list[DecisionRecord]:
         """Return up to ``limit`` recent placement decisions, newest first."""
 
+    def decision_for(self, task_id: str) -> DecisionRecord | None:
+        """Return the placement decision of ``task_id``, or None when not known (yet)."""
+
     def gpu(self) -> GpuInventory:
         """Return the latest GPU inventory."""
 

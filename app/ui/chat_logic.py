@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from app.orchestrator.contracts import (
     ChatMessage,
@@ -18,6 +17,8 @@ from app.orchestrator.contracts import (
     TaskRequest,
 )
 from app.orchestrator.errors import OrchError
+from app.orchestrator.events import EndData
+from app.orchestrator.pools import decode_tokens_per_s
 
 MODES = ("auto", "pin", "prefer", "avoid")
 SEED_MAX = 2**32 - 1
@@ -98,15 +99,15 @@ def parse_seed(text: str) -> int | None:
     return int(text)
 
 
-def answer_stats(ttft_ms: float | None, end: dict[str, Any]) -> str:
+def answer_stats(ttft_ms: float | None, end: EndData) -> str:
     """Return "TTFT 35 ms · 120.4 tokens/s · 64 tokens · stop" for an ``end`` payload."""
-    tokens = int(end.get("tokens_out", 0))
-    decode_ms = int(end.get("decode_time_ms", end.get("decode_ms", 0)) or 0)
+    tokens = end["tokens_out"]
+    rate = decode_tokens_per_s(tokens, end["decode_time_ms"])
     parts = ["TTFT —" if ttft_ms is None else f"TTFT {ttft_ms:.0f} ms"]
-    if decode_ms > 0:
-        parts.append(f"{tokens / (decode_ms / 1000):.1f} tokens/s")
+    if rate is not None:
+        parts.append(f"{rate:.1f} tokens/s")
     parts.append(f"{tokens} tokens")
-    parts.append(str(end.get("finish_reason", "")))
+    parts.append(end["finish_reason"])
     return " · ".join(parts)
 
 

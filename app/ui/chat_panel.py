@@ -33,9 +33,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.orchestrator.contracts import ChatMessage, DecisionRecord, PoolView, Priority, TaskView
+from app.orchestrator.contracts import (
+    ChatMessage,
+    DecisionRecord,
+    FinishReason,
+    PoolView,
+    Priority,
+    TaskView,
+)
 from app.orchestrator.errors import OrchError
-from app.orchestrator.events import TaskEvent
+from app.orchestrator.events import END, ERROR, STARTED, TOKEN, EndData, TaskEvent
+from app.orchestrator.lifecycle import TaskState
 from app.ui.bridge import Bridge
 from app.ui.chat_logic import (
     MODES,
@@ -338,21 +346,21 @@ class Conversation(QWidget):
             self._end_turn()
 
     def _on_event(self, event: TaskEvent) -> None:
-        kind, data = event
-        if kind == "token":
+        if event.kind == TOKEN:
             if self._t_first is None:
                 self._t_first = self._clock()
                 self._show_header(None)
-            self.transcript.add(data["t"])
-            self._answer.append(data["t"])
-        elif kind == "started":
-            self._show_header(data.get("pool_id"))
-        elif kind == "end":
-            self._on_end(data)
-        elif kind == "error":
+            self.transcript.add(event.data["t"])
+            self._answer.append(event.data["t"])
+        elif event.kind == STARTED:
+            self._show_header(event.data["pool_id"])
+        elif event.kind == END:
+            self._on_end(event.data)
+        elif event.kind == ERROR:
             self.flush()
-            code, msg = data.get("code", "ERROR"), data.get("message", "")
-            retry = " (retriable)" if data.get("retriable") else ""
+            data = event.data
+            code, msg = data["code"], data["message"]
+            retry = " (retriable)" if data["retriable"] else ""
             self.notice(f"Error {code}: {msg}{retry}", error=True)
             self.status.setText(f"Failed: {code}")
 
@@ -371,15 +379,18 @@ class Conversation(QWidget):
             self.status.setText(f"Running on {pool_id}" + (f" — {why}" if why else ""))
 
     def _decision_summary(self) -> str:
-        record = next((d for d in self._bridge.decisions(200) if d.task_id == self.task_id), None)
+        if self.task_id is None:
+            return ""
+        record = self._bridge.decision_for(self.task_id)
         return record.summary if isinstance(record, DecisionRecord) else ""
 
-    def _on_end(self, data: dict[str, Any]) -> None:
+    def _on_end(self, data: EndData) -> None:
         self.flush()
         ttft = None if self._t_first is None else (self._t_first - self._t_sent) * 1000
         self.last_stats = answer_stats(ttft, data)
         self.transcript.muted(self.last_stats)
-        self.status.setText("Canceled." if data.get("finish_reason") == "canceled" else "Done.")
+        canceled = data["finish_reason"] == FinishReason.CANCELED
+        self.status.setText("Canceled." if canceled else "Done.")
 
     def _end_turn(self) -> None:
         if not self._life.alive:
@@ -395,7 +406,7 @@ class Conversation(QWidget):
 
     def _on_tasks(self, views: Sequence[TaskView]) -> None:
         for view in views:
-            if view.task_id == self.task_id and view.state == "queued" and view.pool_id:
+            if view.task_id == self.task_id and view.state is TaskState.QUEUED and view.pool_id:
                 position = view.queue_position or 0
                 self.status.setText(queued_text(view.pool_id, position, self._predicted_ms))
 

@@ -2,7 +2,9 @@
 
 A bounded table of recent decisions (newest on top), an outcome filter, and a
 detail pane listing every candidate pool of the selected decision with its
-outcome and the filter or tie-breaker behind it.
+outcome and the filter or ranking key behind it. Everything shown is read from
+the records' fields (outcome, pool_id, refusal_reason, filter, rank_key); the
+human reason texts are displayed, never parsed.
 """
 
 from __future__ import annotations
@@ -40,15 +42,16 @@ MAX_ROWS = 500
 # Accent colours that read on light and dark palettes.
 OUTCOME_COLOURS = {
     "selected": QColor("#2e9d4f"),
+    "admitted": QColor("#2e9d4f"),
     "outranked": QColor("#c98a1b"),
     "filtered": QColor("#d04848"),
-    "no capacity": QColor("#d04848"),
+    "refused": QColor("#d04848"),
 }
 
 OUTCOME_FILTERS = (
     ("All decisions", "all"),
-    ("Selected a pool", "selected"),
-    ("No capacity", "no_capacity"),
+    ("Admitted", "admitted"),
+    ("Refused", "refused"),
 )
 
 
@@ -61,19 +64,16 @@ def _yes_no(flag: bool) -> str:
 
 
 def outcome_text(record: DecisionRecord) -> str:
-    """Return the selected pool id, or ``"no capacity: <reason>"``."""
-    if record.selected_pool_id is not None:
-        return record.selected_pool_id
-    return f"no capacity: {record.no_capacity_reason or 'no_feasible_pool'}"
+    """Return the pool the task was queued on, or ``"refused: <reason>[ on <pool>]"``."""
+    if record.outcome == "admitted":
+        return record.pool_id or ""
+    where = f" on {record.selected_pool_id}" if record.selected_pool_id else ""
+    return f"refused: {record.refusal_reason or 'unknown'}{where}"
 
 
 def candidate_rule(candidate: CandidateRecord) -> str:
-    """Return the filter (filtered) or tie-breaker (outranked) that decided a candidate."""
-    if candidate.filter:
-        return candidate.filter
-    if candidate.outcome == "outranked":
-        return candidate.reason.partition(":")[0].removeprefix("lost on ").strip()
-    return ""
+    """Return the filter (filtered) or ranking key (outranked, selected) behind a candidate."""
+    return candidate.filter or candidate.rank_key or ""
 
 
 class DecisionTableModel(RowsModel[DecisionRecord]):
@@ -94,8 +94,7 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"task {record.task_id}\n{record.summary}"
         if role == Qt.ItemDataRole.ForegroundRole and index.column() == 4:
-            key = "selected" if record.selected_pool_id else "no capacity"
-            return OUTCOME_COLOURS[key]
+            return OUTCOME_COLOURS[record.outcome]
         return None
 
     @staticmethod
@@ -142,14 +141,14 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
 
 
 class OutcomeFilter(QSortFilterProxyModel):
-    """Keeps all decisions, only those that selected a pool, or only refusals."""
+    """Keeps all decisions, only admissions, or only refusals."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._mode = "all"
 
     def set_mode(self, mode: str) -> None:
-        """Show ``"all"``, ``"selected"`` or ``"no_capacity"`` decisions."""
+        """Show ``"all"``, ``"admitted"`` or ``"refused"`` decisions."""
         if hasattr(self, "beginFilterChange"):  # Qt >= 6.10
             self.beginFilterChange()
             self._mode = mode
@@ -163,14 +162,18 @@ class OutcomeFilter(QSortFilterProxyModel):
             return True
         source = self.sourceModel()
         assert isinstance(source, DecisionTableModel)
-        selected = source.record(row).selected_pool_id is not None
-        return selected if self._mode == "selected" else not selected
+        return source.record(row).outcome == self._mode
+
+
+def _candidate_order(candidate: CandidateRecord) -> tuple[int, int, str]:
+    ranked = candidate.rank is not None
+    return (0 if ranked else 1, candidate.rank or 0, candidate.pool_id)
 
 
 class CandidateTableModel(RowsModel[CandidateRecord]):
     """The candidate pools of one decision."""
 
-    HEADERS = ("Pool", "Outcome", "Filter / tie-breaker", "Reason", "Predicted end")
+    HEADERS = ("Pool", "Outcome", "Filter / rank key", "Reason", "Predicted end")
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -189,9 +192,8 @@ class CandidateTableModel(RowsModel[CandidateRecord]):
         return (cand.pool_id, cand.outcome, candidate_rule(cand), cand.reason, end)[column]
 
     def set_candidates(self, candidates: list[CandidateRecord]) -> None:
-        """Show ``candidates`` (selected first, then outranked, then filtered)."""
-        order = {"selected": 0, "outranked": 1, "filtered": 2}
-        self.set_rows(sorted(candidates, key=lambda c: order.get(c.outcome, 3)))
+        """Show ``candidates`` in rank order (selected or refused first), then filtered."""
+        self.set_rows(sorted(candidates, key=_candidate_order))
 
 
 class DecisionsView(QWidget):
@@ -264,10 +266,10 @@ class DecisionsView(QWidget):
     # ---- behaviour -----------------------------------------------------------------
 
     def set_outcome_filter(self, mode: str) -> None:
-        """Show ``"all"``, ``"selected"`` or ``"no_capacity"`` decisions."""
+        """Show ``"all"``, ``"admitted"`` or ``"refused"`` decisions; raises ValueError."""
         index = self.filter_box.findData(mode)
         if index < 0:
-            raise ValueError(f"unknown outcome filter {mode!r}; use all, selected or no_capacity")
+            raise ValueError(f"unknown outcome filter {mode!r}; use all, admitted or refused")
         self.filter_box.setCurrentIndex(index)
 
     def visible_task_ids(self) -> list[str]:
@@ -317,8 +319,10 @@ def detail_text(record: DecisionRecord) -> str:
     """Return the heading of the detail pane: task, outcome, summary, rules applied."""
     filters = ", ".join(record.filters_applied) or "none"
     ties = ", ".join(record.tie_breakers_applied) or "none"
+    refused = f" ({record.refusal_code})" if record.refusal_code else ""
     return (
         f"Task {record.task_id} ({record.priority}, {record.mode}) at {_clock(record.at)}: "
-        f"{outcome_text(record)}\n{record.summary}\n"
-        f"Filters applied: {filters}. Tie-breakers applied: {ties}."
+        f"{outcome_text(record)}{refused}\n{record.summary}\n"
+        f"Filters applied: {filters}. Tie-breakers applied: {ties}. "
+        f"Decided by: {record.deciding_key or 'only candidate'}."
     )

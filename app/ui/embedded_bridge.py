@@ -30,8 +30,7 @@ from app.orchestrator.contracts import (
     TaskView,
 )
 from app.orchestrator.errors import OrchError
-from app.orchestrator.events import TaskEvent
-from app.orchestrator.lifecycle import TERMINAL
+from app.orchestrator.events import CoreEvent, PoolChanged, TaskChanged, TaskEvent
 from app.orchestrator.ports import GpuInventory
 from app.orchestrator.service import Orchestrator
 from app.ui.bridge import MAX_UPDATES_PER_S, AppControls, BackendGone, CoreSample
@@ -40,7 +39,7 @@ log = logging.getLogger("llama_orch.ui")
 
 T = TypeVar("T")
 TASK_CACHE = 1000
-DECISION_CACHE = 200
+DECISION_CACHE = 1000
 
 
 class BackendRunner(Protocol):
@@ -79,14 +78,14 @@ class Outbox:
         self._armed = False
         self._last = 0.0
 
-    def on_core_event(self, kind: str, payload: Any) -> None:
+    def on_core_event(self, event: CoreEvent) -> None:
         """The core's observer: keep the latest view per task and pool."""
-        if kind == "task":
-            self._batch.tasks[payload.task_id] = payload
-        elif kind == "pool":
-            self._batch.pools[payload.pool_id] = payload
-        elif kind == "decision":
-            self._batch.decisions.append(payload)
+        if isinstance(event, TaskChanged):
+            self._batch.tasks[event.view.task_id] = event.view
+        elif isinstance(event, PoolChanged):
+            self._batch.pools[event.view.pool_id] = event.view
+        else:
+            self._batch.decisions.append(event.record)
         self._arm()
 
     def add_sample(self, sample: CoreSample, live: list[TaskView]) -> None:
@@ -305,12 +304,15 @@ class EmbeddedBridge(QObject):
         return list(self._pools.values())
 
     def tasks(self, limit: int = 200) -> list[TaskView]:
-        live = [t for t in reversed(self._tasks.values()) if t.state not in TERMINAL]
-        done = [t for t in reversed(self._tasks.values()) if t.state in TERMINAL]
+        live = [t for t in reversed(self._tasks.values()) if not t.state.terminal]
+        done = [t for t in reversed(self._tasks.values()) if t.state.terminal]
         return (live + done)[:limit]
 
     def decisions(self, limit: int = 100) -> list[DecisionRecord]:
         return list(reversed(self._decisions))[:limit]
+
+    def decision_for(self, task_id: str) -> DecisionRecord | None:
+        return next((d for d in reversed(self._decisions) if d.task_id == task_id), None)
 
     def gpu(self) -> GpuInventory:
         return self._gpu

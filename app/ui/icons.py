@@ -9,6 +9,8 @@ from __future__ import annotations
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPen, QPixmap
 
+from app.orchestrator.lifecycle import PoolState
+
 GREY = "#7f8790"
 GREEN = "#2e8b4e"
 AMBER = "#c27c0e"
@@ -16,14 +18,14 @@ RED = "#c0392b"
 BLUE = "#2f6fb5"
 PURPLE = "#7b4fb8"
 
-_STATE_COLOURS = {
-    "ready": GREEN,
-    "starting": BLUE,
-    "draining": AMBER,
-    "stopping": AMBER,
-    "needs_model": AMBER,
-    "failed": RED,
-    "stopped": GREY,
+_STATE_COLOURS: dict[str, str] = {
+    PoolState.READY: GREEN,
+    PoolState.STARTING: BLUE,
+    PoolState.DRAINING: AMBER,
+    PoolState.STOPPING: AMBER,
+    PoolState.NEEDS_MODEL: AMBER,
+    PoolState.FAILED: RED,
+    PoolState.STOPPED: GREY,
     "demo": PURPLE,
     "idle": GREY,
     "busy": GREEN,

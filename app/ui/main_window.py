@@ -36,7 +36,6 @@ from app.ui.tray import PauseAdmissions, Tray
 Ask = Callable[[QWidget, str, str], bool]
 """Ask a yes/no question (parent, title, text); returns True for yes. Blocks (modal)."""
 
-RUNNING_STATES = frozenset({"queued", "dispatched", "streaming"})
 ERROR_SHOWN_MS = 10_000
 ERRORS_KEPT = 50
 TAB_TITLES = ("&Pools", "&Chat", "&Decisions", "&Metrics", "&Tasks && logs")
@@ -202,7 +201,7 @@ class MainWindow(QMainWindow):
 
     def running_tasks(self) -> int:
         """Return how many tasks are queued or running (from every client)."""
-        return sum(1 for t in self._bridge.tasks(1000) if t.state in RUNNING_STATES)
+        return sum(1 for t in self._bridge.tasks(1000) if not t.state.terminal)
 
     def _may_quit(self) -> bool:
         n = self.running_tasks()

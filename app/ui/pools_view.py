@@ -27,7 +27,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.orchestrator.contracts import PoolView, ReloadResult
+from app.orchestrator.device_mask import device_indices
 from app.orchestrator.errors import OrchError
+from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import GpuInfo, GpuInventory
 from app.ui.bridge import Bridge
 from app.ui.icons import RED, badge_stylesheet, state_colour
@@ -40,22 +42,19 @@ OTHER_TITLE = "CPU / remote"
 _GIB = float(1 << 30)
 
 _BADGES = {
-    "starting": "starting",
-    "ready": "ready",
-    "draining": "draining",
-    "stopping": "stopping",
-    "stopped": "stopped",
-    "failed": "failed",
-    "needs_model": "needs a model",
+    PoolState.STARTING: "starting",
+    PoolState.READY: "ready",
+    PoolState.DRAINING: "draining",
+    PoolState.STOPPING: "stopping",
+    PoolState.STOPPED: "stopped",
+    PoolState.FAILED: "failed",
+    PoolState.NEEDS_MODEL: "needs a model",
 }
+_SHOW_DETAIL = frozenset({PoolState.FAILED, PoolState.NEEDS_MODEL, PoolState.STARTING})
+"""The states whose detail text the pool card shows."""
 
 
 # ---------------------------------------------------------------- pure helpers
-
-
-def mask_indices(mask: str) -> tuple[int, ...]:
-    """Return the GPU indices named by a device mask ("0,1" -> (0, 1); "cpu" -> ())."""
-    return tuple(int(p.strip()) for p in mask.split(",") if p.strip().isdigit())
 
 
 def group_pools(
@@ -67,21 +66,21 @@ def group_pools(
     any other label or a GPU missing from the inventory goes to the other list.
     """
     known = {g.index for g in gpus}
-    per_gpu = [(g, [p for p in pools if g.index in mask_indices(p.device_mask)]) for g in gpus]
-    others = [p for p in pools if not known.intersection(mask_indices(p.device_mask))]
+    per_gpu = [(g, [p for p in pools if g.index in device_indices(p.device_mask)]) for g in gpus]
+    others = [p for p in pools if not known.intersection(device_indices(p.device_mask))]
     return per_gpu, others
 
 
-def badge_state(pool: PoolView) -> str:
+def badge_state(pool: PoolView) -> PoolState:
     """Return the state shown on a pool's badge (a ready pool being drained is "draining")."""
-    if pool.draining and pool.state == "ready":
-        return "draining"
+    if pool.draining and pool.state is PoolState.READY:
+        return PoolState.DRAINING
     return pool.state
 
 
-def badge_text(state: str) -> str:
+def badge_text(state: PoolState) -> str:
     """Return the human label of a badge state."""
-    return _BADGES.get(state, state.replace("_", " "))
+    return _BADGES[state]
 
 
 def pool_stats(pool: PoolView, tokens_per_s: float | None) -> str:
@@ -211,12 +210,12 @@ class PoolCard(QFrame):
         model = pool.model or "(no model)"
         self.model.setText(f"model: {model} · {pool.engine} {pool.engine_version} · ctx {pool.ctx}")
         self.stats.setText(pool_stats(pool, tokens_per_s))
-        show_detail = bool(pool.detail) and pool.state in ("failed", "needs_model", "starting")
+        show_detail = bool(pool.detail) and pool.state in _SHOW_DETAIL
         self.detail.setText(pool.detail if show_detail else "")
-        failed = pool.state == "failed"
+        failed = pool.state is PoolState.FAILED
         self.detail.setStyleSheet(f"color: {RED};" if failed else "")
         self.detail.setVisible(show_detail)
-        needs_model = pool.state == "needs_model"
+        needs_model = pool.state is PoolState.NEEDS_MODEL
         self.set_model_button.setVisible(needs_model)
         self.reload_button.setVisible(not needs_model)
         self.drain_button.setText("Resume" if pool.draining else "Drain")

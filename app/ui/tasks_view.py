@@ -32,28 +32,23 @@ from PySide6.QtWidgets import (
 )
 
 from app.orchestrator.contracts import TaskView
+from app.orchestrator.lifecycle import TaskState
 from app.ui.bridge import Bridge
 from app.ui.log_tail import LogTailView
 from app.ui.table_model import Index, RowsModel
 
 MAX_TASKS = 500
 FLUSH_MS = 250  # at most four model updates per second
-LIVE_STATES = frozenset({"queued", "dispatched", "streaming"})
 
 # Accent colours that read on light and dark palettes.
 STATE_COLOURS = {
-    "queued": QColor("#c98a1b"),
-    "dispatched": QColor("#3b82f6"),
-    "streaming": QColor("#3b82f6"),
-    "done": QColor("#2e9d4f"),
-    "canceled": QColor("#868e96"),
-    "failed": QColor("#d04848"),
+    TaskState.QUEUED: QColor("#c98a1b"),
+    TaskState.DISPATCHED: QColor("#3b82f6"),
+    TaskState.STREAMING: QColor("#3b82f6"),
+    TaskState.DONE: QColor("#2e9d4f"),
+    TaskState.CANCELED: QColor("#868e96"),
+    TaskState.FAILED: QColor("#d04848"),
 }
-
-
-def is_live(task: TaskView) -> bool:
-    """Return True while ``task`` is queued or running."""
-    return task.state in LIVE_STATES
 
 
 class TaskTableModel(RowsModel[TaskView]):
@@ -107,7 +102,7 @@ class TaskTableModel(RowsModel[TaskView]):
 
     def live_count(self) -> int:
         """Return how many listed tasks are queued or running."""
-        return sum(1 for t in self._rows if is_live(t))
+        return sum(1 for t in self._rows if not t.state.terminal)
 
     def task_ids(self) -> list[str]:
         """Return the listed task ids, top to bottom."""
@@ -133,7 +128,7 @@ class TaskTableModel(RowsModel[TaskView]):
     def _trim(self) -> None:
         row = len(self._rows) - 1
         while len(self._rows) > self._capacity and row >= 0:
-            if not is_live(self._rows[row]):
+            if self._rows[row].state.terminal:
                 self.beginRemoveRows(QModelIndex(), row, row)
                 del self._rows[row], self._keys[row]
                 self.endRemoveRows()
@@ -144,7 +139,7 @@ def _tooltip(task: TaskView) -> str:
     lines = [f"task {task.task_id}", f"correlation id {task.correlation_id}"]
     if task.session_id:
         lines.append(f"session {task.session_id}")
-    if task.queue_position is not None and task.state == "queued":
+    if task.queue_position is not None and task.state is TaskState.QUEUED:
         lines.append(f"queue position {task.queue_position}")
     if task.decision_summary:
         lines.append(f"placement: {task.decision_summary}")
@@ -266,7 +261,7 @@ class TasksView(QWidget):
     def cancel_selected(self) -> None:
         """Cancel the selected task when it is live; errors go to ``report_error``."""
         task = self.selected_task()
-        if task is None or not is_live(task):
+        if task is None or task.state.terminal:
             return
         self.bridge.run(self.bridge.cancel(task.task_id), f"cancel {task.task_id[:8]}")
 
@@ -278,7 +273,7 @@ class TasksView(QWidget):
 
     def _sync_actions(self) -> None:
         task = self.selected_task()
-        live = task is not None and is_live(task)
+        live = task is not None and not task.state.terminal
         self.cancel_button.setEnabled(live)
         self.cancel_action.setEnabled(live)
         self.count_label.setText(f"{self.model.live_count()} live · {self.model.rowCount()} listed")

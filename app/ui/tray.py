@@ -16,6 +16,7 @@ from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon, QWidget
 
 from app.orchestrator.contracts import PoolView
+from app.orchestrator.lifecycle import PoolState
 from app.ui.bridge import Bridge
 from app.ui.icons import status_icon
 from app.ui.pools_view import TokenRates
@@ -46,9 +47,9 @@ def tray_status(pools: Sequence[PoolView], queue_capacity: int | None = None) ->
     queue more than 80% of ``queue_capacity``; busy: any slot or queue in use;
     idle otherwise. Pure.
     """
-    if any(p.state == "failed" for p in pools):
+    if any(p.state is PoolState.FAILED for p in pools):
         return TrayStatus.FAILED
-    if any(p.state in ("starting", "needs_model") for p in pools) or any(
+    if any(p.state in (PoolState.STARTING, PoolState.NEEDS_MODEL) for p in pools) or any(
         queue_fill(p, queue_capacity) > SATURATION for p in pools
     ):
         return TrayStatus.DEGRADED
@@ -127,7 +128,7 @@ class Tray(QObject):
         self.tooltip = tray_tooltip(self.status, [], 0.0)
         self.notifications: list[tuple[str, str]] = []
         self._rates = TokenRates()
-        self._states: dict[str, str] = {}
+        self._states: dict[str, PoolState] = {}
         self._saturated: set[tuple[str, str]] = set()
         self._rejected: int | None = None
         self._refusal_noted_at: float | None = None
@@ -218,7 +219,7 @@ class Tray(QObject):
     def _on_pool(self, pool: PoolView) -> None:
         before = self._states.get(pool.pool_id)
         self._states[pool.pool_id] = pool.state
-        if pool.state == "failed" and before not in (None, "failed"):
+        if pool.state is PoolState.FAILED and before not in (None, PoolState.FAILED):
             detail = pool.detail or "the engine stopped"
             self.notify(f"Pool {pool.pool_id} failed", detail)
 

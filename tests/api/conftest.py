@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler
 
 from app.api import ApiSettings, make_app
 from app.engine_host.mock import MockEngine, MockSpec
-from app.orchestrator.ports import PoolState
+from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.service import Orchestrator, OrchestratorConfig
 
 REMOTE_HEADER = "X-Test-Peer"

@@ -12,8 +12,8 @@ from app.api import ApiServer, ApiSettings
 from app.api.openai.wire import ChatCompletion, ChatCompletionChunk, Completion, ModelList
 from app.api.state import STREAMS
 from app.engine_host.mock import MockEngine, MockSpec, MockStream, mock_token
+from app.orchestrator.guardrails import estimate_prompt_tokens
 from app.orchestrator.ports import EngineRequest
-from app.orchestrator.queues import estimate_prompt_tokens
 from tests.api.conftest import Api, MakeApi, read_frames, started_orch, wait_until
 
 CHAT = "/v1/chat/completions"

@@ -69,6 +69,9 @@ class FakeNvml:
     def driver_version(self) -> str:
         return self.driver
 
+    def cuda_version(self) -> str:
+        return "12.4"
+
     def device_count(self) -> int:
         if self.count_error is not None:
             raise self.count_error
@@ -183,7 +186,9 @@ def test_failed_start_is_retried_on_next_read() -> None:
 def test_no_gpu_is_empty_with_hint_and_driver() -> None:
     inv = inventory(FakeNvml(gpus=[])).read()
 
-    assert inv == GpuInventory(gpus=(), at=inv.at, hint=NO_GPU_HINT, driver_version="550.54.14")
+    assert inv == GpuInventory(
+        gpus=(), at=inv.at, hint=NO_GPU_HINT, driver_version="550.54.14", cuda_version="12.4"
+    )
     assert NO_GPU_HINT.startswith("NVML found no GPU")
 
 
@@ -203,7 +208,7 @@ def test_two_mixed_gpus_are_listed_with_all_fields() -> None:
     inv = inventory(FakeNvml(gpus=[rtx3090(), rtx4060ti(temp=41.0)])).read()
 
     assert inv.hint is None
-    assert inv.driver_version == "550.54.14"
+    assert (inv.driver_version, inv.cuda_version) == ("550.54.14", "12.4")
     first, second = inv.gpus
     assert (first.index, first.name, first.uuid) == (0, "NVIDIA GeForce RTX 3090", "GPU-3090")
     assert first.vram_total_bytes == 24 * GIB

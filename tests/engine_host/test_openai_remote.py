@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,13 +16,8 @@ from app.engine_host import process
 from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
 from app.engine_host.openai_remote import OpenAIEngine, OpenAISpec
 from app.orchestrator.contracts import ChatMessage, ErrorCode
-from app.orchestrator.ports import (
-    EngineControl,
-    EngineError,
-    EngineRequest,
-    PoolState,
-    PoolStatus,
-)
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import EngineControl, EngineError, EngineRequest, PoolStatus
 from tests.engine_host.conftest import serve
 
 KEY = "sk-test-0123456789abcdef"
@@ -234,16 +230,17 @@ async def test_model_must_be_listed_and_reload_switches_only_to_a_listed_one(
 
 @pytest.mark.engine
 async def test_streams_from_a_real_llama_cpp_server(
-    demo_model_path: Path, engine_log_dir: Path
+    demo_model_path: Path, engine_log_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = LlamaCppSpec("local", f"file:{demo_model_path}", ctx=512, device_mask="cpu")
     local = LlamaCppEngine(spec, log_dir=engine_log_dir)
     try:
         await local.start()
         await local.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=60.0)
-        assert local.base_url is not None
+        assert local.base_url is not None and local.api_key
+        monkeypatch.setenv("LOCAL_ENGINE_KEY", local.api_key)
         pool = OpenAIEngine(
-            OpenAISpec("via-openai", f"{local.base_url}/v1", "demo", api_key_env=None)
+            OpenAISpec("via-openai", f"{local.base_url}/v1", "demo", api_key_env="LOCAL_ENGINE_KEY")
         )
         try:
             await pool.start()
@@ -254,3 +251,45 @@ async def test_streams_from_a_real_llama_cpp_server(
             await pool.stop()
     finally:
         await local.stop()
+
+
+async def test_a_remote_that_stops_answering_is_probed_at_once_but_not_killed() -> None:
+    """No response headers in time: the pool checks the remote now and shows it failed."""
+    stalled = asyncio.Event()
+
+    async def models(request: web.Request) -> web.Response:
+        if stalled.is_set():
+            await asyncio.sleep(30)
+        return web.json_response({"object": "list", "data": [{"id": "demo"}]})
+
+    async def complete(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)  # a prefill that never ends: no headers
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", complete)
+    async with serve(app) as base:
+        spec = OpenAISpec(
+            pool_id="slow",
+            base_url=f"{base}/v1",
+            model="demo",
+            health_interval_s=3600.0,  # only the timeout may trigger the probe
+            health_timeout_s=0.5,
+            decode_timeout_s=0.5,
+        )
+        pool = OpenAIEngine(spec, environ={})
+        try:
+            await pool.start()
+            await pool.wait_for(PoolState.READY, timeout_s=5.0)
+            stalled.set()
+            with pytest.raises(EngineError) as caught:
+                await pool.open_stream(CHAT)
+            assert caught.value.code is ErrorCode.DECODE_TIMEOUT
+            status = await pool.wait_for(PoolState.FAILED, timeout_s=3.0)
+            assert "timed out" in status.detail
+            stalled.clear()
+            await pool.restart()
+            assert (await pool.wait_for(PoolState.READY, timeout_s=5.0)).state is PoolState.READY
+        finally:
+            await pool.stop()

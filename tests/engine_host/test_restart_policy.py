@@ -1,4 +1,4 @@
-"""Supervision policy: backoff, crash-loop breaker, healthy reset, state table, exit causes."""
+"""Supervision policy: backoff, crash-loop breaker, healthy reset, exit causes."""
 
 from __future__ import annotations
 
@@ -7,16 +7,7 @@ import signal
 
 import pytest
 
-from app.engine_host.restart_policy import (
-    CrashHistory,
-    IllegalTransition,
-    PoolStateMachine,
-    RestartPolicy,
-    classify_exit,
-)
-from app.orchestrator.ports import PoolState
-
-S = PoolState
+from app.engine_host.restart_policy import CrashHistory, RestartPolicy, classify_exit
 
 
 class FixedRandom:
@@ -116,42 +107,6 @@ def test_crashes_recent_counts_only_the_window() -> None:
     assert policy.crashes_recent(history, 50.0) == 3
     assert policy.crashes_recent(history, 70.0) == 2
     assert policy.crashes_recent(history, 200.0) == 0
-
-
-def test_state_machine_walks_the_documented_lifecycle() -> None:
-    machine = PoolStateMachine()
-    path = [S.STARTING, S.READY, S.DRAINING, S.STOPPING, S.STOPPED]
-    path += [S.STARTING, S.FAILED, S.STARTING, S.READY, S.STARTING, S.READY, S.FAILED]
-    path += [S.STOPPING, S.STOPPED, S.NEEDS_MODEL, S.STARTING]
-    for target in path:
-        machine.transition(target)
-        assert machine.state is target
-
-
-@pytest.mark.parametrize(
-    ("start_path", "target"),
-    [
-        ((), S.READY),
-        ((), S.DRAINING),
-        ((S.STARTING,), S.STOPPED),
-        ((S.STARTING,), S.DRAINING),
-        ((S.STARTING, S.READY), S.STOPPED),
-        ((S.STARTING, S.FAILED), S.READY),
-        ((S.STARTING, S.READY, S.STOPPING), S.READY),
-        ((S.STARTING, S.READY, S.STOPPING), S.STARTING),
-    ],
-)
-def test_illegal_transitions_raise_and_keep_the_state(
-    start_path: tuple[PoolState, ...], target: PoolState
-) -> None:
-    machine = PoolStateMachine()
-    for state in start_path:
-        machine.transition(state)
-    before = machine.state
-    assert not machine.can(target)
-    with pytest.raises(IllegalTransition, match=f"{before} -> {target}"):
-        machine.transition(target)
-    assert machine.state is before
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,19 @@ import random
 import pytest
 
 from app.engine_host.mock import MockEngine, MockSpec
-from app.orchestrator.contracts import ErrorCode, TaskRequest
+from app.orchestrator.contracts import ErrorCode, TaskRequest, dump
 from app.orchestrator.errors import Conflict, InvalidParams, NotFound, OrchError, QueueFull
-from app.orchestrator.events import END, ERROR, STARTED, TOKEN, TaskEvent
+from app.orchestrator.events import (
+    END,
+    ERROR,
+    STARTED,
+    TOKEN,
+    DecisionMade,
+    PoolChanged,
+    TaskChanged,
+    TaskEvent,
+)
+from app.orchestrator.lifecycle import PoolState, TaskState
 from app.orchestrator.queues import FullPolicy
 from app.orchestrator.service import Orchestrator, OrchestratorConfig, on_time_probability
 
@@ -43,6 +53,9 @@ async def test_submit_and_stream_in_order() -> None:
     assert events[-1].data["decode_ms"] == events[-1].data["decode_time_ms"]
     view = orch.task(str(adm.task_id))
     assert view.state == "done" and view.tokens_out == 5 and view.pool_id == "m0"
+    assert view.state is TaskState.DONE and dump(view)["state"] == "done"
+    pool = orch.pool_view("m0")
+    assert pool.state is PoolState.READY and dump(pool)["state"] == "ready"
     await asyncio.sleep(0.01)  # the runner releases its slot after closing the engine stream
     assert orch.live_task_count() == 0
     await orch.shutdown()
@@ -250,10 +263,13 @@ async def test_unopened_stream_is_canceled() -> None:
     await orch.shutdown()
 
 
+KINDS = {TaskChanged: "task", PoolChanged: "pool", DecisionMade: "decision"}
+
+
 async def test_observers_see_tasks_pools_and_decisions() -> None:
     orch = await _orch(MockSpec("a", tokens_per_s=0))
     seen: list[str] = []
-    unsubscribe = orch.subscribe(lambda kind, payload: seen.append(kind))
+    unsubscribe = orch.subscribe(lambda event: seen.append(KINDS[type(event)]))
     await _collect(orch, str(orch.submit(_req()).task_id))
     await asyncio.sleep(0.01)
     assert {"task", "decision", "pool"} <= set(seen)

@@ -22,7 +22,19 @@ from app.orchestrator.contracts import (
     TaskView,
 )
 from app.orchestrator.errors import OrchError, QueueFull
-from app.orchestrator.events import TaskEvent
+from app.orchestrator.events import (
+    END,
+    ERROR,
+    STARTED,
+    TOKEN,
+    EndData,
+    EndEvent,
+    ErrorEvent,
+    StartedData,
+    StartedEvent,
+    TaskEvent,
+    TokenEvent,
+)
 from app.ui.chat_logic import (
     ChatOptions,
     answer_stats,
@@ -39,22 +51,22 @@ TOKENS = [f"tok{i} " for i in range(200)]
 
 
 def script(tokens: list[str], pool_id: str = "gpu0") -> list[TaskEvent]:
-    started = {
+    started: StartedData = {
         "queue_position": 0,
         "predicted_start_ms": 0,
         "pool_id": pool_id,
         "correlation_id": "c-1",
     }
-    end = {
+    end: EndData = {
         "tokens_out": len(tokens),
         "decode_time_ms": 500,
         "decode_ms": 500,
         "finish_reason": "stop",
     }
     return [
-        TaskEvent("started", started),
-        *(TaskEvent("token", {"t": t, "i": i}) for i, t in enumerate(tokens)),
-        TaskEvent("end", end),
+        StartedEvent(STARTED, started),
+        *(TokenEvent(TOKEN, {"t": t, "i": i}) for i, t in enumerate(tokens)),
+        EndEvent(END, end),
     ]
 
 
@@ -297,23 +309,26 @@ def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAs
     class Queued(FakeBridge):
         async def submit(self, req: TaskRequest) -> AdmissionResponse:
             await super().submit(req)
-            self.decision_list.append(
-                DecisionRecord(
-                    at=0.0,
-                    task_id=str(req.task_id),
-                    priority=req.priority,
-                    mode=PlacementMode.AUTO,
-                    selected_pool_id="gpu1",
-                    no_capacity_reason=None,
-                    candidates_considered=2,
-                    filters_applied=["device_mask"],
-                    tie_breakers_applied=["most_free_vram"],
-                    pinned=False,
-                    fallback_used=False,
-                    candidates=[],
-                    summary="gpu1: most free VRAM; gpu0 skipped: device mask",
-                )
+            record = DecisionRecord(
+                at=0.0,
+                task_id=str(req.task_id),
+                priority=req.priority,
+                mode=PlacementMode.AUTO,
+                outcome="admitted",
+                pool_id="gpu1",
+                selected_pool_id="gpu1",
+                no_capacity_reason=None,
+                candidates_considered=2,
+                filters_applied=["device_mask"],
+                tie_breakers_applied=["most_free_vram"],
+                pinned=False,
+                fallback_used=False,
+                candidates=[],
+                summary="gpu1: most free VRAM; gpu0 skipped: device mask",
             )
+            # 250 decisions of other tasks come first: the header looks its task up by id
+            others = [record.model_copy(update={"task_id": f"other-{i}"}) for i in range(250)]
+            self.decision_list.extend([*others, record])
             return AdmissionResponse(
                 task_id=req.task_id, queue_position=3, predicted_start_ms=1500, pool_id="gpu1"
             )
@@ -355,8 +370,16 @@ def test_an_error_event_is_shown_with_code_and_message(make_panel: Any, qloop: Q
     bridge = FakeBridge()
     bridge.default_script = [
         *script(["partial"])[:-1],
-        TaskEvent(
-            "error", {"code": "WORKER_RESET", "message": "engine process exited", "retriable": True}
+        ErrorEvent(
+            ERROR,
+            {
+                "code": "WORKER_RESET",
+                "message": "engine process exited",
+                "retriable": True,
+                "engine": None,
+                "pool_id": None,
+                "retry_after_ms": None,
+            },
         ),
     ]
     conv = make_panel(bridge).current()
@@ -439,8 +462,8 @@ def test_escape_sends_cancel(make_panel: Any, qloop: QtAsync) -> None:
 def test_a_canceled_end_keeps_the_partial_answer(make_panel: Any, qloop: QtAsync) -> None:
     bridge = FakeBridge()
     events = script(["so", " far"])
-    events[-1] = TaskEvent(
-        "end", {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "canceled"}
+    events[-1] = EndEvent(
+        END, {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "canceled"}
     )
     bridge.default_script = events
     conv = make_panel(bridge).current()
