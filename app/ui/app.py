@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
@@ -19,6 +20,8 @@ from PySide6.QtWidgets import QApplication
 from app.orchestrator.service import Orchestrator
 from app.ui.backend_thread import BackendThread
 from app.ui.bridge import AppControls, Bridge
+from app.ui.chat_store import ChatStore
+from app.ui.chat_store import default_path as default_chat_path
 from app.ui.embedded_bridge import EmbeddedBridge
 from app.ui.icons import app_icon
 from app.ui.main_window import MainWindow
@@ -149,7 +152,21 @@ def _application() -> QApplication:
 
 
 def _default_window(bridge: Bridge, banner: str | None) -> MainWindow:
-    return MainWindow(bridge, banner=banner)
+    return MainWindow(bridge, banner=banner, chat_store=open_chat_store(bridge))
+
+
+def open_chat_store(bridge: Bridge) -> ChatStore:
+    """Open the saved chats in the XDG data dir; when that fails, keep chats in memory
+    for this session and say so. Blocks briefly (opens a file)."""
+    path = default_chat_path()
+    try:
+        return ChatStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        bridge.report_error(
+            f"Chats cannot be saved: {path} could not be opened ({exc}). "
+            "They are kept until the app quits."
+        )
+        return ChatStore(":memory:")
 
 
 def _run_session(

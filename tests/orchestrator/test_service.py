@@ -304,3 +304,15 @@ async def test_failed_pool_moves_queued_tasks_that_allow_fallback() -> None:
     assert "too many crashes" in stuck[-1].data["message"]
     assert orch.task(str(movable.task_id)).pool_id == "b"
     await orch.shutdown(deadline_s=0)
+
+
+async def test_the_facade_hands_out_no_mutable_internals() -> None:
+    orch = await _orch(MockSpec("m0", tokens_per_s=0))
+    for internal in ("sessions", "decisions", "gpu_probe"):
+        assert not hasattr(orch, internal)
+    counters = orch.counters
+    counters["started"] = 99
+    assert orch.counters["started"] == 0
+    with pytest.raises(AttributeError):
+        orch.config = orch.config  # type: ignore[misc]
+    await orch.shutdown()
