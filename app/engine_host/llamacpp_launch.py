@@ -59,6 +59,7 @@ class LlamaCppSpec:
     tensor_split: tuple[float, ...] = ()
     health_interval_s: float = 10.0
     health_timeout_s: float = 5.0
+    stats_interval_s: float = 1.0
 
 
 def resolve_model_ref(model_ref: str) -> Path:

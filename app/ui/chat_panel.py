@@ -26,10 +26,12 @@ class ChatPanel(QWidget):
     """Sidebar of saved chats and tabs of open ones; Ctrl+T opens one, Ctrl+W closes it.
 
     Emits ``navigate(action)`` for what the window handles (open Models, Settings,
-    Pools or the logs). ``store`` defaults to an in-memory database.
+    Pools or the logs) and ``taskLabelled(task_id, chat title)`` for each turn sent.
+    ``store`` defaults to an in-memory database.
     """
 
     navigate = Signal(str)
+    taskLabelled = Signal(str, str)
 
     def __init__(
         self,
@@ -127,6 +129,7 @@ class ChatPanel(QWidget):
         self.tabs.setTabToolTip(index, title)
         conv.titleSuggested.connect(lambda t: self._retitle(conv, t))
         conv.saved.connect(self._on_saved)
+        conv.taskLabelled.connect(self.taskLabelled)
         conv.actionRequested.connect(lambda action, arg: self._on_action(conv, action, arg))
         self.tabs.setCurrentIndex(index)
         conv.prompt.setFocus()

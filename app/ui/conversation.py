@@ -83,6 +83,7 @@ class Conversation(QWidget):
     titleSuggested = Signal(str)
     saved = Signal(str)
     actionRequested = Signal(str, str)
+    taskLabelled = Signal(str, str)  # task id, the chat's title
 
     def __init__(
         self,
@@ -303,7 +304,9 @@ class Conversation(QWidget):
             ctx = context_of(self._bridge.pools(), opts)
             system = self.system_prompt.toPlainText()
             trimmed = trim_to_context(system, paired(history), text, ctx, opts.max_tokens)
-            resp = await self._admit(build_request(trimmed.messages, opts, self.session_id))
+            req = build_request(trimmed.messages, opts, self.session_id)
+            self.taskLabelled.emit(str(req.task_id), self._title_for(text))
+            resp = await self._admit(req)
         except OrchError as exc:
             self._show_error(exc.code, exc.message, exc.pool_id, exc.retry_after_ms)
             self.status.setText("Not sent.")
@@ -321,6 +324,10 @@ class Conversation(QWidget):
         self._show_trim(trimmed.dropped)
         self._save(StoredMessage("user", text))
         self._begin_turn(text, resp)
+
+    def _title_for(self, text: str) -> str:
+        chat = self._store.get(self.chat_id) if self.chat_id else None
+        return f"Chat: {chat.title if chat else tab_title(text, 40)}"
 
     async def _admit(self, req: TaskRequest) -> AdmissionResponse:
         """Submit; a refusal that a fresh session avoids (turn or budget limits of the

@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
         self.chat = ChatPanel(b, store=store)
         self.chat.navigate.connect(self.navigate)
         self.decisions = DecisionsView(b)
+        self.chat.taskLabelled.connect(self.decisions.set_label)
         self.metrics = MetricsView(b)
         self.tasks = TasksView(b)
         self.tabs = QTabWidget()

@@ -1,7 +1,7 @@
 """Pools view: one card per GPU with the pools on it, plus a "CPU / remote" card.
 
 Cards are rebuilt only when the set of GPUs or pools changes; otherwise their
-labels are updated in place from ``poolChanged`` and the 1 Hz ``sampled`` signal.
+labels are updated in place from ``poolsChanged`` and the 1 Hz ``sampled`` signal.
 """
 
 from __future__ import annotations

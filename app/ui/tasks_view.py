@@ -1,6 +1,6 @@
 """Recent and live tasks from every client (GUI and LAN), plus the log tail.
 
-Task updates are coalesced: ``taskChanged`` and ``sampled`` only mark work to
+Task updates are coalesced: ``tasksChanged`` and ``sampled`` only mark work to
 do, and a short timer applies it to the model at most a few times a second.
 Selecting a task filters the log tail by its id.
 """
