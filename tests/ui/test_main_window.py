@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QMenu, QWidget
 
 from app.config import parse_settings
 from app.orchestrator.contracts import Priority, TaskView
@@ -88,7 +88,9 @@ def test_builds_with_every_tab_menu_and_the_api_url(
     assert titles == ["Pools", "Chat", "Decisions", "Metrics", "Tasks & logs"]
     menu_texts = [a.text() for a in window.menuBar().actions()]
     assert menu_texts == ["&File", "&View"]
-    file_actions = [a.text() for a in window.menuBar().actions()[0].menu().actions()]
+    file_menu = window.menuBar().actions()[0].menu()
+    assert isinstance(file_menu, QMenu)
+    file_actions = [a.text() for a in file_menu.actions()]
     assert file_actions == ["&Settings…", "Pause admissions", "", "&Quit"]
     assert window.api_label.text() == "API: http://127.0.0.1:8080"
     assert window.banner is None
