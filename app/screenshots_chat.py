@@ -50,6 +50,22 @@ def seed_chats(store: ChatStore) -> str:
     return first
 
 
+def seeded_store(folder: Path) -> tuple[ChatStore, str]:
+    """Open ``folder``/chats.sqlite3 with the saved chats written; return it and the
+    Markdown chat's id. Blocks briefly."""
+    store = ChatStore(folder / "chats.sqlite3")
+    return store, seed_chats(store)
+
+
+async def chat_scenes(window: Any, live: Any, markdown_chat: str, out: Path) -> list[Path]:
+    """Grab the queued, refused, live and Markdown chats; return the written paths."""
+    written = await queued_and_refused(window, out)
+    written.append(await grab_conversation(window, live, out / "chat-live.png"))
+    markdown = window.chat.open_chat(markdown_chat)
+    written.append(await grab_conversation(window, markdown, out / "chat.png"))
+    return written
+
+
 async def grab_conversation(window: Any, conv: Any, path: Path) -> Path:
     """Show ``conv`` in the Chat tab, let it repaint, and save the window to ``path``."""
     window.tabs.setCurrentIndex(CHAT_TAB)
@@ -74,9 +90,11 @@ async def queued_and_refused(window: Any, out: Path) -> list[Path]:
     """Fill mock0's two slots and queue two more chats behind them; send one chat to the
     paused mock1. Grab the last queued chat and the refused one, then close them."""
     busy = [pinned_chat(window, "mock0", f"Long answer {i}", 400) for i in range(3)]
+    await asyncio.sleep(0.3)  # admitted on the backend thread
     waiting = pinned_chat(window, "mock0", "Is my chat queued?", 40)
     written = [await grab_conversation(window, waiting, out / "chat-queued.png")]
     refused = pinned_chat(window, "mock1", "Use the paused pool, please", 40)
+    await asyncio.sleep(0.3)
     written.append(await grab_conversation(window, refused, out / "chat-error.png"))
     for conv in [*busy, waiting, refused]:
         window.chat.close_conversation(window.chat.tabs.indexOf(conv))
