@@ -18,14 +18,19 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from app.api.errors import ApiError
-from app.api.settings import ApiSettings, is_loopback_host
+from app.api.settings import ApiSettings
 from app.api.state import IDENTITY, SETTINGS
+from app.orchestrator.loopback import is_loopback_address, is_loopback_host, peer_address
 
 REALM = 'Bearer realm="llama-orch"'
 PROXY_USER_HEADER = "X-Forwarded-User"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PROXY_USER = re.compile(r"[^A-Za-z0-9._@+-]")
 _TOKEN_HINT = "send the header 'Authorization: Bearer <token>' with the server's AUTH_TOKEN"
+_FOREIGN_HOST_WITHOUT_TOKEN = (
+    "requests without a token must be addressed to localhost, 127.0.0.1 or [::1] "
+    "(or a name in [server] allowed_hosts); send the bearer token to use another name"
+)
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Correlation-Id"
 CORS_EXPOSE_HEADERS = (
     "X-Correlation-Id, Retry-After, X-Backoff-Ms, "
@@ -36,15 +41,25 @@ CORS_EXPOSE_HEADERS = (
 
 def is_loopback_peer(remote: str | None) -> bool:
     """Return True when the peer address is in 127.0.0.0/8 or is ::1 (also v4-mapped)."""
-    if not remote:
-        return False
-    try:
-        addr = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+    return bool(remote) and is_loopback_address(remote or "")
+
+
+def is_trusted_proxy(remote: str | None, proxies: tuple[str, ...]) -> bool:
+    """Return True when the peer address lies in one of ``proxies`` (addresses or networks)."""
+    addr = peer_address(remote) if remote and proxies else None
+    return addr is not None and any(addr in ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def addressed_locally(request: web.Request, settings: ApiSettings) -> bool:
+    """Return True when the Host header names loopback or one of ``allowed_hosts``.
+
+    A request without a Host header (HTTP/1.0 tools) counts as local. Never blocks.
+    """
+    host = request.headers.get(hdrs.HOST)
+    if host is None:
+        return True
+    name = host_without_port(host)
+    return is_loopback_host(name) or name.lower().rstrip(".") in settings.allowed_hosts
 
 
 def token_identity(token: str) -> str:
@@ -61,14 +76,17 @@ def identify(request: web.Request) -> str:
     box = request.app[SETTINGS]
     settings = box.current
     loopback = is_loopback_peer(request.remote)
-    if settings.trust_proxy_auth and (user := request.headers.get(PROXY_USER_HEADER)):
+    user = request.headers.get(PROXY_USER_HEADER) if settings.trust_proxy_auth else None
+    if user and (loopback or is_trusted_proxy(request.remote, settings.trusted_proxies)):
         return "proxy:" + _PROXY_USER.sub("_", user)[:64]
     presented = _bearer(request)
     if box.token_digest is None:
         return "localhost" if loopback else f"peer:{request.remote}"
     if presented is None:
-        if settings.auth_optional and loopback:
+        if settings.auth_optional and loopback and addressed_locally(request, settings):
             return "localhost"
+        if settings.auth_optional and loopback:
+            raise _unauthorized("MISSING_TOKEN", _FOREIGN_HOST_WITHOUT_TOKEN, REALM)
         raise _unauthorized("MISSING_TOKEN", "this server needs a bearer token", REALM)
     digest = hashlib.sha256(presented.encode()).digest()
     if not hmac.compare_digest(digest, box.token_digest):
@@ -131,9 +149,7 @@ def check_browser_rules(request: web.Request, settings: ApiSettings) -> None:
     loopback (DNS rebinding), and FORBIDDEN_ORIGIN for a state-changing request
     whose Origin is neither listed in cors_origins nor a loopback origin.
     """
-    host = request.headers.get(hdrs.HOST)
-    foreign_host = host is not None and not is_loopback_host(host_without_port(host))
-    if settings.is_loopback() and foreign_host:
+    if settings.is_loopback() and not addressed_locally(request, settings):
         raise ApiError(
             403,
             "FORBIDDEN_HOST",

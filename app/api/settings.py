@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
-
-
-def is_loopback_host(host: str) -> bool:
-    """Return True for a loopback name or address (``localhost``, 127.0.0.0/8, ``::1``).
-
-    Accepts IPv6 with or without brackets; any other host name counts as
-    non-loopback. Never blocks (no DNS lookup).
-    """
-    text = host.strip().lower()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    if text in LOOPBACK_NAMES or text.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(text).is_loopback
-    except ValueError:
-        return False
+from app.orchestrator.loopback import is_loopback_host
 
 
 @dataclass(frozen=True)
@@ -30,9 +12,11 @@ class ApiSettings:
     """How the server listens, authenticates and streams.
 
     ``auth_token`` None means no token is configured (allowed on loopback only).
-    ``auth_optional`` lets loopback callers skip the token; ``trust_proxy_auth``
-    accepts the identity a reverse proxy puts in ``X-Forwarded-User`` without a
-    token (safe only when nothing but that proxy can reach the port).
+    ``auth_optional`` lets loopback callers that address the server by a
+    loopback name (or one of ``allowed_hosts``) skip the token;
+    ``trust_proxy_auth`` accepts the identity a reverse proxy puts in
+    ``X-Forwarded-User`` without a token, from loopback peers and
+    ``trusted_proxies`` (addresses or networks) only.
     """
 
     bind_host: str = "127.0.0.1"
@@ -45,6 +29,8 @@ class ApiSettings:
     sse_microbatch_ms: int = 0
     max_body_bytes: int = 1 << 20
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
 
     def is_loopback(self) -> bool:
         """Return True when the bind address only accepts local connections."""
@@ -63,10 +49,19 @@ class UnsafeBind(Exception):
 def check_bind(settings: ApiSettings) -> None:
     """Return None when the bind is safe; never blocks.
 
-    Raises UnsafeBind (one line naming BIND_ADDR and AUTH_TOKEN) when the
-    address is not loopback and no token is configured.
+    Raises UnsafeBind (one line naming the fix) when the address is not
+    loopback and no token is configured, or proxy auth is trusted there from
+    any peer (no ``trusted_proxies``).
     """
-    if settings.is_loopback() or settings.token_required:
+    if settings.is_loopback():
+        return
+    if settings.trust_proxy_auth and not settings.trusted_proxies:
+        raise UnsafeBind(
+            f"refusing to listen on {settings.bind_host}:{settings.bind_port} with "
+            "trust_proxy_auth: any LAN client could skip the token with X-Forwarded-User; "
+            "list your proxy in [server] trusted_proxies or turn TRUST_PROXY_AUTH off"
+        )
+    if settings.token_required:
         return
     raise UnsafeBind(
         f"refusing to listen on {settings.bind_host}:{settings.bind_port} without a token: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,10 +69,18 @@ def write_token_file(path: Path, token: str) -> None:
 def read_token_file(path: Path) -> str:
     """Return the token in ``path``, whitespace stripped.
 
-    Raises ConfigError naming the path when it is unreadable, empty or not one
-    line. Blocks (reads the file).
+    Raises ConfigError naming the path when it is unreadable, readable by group
+    or others (with the ``chmod 600`` fix, as ssh does), empty or not one line.
+    Blocks (reads the file).
     """
     try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            message = (
+                f"token file {path} can be read by other users (mode {stat.S_IMODE(mode):o}); "
+                f"make it private with: chmod 600 {path}"
+            )
+            raise ConfigError([Problem(str(path), message)])
         token = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or "not UTF-8 text"

@@ -20,11 +20,12 @@ from app.orchestrator.contracts import (
     TaskRequest,
     Workload,
 )
+from app.orchestrator.decisions import Refusal
 from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, InvalidParams, OrchError, QueueFull, ShuttingDown
-from app.orchestrator.estimates import matches, predict_start_ms, prompt_chars
-from app.orchestrator.events import EventChannel
-from app.orchestrator.guardrails import check_ctx, estimate_prompt_tokens
+from app.orchestrator.estimates import matches, predict_start_ms
+from app.orchestrator.events import DecisionMade, EventChannel
+from app.orchestrator.guardrails import check_ctx, estimate_prompt_tokens, prompt_chars
 from app.orchestrator.lifecycle import TaskState
 from app.orchestrator.placement import JobSpec, PlacementDecision, PlacementInput, decide
 from app.orchestrator.pools import PoolRuntime
@@ -59,10 +60,17 @@ class Admitter:
         if task_id in st.live or task_id in st.done:
             raise Conflict(f"task_id {task_id} already exists; omit task_id to get a new one")
         now = st.clock.monotonic()
-        tokens_in = estimate_prompt_tokens(prompt_chars(req))
+        contents = (m.content for m in req.messages or ())
+        tokens_in = estimate_prompt_tokens(prompt_chars(req.prompt, contents))
         self._check_session(req, now)
-        pool, decision = self._place(req, tokens_in, task_id)
-        queued = self._enqueue(pool, req, task_id, now)
+        decision = self._decide(req, tokens_in)
+        try:
+            pool = self._chosen(req, decision)
+            queued = self._enqueue(pool, req, task_id, now)
+        except OrchError as exc:
+            self._record(task_id, req, decision, exc)
+            raise
+        self._record(task_id, req, decision, None)
         rec = self._new_record(
             req,
             task_id=task_id,
@@ -109,15 +117,18 @@ class Admitter:
         st.update_queue_gauge(old)
 
     def _replace_target(self, rec: TaskRecord) -> tuple[PoolRuntime, Admitted] | None:
+        req = rec.request
         try:
-            pool, decision = self._place(rec.request, rec.tokens_in, rec.task_id)
+            decision = self._decide(req, rec.tokens_in)
         except OrchError:
             return None
-        offer = pool.queues.offer(
-            QueuedItem(rec.task_id, rec.request.priority, self._st.clock.monotonic())
-        )
-        if not isinstance(offer, Admitted):
+        try:
+            pool = self._chosen(req, decision)
+            offer = self._enqueue(pool, req, rec.task_id, self._st.clock.monotonic())
+        except OrchError as exc:
+            self._record(rec.task_id, req, decision, exc)
             return None
+        self._record(rec.task_id, req, decision, None)
         rec.decision_summary = decision.log.summary
         return pool, offer
 
@@ -142,9 +153,8 @@ class Admitter:
             self._reject("session_" + refusal.limit, "any")
             raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
 
-    def _place(
-        self, req: TaskRequest, tokens_in: int, task_id: str
-    ) -> tuple[PoolRuntime, PlacementDecision]:
+    def _decide(self, req: TaskRequest, tokens_in: int) -> PlacementDecision:
+        """Run the ctx guardrail and the pure placement policy (records nothing)."""
         st = self._st
         required = tokens_in + req.max_tokens
         self._check_ctx(req, tokens_in)
@@ -153,26 +163,37 @@ class Admitter:
             sess = st.sessions.get(req.session_id, st.clock.monotonic())
             session_pool = sess.last_pool_id if sess else None
         gpu = st.gpu_probe.snapshot()
-        inp = PlacementInput(
-            pools=tuple(poolmod.snapshot(p, gpu) for p in st.pools.values()),
-            job=JobSpec(
-                priority=req.priority,
-                engine=req.engine,
-                model_ref=req.model_ref,
-                required_ctx=max(required, req.ctx or 0),
-                expected_tokens=req.expected_tokens or req.max_tokens,
-                est_kv_bytes=0,
-                session_pool_id=session_pool,
-                overrides=req.placement,
-            ),
+        return decide(
+            PlacementInput(
+                pools=tuple(poolmod.snapshot(p, gpu) for p in st.pools.values()),
+                job=JobSpec(
+                    priority=req.priority,
+                    engine=req.engine,
+                    model_ref=req.model_ref,
+                    required_ctx=max(required, req.ctx or 0),
+                    expected_tokens=req.expected_tokens or req.max_tokens,
+                    est_kv_bytes=0,
+                    session_pool_id=session_pool,
+                    overrides=req.placement,
+                ),
+            )
         )
-        decision = decide(inp)
-        record = st.decisions.add(st.clock.time(), task_id, req, decision.log)
-        self._record_decision_metrics(decision)
-        st.notify("decision", record)
+
+    def _chosen(self, req: TaskRequest, decision: PlacementDecision) -> PoolRuntime:
+        """Return the pool placement chose; raises POOL_UNAVAILABLE / POOL_UNREADY."""
         if decision.pool_id is None:
             self._refuse_no_capacity(req, decision)
-        return st.pools[decision.pool_id], decision  # type: ignore[index]
+        return self._st.pools[decision.pool_id]  # type: ignore[index]
+
+    def _record(
+        self, task_id: str, req: TaskRequest, decision: PlacementDecision, exc: OrchError | None
+    ) -> None:
+        """Record ``decision`` with its outcome (``exc``: the refusal) and tell observers."""
+        st = self._st
+        refusal = None if exc is None else _refusal(exc, decision)
+        record = st.decisions.add(st.clock.time(), task_id, req, decision.log, refusal)
+        self._record_decision_metrics(decision, refusal)
+        st.notify(DecisionMade(record))
 
     def _check_ctx(self, req: TaskRequest, tokens_in: int) -> None:
         matching = [
@@ -276,10 +297,25 @@ class Admitter:
         )
         st.notify_task(rec)
 
-    def _record_decision_metrics(self, decision: PlacementDecision) -> None:
+    def _record_decision_metrics(
+        self, decision: PlacementDecision, refusal: Refusal | None
+    ) -> None:
         lg = decision.log
-        outcome = "selected" if decision.pool_id else "no_capacity"
+        outcome = "selected" if refusal is None else "refused"
+        if decision.pool_id is None:
+            outcome = "no_capacity"
         self._st.metrics.placement_decisions.labels(
             outcome, str(lg.pinned).lower(), str(lg.fallback_used).lower()
         ).inc()
         self._st.metrics.placement_candidates_considered.observe(lg.candidates_considered)
+
+
+def _refusal(exc: OrchError, decision: PlacementDecision) -> Refusal:
+    """Return the decision-log refusal for an admission error raised after placement."""
+    if isinstance(exc, QueueFull):
+        reason = "queue_full"
+    elif exc.code == ErrorCode.DEADLINE_UNMET:
+        reason = "deadline_unmet"
+    else:
+        reason = decision.log.no_capacity_reason or "no_feasible_pool"
+    return Refusal(exc.code, reason, exc.message)

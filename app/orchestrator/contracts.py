@@ -70,6 +70,7 @@ class ErrorCode(StrEnum):
     DECODE_TIMEOUT = "DECODE_TIMEOUT"
     WORKER_RESET = "WORKER_RESET"
     INTERNAL = "INTERNAL"
+    DEADLINE_UNMET = "DEADLINE_UNMET"
 
 
 class PlacementOverrides(Strict):
@@ -254,6 +255,9 @@ class TaskView(Strict):
     error: ErrorPayload | None
     decision_summary: str
     api: str = "orchqueue"
+    prompt_start: str = Field(
+        default="", description="The first words of the prompt (or last user message)"
+    )
 
 
 class QueueDepth(Strict):
@@ -285,21 +289,58 @@ class PoolView(Strict):
     crashes_recent: int
 
 
+CandidateOutcome = Literal["selected", "outranked", "filtered", "refused"]
+DecisionOutcome = Literal["admitted", "refused"]
+
+
 class CandidateRecord(Strict):
+    """One pool of a placement decision and why it won, lost or was left out."""
+
     pool_id: str
-    outcome: str
-    reason: str
-    filter: str | None = None
+    outcome: CandidateOutcome = Field(
+        description="selected (placement chose it and its queue took the task), outranked, "
+        "filtered, or refused (placement chose it but its queue or the deadline refused)"
+    )
+    reason: str = Field(description="Human explanation; read the fields, not this text")
+    filter: str | None = Field(
+        default=None, description="The feasibility filter that dropped this pool (filtered)"
+    )
     predicted_end_ms: float | None = None
+    rank_key: str | None = Field(
+        default=None,
+        description="The ranking key this pool lost on (outranked), or the key that decided "
+        "for it (selected / refused); null for a filtered pool or an only candidate",
+    )
+    rank: int | None = Field(
+        default=None, description="Position in the ranking, 0 = best; null when filtered"
+    )
 
 
 class DecisionRecord(Strict):
+    """One placement decision and what admission made of it."""
+
     at: float
     task_id: str
     priority: Priority
     mode: PlacementMode
-    selected_pool_id: str | None
+    outcome: DecisionOutcome = Field(
+        description="admitted (queued on pool_id) or refused (see refusal_code / refusal_reason)"
+    )
+    pool_id: str | None = Field(description="The pool the task was queued on; null when refused")
+    refusal_code: str | None = Field(
+        default=None, description="The error code the client got (e.g. ADMISSION_REJECT on 429)"
+    )
+    refusal_reason: str | None = Field(
+        default=None,
+        description="Why it was refused: queue_full, deadline_unmet, or a no-capacity reason",
+    )
+    selected_pool_id: str | None = Field(
+        description="The pool placement ranked first (its queue may still have refused)"
+    )
     no_capacity_reason: str | None
+    deciding_key: str | None = Field(
+        default=None, description="The ranking key that separated the winner from the runner-up"
+    )
     candidates_considered: int
     filters_applied: list[str]
     tie_breakers_applied: list[str]

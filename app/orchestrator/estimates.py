@@ -16,6 +16,7 @@ from app.orchestrator.contracts import (
     TaskRequest,
     Workload,
 )
+from app.orchestrator.placement import serves_model_ref
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.ports import EngineRequest
 from app.orchestrator.queues import FullPolicy
@@ -35,14 +36,7 @@ def matches(model: str, pool_id: str, engine: str, req: TaskRequest) -> bool:
     engine and model_ref filters."""
     if req.engine is not None and req.engine != engine:
         return False
-    return req.model_ref is None or req.model_ref in (model, pool_id)
-
-
-def prompt_chars(req: TaskRequest) -> int:
-    """Return the character size of the request's prompt or chat messages."""
-    if req.prompt is not None:
-        return len(req.prompt)
-    return sum(len(m.content) + 8 for m in req.messages or ())
+    return serves_model_ref(req.model_ref, model, pool_id)
 
 
 def engine_request(rec: TaskRecord) -> EngineRequest:

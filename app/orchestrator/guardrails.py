@@ -6,10 +6,14 @@ Pure: no clock reads, no logging, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 CHARS_PER_TOKEN = 4
 """The prompt-size heuristic: about four characters per token."""
+
+MESSAGE_OVERHEAD_CHARS = 8
+"""Characters a chat message adds to the prompt beyond its text (role and framing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,14 @@ def check_budgets(
             f"session cost budget is exhausted ({cost_remaining:g} remaining); start a new session",
         )
     return None
+
+
+def prompt_chars(prompt: str | None, message_texts: Iterable[str]) -> int:
+    """Return the character size of a prompt, or (when ``prompt`` is None) of chat
+    messages, counting ``MESSAGE_OVERHEAD_CHARS`` for each message. Pure."""
+    if prompt is not None:
+        return len(prompt)
+    return sum(len(text) + MESSAGE_OVERHEAD_CHARS for text in message_texts)
 
 
 def estimate_prompt_tokens(text_chars: int) -> int:

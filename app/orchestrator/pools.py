@@ -6,9 +6,11 @@ its event loop). Snapshot and view builders are pure functions of that state.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from app.orchestrator.contracts import PoolView, Priority, QueueDepth
+from app.orchestrator.device_mask import device_indices
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.placement import PoolSnapshot
 from app.orchestrator.ports import EngineControl, GpuInventory
@@ -28,11 +30,18 @@ class PerfStats:
 
     def observe(self, tokens: int, decode_ms: float, ttft_ms: float | None) -> None:
         """Fold one finished task into the averages. Returns nothing; never blocks."""
-        if tokens > 1 and decode_ms > 0:
-            self.tokens_per_s = _ewma(self.tokens_per_s, tokens * 1000.0 / decode_ms)
+        rate = decode_tokens_per_s(tokens, decode_ms)
+        if tokens > 1 and rate is not None:
+            self.tokens_per_s = _ewma(self.tokens_per_s, rate)
         if ttft_ms is not None:
             self.first_token_ms = _ewma(self.first_token_ms, ttft_ms)
         self.service_ms = _ewma(self.service_ms, decode_ms + (ttft_ms or 0.0))
+
+
+def decode_tokens_per_s(tokens: int, decode_ms: float) -> float | None:
+    """Return the decode speed of ``tokens`` produced in ``decode_ms`` (from the first
+    token to the last); None when no decode time was measured. Pure."""
+    return tokens * 1000.0 / decode_ms if decode_ms > 0 else None
 
 
 def _ewma(old: float | None, new: float) -> float:
@@ -48,6 +57,7 @@ class PoolRuntime:
     perf: PerfStats = field(default_factory=PerfStats)
     running: set[str] = field(default_factory=set)
     draining: bool = False
+    drain_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def create(cls, engine: EngineControl, capacity: int, policy: FullPolicy) -> PoolRuntime:
@@ -65,20 +75,16 @@ class PoolRuntime:
     def busy(self) -> int:
         return len(self.running)
 
+    def stop_drain_timer(self) -> None:
+        """Cancel the pending drain deadline, if any. Never blocks."""
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
+
     def can_dispatch(self) -> bool:
         """Return True when the engine is ready and a slot is free."""
         state = self.engine.status.state
         return state is PoolState.READY and self.busy < self.engine.descriptor.slots
-
-
-def device_indices(mask: str) -> tuple[int, ...]:
-    """Return the GPU indices of a CUDA_VISIBLE_DEVICES-style mask ("cpu" -> ())."""
-    out: list[int] = []
-    for raw in mask.split(","):
-        part = raw.strip()
-        if part.isdigit():
-            out.append(int(part))
-    return tuple(out)
 
 
 def pool_vram(mask: str, gpu: GpuInventory) -> tuple[int | None, int | None]:
@@ -126,7 +132,29 @@ def snapshot(pool: PoolRuntime, gpu: GpuInventory) -> PoolSnapshot:
         loading=st.state is PoolState.STARTING,
         perf_tokens_per_s=pool.perf.tokens_per_s,
         first_token_ms=pool.perf.first_token_ms,
+        vram_need_bytes=vram_need(pool, gpu),
     )
+
+
+def vram_need(pool: PoolRuntime, gpu: GpuInventory) -> int:
+    """Return the VRAM ``pool`` still needs on its GPUs: its model's estimate less
+    what its engine process already holds there (per NVML); 0 when unknown."""
+    estimate = pool.engine.descriptor.vram_estimate_bytes
+    if estimate <= 0:
+        return 0
+    pid = getattr(pool.engine, "engine_pid", None)
+    idx = set(device_indices(pool.engine.descriptor.device_mask))
+    held = sum(
+        used for g in gpu.gpus if g.index in idx for p, used in g.process_vram_bytes if p == pid
+    )
+    return max(0, estimate - held)
+
+
+def busy_slots(pool: PoolRuntime) -> int:
+    """Return the pool's busy slots: the engine's own report (``engine_busy_slots``,
+    e.g. llama-server's ``/slots``) when it has one, never fewer than the tasks we run."""
+    reported = getattr(pool.engine, "engine_busy_slots", None)
+    return max(pool.busy, reported) if isinstance(reported, int) else pool.busy
 
 
 def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
@@ -149,7 +177,7 @@ def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
         ready=st.state is PoolState.READY and not pool.draining,
         draining=pool.draining or st.state is PoolState.DRAINING,
         slots_total=d.slots,
-        slots_busy=pool.busy,
+        slots_busy=busy_slots(pool),
         queue=QueueDepth(
             interactive=pool.queues.depth(Priority.INTERACTIVE),
             batch=pool.queues.depth(Priority.BATCH),

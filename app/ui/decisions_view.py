@@ -2,7 +2,9 @@
 
 A bounded table of recent decisions (newest on top), an outcome filter, and a
 detail pane listing every candidate pool of the selected decision with its
-outcome and the filter or tie-breaker behind it.
+outcome and the filter or ranking key behind it. Everything shown is read from
+the records' fields (outcome, pool_id, refusal_reason, filter, rank_key); the
+human reason texts are displayed, never parsed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.orchestrator.contracts import CandidateRecord, DecisionRecord
+from app.orchestrator.contracts import CandidateRecord, DecisionRecord, TaskView
 from app.ui.bridge import OrchestratorBridge
 from app.ui.table_model import Index, RowsModel
 
@@ -39,15 +41,16 @@ MAX_ROWS = 500
 # Accent colours that read on light and dark palettes.
 OUTCOME_COLOURS = {
     "selected": QColor("#2e9d4f"),
+    "admitted": QColor("#2e9d4f"),
     "outranked": QColor("#c98a1b"),
     "filtered": QColor("#d04848"),
-    "no capacity": QColor("#d04848"),
+    "refused": QColor("#d04848"),
 }
 
 OUTCOME_FILTERS = (
     ("All decisions", "all"),
-    ("Selected a pool", "selected"),
-    ("No capacity", "no_capacity"),
+    ("Admitted", "admitted"),
+    ("Refused", "refused"),
 )
 
 
@@ -60,29 +63,49 @@ def _yes_no(flag: bool) -> str:
 
 
 def outcome_text(record: DecisionRecord) -> str:
-    """Return the selected pool id, or ``"no capacity: <reason>"``."""
-    if record.selected_pool_id is not None:
-        return record.selected_pool_id
-    return f"no capacity: {record.no_capacity_reason or 'no_feasible_pool'}"
+    """Return the pool the task was queued on, or ``"refused: <reason>[ on <pool>]"``."""
+    if record.outcome == "admitted":
+        return record.pool_id or ""
+    where = f" on {record.selected_pool_id}" if record.selected_pool_id else ""
+    return f"refused: {record.refusal_reason or 'unknown'}{where}"
 
 
 def candidate_rule(candidate: CandidateRecord) -> str:
-    """Return the filter (filtered) or tie-breaker (outranked) that decided a candidate."""
-    if candidate.filter:
-        return candidate.filter
-    if candidate.outcome == "outranked":
-        return candidate.reason.partition(":")[0].removeprefix("lost on ").strip()
-    return ""
+    """Return the filter (filtered) or ranking key (outranked, selected) behind a candidate."""
+    return candidate.filter or candidate.rank_key or ""
 
 
 class DecisionTableModel(RowsModel[DecisionRecord]):
     """Recent decisions, newest first, at most ``capacity`` rows."""
 
-    HEADERS = ("Time", "Task", "Priority", "Mode", "Outcome", "Candidates", "Pinned", "Fallback")
+    HEADERS = (
+        "Time",
+        "Chat / prompt",
+        "Outcome",
+        "Priority",
+        "Mode",
+        "Candidates",
+        "Pinned",
+        "Fallback",
+    )
+    LABEL, OUTCOME = 1, 2
 
     def __init__(self, capacity: int = MAX_ROWS, parent: Any = None) -> None:
         super().__init__(parent)
         self._capacity = max(1, capacity)
+        self.labels: dict[str, str] = {}
+
+    def set_label(self, task_id: str, label: str) -> None:
+        """Name ``task_id``'s rows (a chat title or the prompt's first words)."""
+        if not label or self.labels.get(task_id) == label:
+            return
+        self.labels[task_id] = label
+        while len(self.labels) > 4 * self._capacity:  # forget the oldest names
+            self.labels.pop(next(iter(self.labels)))
+        row = self.row_of(task_id)
+        if row is not None:
+            cell = self.index(row, self.LABEL)
+            self.dataChanged.emit(cell, cell)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -91,20 +114,19 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._cell(record, index.column())
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"task {record.task_id}\n{record.summary}"
-        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 4:
-            key = "selected" if record.selected_pool_id else "no capacity"
-            return OUTCOME_COLOURS[key]
+            label = self.labels.get(record.task_id, "")
+            return f"{label}\ntask {record.task_id}\n{record.summary}".lstrip()
+        if role == Qt.ItemDataRole.ForegroundRole and index.column() == self.OUTCOME:
+            return OUTCOME_COLOURS[record.outcome]
         return None
 
-    @staticmethod
-    def _cell(record: DecisionRecord, column: int) -> str:
+    def _cell(self, record: DecisionRecord, column: int) -> str:
         values = (
             _clock(record.at),
-            record.task_id[:8],
+            self.labels.get(record.task_id) or record.task_id[:8],
+            outcome_text(record),
             str(record.priority),
             str(record.mode),
-            outcome_text(record),
             str(record.candidates_considered),
             _yes_no(record.pinned),
             _yes_no(record.fallback_used),
@@ -136,14 +158,14 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
 
 
 class OutcomeFilter(QSortFilterProxyModel):
-    """Keeps all decisions, only those that selected a pool, or only refusals."""
+    """Keeps all decisions, only admissions, or only refusals."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._mode = "all"
 
     def set_mode(self, mode: str) -> None:
-        """Show ``"all"``, ``"selected"`` or ``"no_capacity"`` decisions."""
+        """Show ``"all"``, ``"admitted"`` or ``"refused"`` decisions."""
         if hasattr(self, "beginFilterChange"):  # Qt >= 6.10
             self.beginFilterChange()
             self._mode = mode
@@ -157,14 +179,18 @@ class OutcomeFilter(QSortFilterProxyModel):
             return True
         source = self.sourceModel()
         assert isinstance(source, DecisionTableModel)
-        selected = source.record(row).selected_pool_id is not None
-        return selected if self._mode == "selected" else not selected
+        return source.record(row).outcome == self._mode
+
+
+def _candidate_order(candidate: CandidateRecord) -> tuple[int, int, str]:
+    ranked = candidate.rank is not None
+    return (0 if ranked else 1, candidate.rank or 0, candidate.pool_id)
 
 
 class CandidateTableModel(RowsModel[CandidateRecord]):
     """The candidate pools of one decision."""
 
-    HEADERS = ("Pool", "Outcome", "Filter / tie-breaker", "Reason", "Predicted end")
+    HEADERS = ("Pool", "Outcome", "Filter / rank key", "Reason", "Predicted end")
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -183,9 +209,8 @@ class CandidateTableModel(RowsModel[CandidateRecord]):
         return (cand.pool_id, cand.outcome, candidate_rule(cand), cand.reason, end)[column]
 
     def set_candidates(self, candidates: list[CandidateRecord]) -> None:
-        """Show ``candidates`` (selected first, then outranked, then filtered)."""
-        order = {"selected": 0, "outranked": 1, "filtered": 2}
-        self.set_rows(sorted(candidates, key=lambda c: order.get(c.outcome, 3)))
+        """Show ``candidates`` in rank order (selected or refused first), then filtered."""
+        self.set_rows(sorted(candidates, key=_candidate_order))
 
 
 class DecisionsView(QWidget):
@@ -200,7 +225,18 @@ class DecisionsView(QWidget):
         self.candidates = CandidateTableModel(self)
         self._build()
         self.model.reset(bridge.decisions(MAX_ROWS))
+        for task in bridge.tasks(MAX_ROWS):
+            self.model.set_label(task.task_id, task.prompt_start)
         bridge.decisionMade.connect(self.model.add)
+        bridge.taskChanged.connect(self._on_task)
+
+    def set_label(self, task_id: str, label: str) -> None:
+        """Show ``label`` (e.g. the chat's title) on ``task_id``'s rows."""
+        self.model.set_label(task_id, label)
+
+    def _on_task(self, view: TaskView) -> None:
+        if view.task_id not in self.model.labels:
+            self.model.set_label(view.task_id, view.prompt_start)
 
     # ---- layout --------------------------------------------------------------------
 
@@ -252,16 +288,18 @@ class DecisionsView(QWidget):
         table.verticalHeader().setVisible(False)
         header = table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        wide = 1 if model is self.proxy else 3  # the prompt, or the candidate's reason
+        header.setSectionResizeMode(wide, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(False)
         return table
 
     # ---- behaviour -----------------------------------------------------------------
 
     def set_outcome_filter(self, mode: str) -> None:
-        """Show ``"all"``, ``"selected"`` or ``"no_capacity"`` decisions."""
+        """Show ``"all"``, ``"admitted"`` or ``"refused"`` decisions; raises ValueError."""
         index = self.filter_box.findData(mode)
         if index < 0:
-            raise ValueError(f"unknown outcome filter {mode!r}; use all, selected or no_capacity")
+            raise ValueError(f"unknown outcome filter {mode!r}; use all, admitted or refused")
         self.filter_box.setCurrentIndex(index)
 
     def visible_task_ids(self) -> list[str]:
@@ -311,8 +349,10 @@ def detail_text(record: DecisionRecord) -> str:
     """Return the heading of the detail pane: task, outcome, summary, rules applied."""
     filters = ", ".join(record.filters_applied) or "none"
     ties = ", ".join(record.tie_breakers_applied) or "none"
+    refused = f" ({record.refusal_code})" if record.refusal_code else ""
     return (
         f"Task {record.task_id} ({record.priority}, {record.mode}) at {_clock(record.at)}: "
-        f"{outcome_text(record)}\n{record.summary}\n"
-        f"Filters applied: {filters}. Tie-breakers applied: {ties}."
+        f"{outcome_text(record)}{refused}\n{record.summary}\n"
+        f"Filters applied: {filters}. Tie-breakers applied: {ties}. "
+        f"Decided by: {record.deciding_key or 'only candidate'}."
     )

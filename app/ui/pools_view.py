@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.orchestrator.contracts import PoolView, ReloadResult
+from app.orchestrator.device_mask import device_indices
 from app.orchestrator.errors import OrchError
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import GpuInfo, GpuInventory
@@ -56,11 +57,6 @@ _SHOW_DETAIL = frozenset({PoolState.FAILED, PoolState.NEEDS_MODEL, PoolState.STA
 # ---------------------------------------------------------------- pure helpers
 
 
-def mask_indices(mask: str) -> tuple[int, ...]:
-    """Return the GPU indices named by a device mask ("0,1" -> (0, 1); "cpu" -> ())."""
-    return tuple(int(p.strip()) for p in mask.split(",") if p.strip().isdigit())
-
-
 def group_pools(
     pools: Sequence[PoolView], gpus: Sequence[GpuInfo]
 ) -> tuple[list[tuple[GpuInfo, list[PoolView]]], list[PoolView]]:
@@ -70,8 +66,8 @@ def group_pools(
     any other label or a GPU missing from the inventory goes to the other list.
     """
     known = {g.index for g in gpus}
-    per_gpu = [(g, [p for p in pools if g.index in mask_indices(p.device_mask)]) for g in gpus]
-    others = [p for p in pools if not known.intersection(mask_indices(p.device_mask))]
+    per_gpu = [(g, [p for p in pools if g.index in device_indices(p.device_mask)]) for g in gpus]
+    others = [p for p in pools if not known.intersection(device_indices(p.device_mask))]
     return per_gpu, others
 
 
@@ -270,7 +266,8 @@ class PoolsView(QWidget):
         super().__init__(parent)
         self._bridge = bridge
         self._choose = choose_model or default_model_chooser
-        self._rates = TokenRates()
+        self.rates = TokenRates()
+        """Tokens/s per pool, updated once per sample (the tray reads them too)."""
         self._pools: dict[str, PoolView] = {}
         self._inventory: GpuInventory = bridge.gpu()
         self._key: tuple[Any, ...] | None = None
@@ -327,7 +324,7 @@ class PoolsView(QWidget):
         self.set_state(list(self._pools.values()), inventory)
 
     def _on_sample(self, sample: Any) -> None:
-        self._rates.update(sample.at, sample.tokens_out)
+        self.rates.update(sample.at, sample.tokens_out)
         self.set_state(sample.pools, sample.gpu)
 
     def _show_hint(self, inventory: GpuInventory) -> None:
@@ -364,7 +361,7 @@ class PoolsView(QWidget):
             card.box.addWidget(empty)
         for pool in pools:
             pool_card = PoolCard(pool, self)
-            pool_card.update_view(pool, self._rates.rates.get(pool.pool_id))
+            pool_card.update_view(pool, self.rates.rates.get(pool.pool_id))
             self.pool_cards.setdefault(pool.pool_id, []).append(pool_card)
             card.box.addWidget(pool_card)
         card.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
@@ -380,7 +377,7 @@ class PoolsView(QWidget):
             if pool is None:
                 continue
             for pool_card in cards:
-                pool_card.update_view(pool, self._rates.rates.get(pid))
+                pool_card.update_view(pool, self.rates.rates.get(pid))
 
     # ---- actions ---------------------------------------------------------------
 

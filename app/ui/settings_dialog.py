@@ -40,13 +40,13 @@ from app.config import (
     ConfigError,
     Settings,
     generate_token,
-    is_loopback_host,
     parse_bind,
     parse_settings,
     to_toml,
     token_fingerprint,
     write_token_file,
 )
+from app.orchestrator.loopback import is_loopback_host
 from app.ui.bridge import OrchestratorBridge
 from app.ui.login_section import LoginSection, LoginSwitches, default_switches
 

@@ -110,6 +110,38 @@ async def test_proxy_identity_only_when_trusted(make_api: MakeApi) -> None:
     assert status == 401
 
 
+async def test_proxy_header_counts_only_from_listed_proxies(make_api: MakeApi) -> None:
+    """On a LAN bind, a peer that is not a listed proxy cannot skip the token by the header."""
+    settings = ApiSettings(
+        bind_host="0.0.0.0",
+        auth_token=TOKEN,
+        trust_proxy_auth=True,
+        trusted_proxies=("192.168.1.2", "10.9.0.0/16"),
+    )
+    api = await make_api(settings=settings, peer=True)
+    user = {"X-Forwarded-User": "ann"}
+    status, body = await _call(api, "GET", "/v1/pools", **LAN_PEER, **user)
+    assert status == 401 and body["code"] == "MISSING_TOKEN"
+    for proxy in ("192.168.1.2", "10.9.3.4"):
+        assert (await _call(api, "GET", "/v1/pools", **{REMOTE_HEADER: proxy}, **user))[0] == 200
+    with pytest.raises(UnsafeBind, match="trusted_proxies"):
+        check_bind(ApiSettings(bind_host="0.0.0.0", auth_token=TOKEN, trust_proxy_auth=True))
+    check_bind(settings)
+
+
+async def test_tokenless_callers_may_use_the_allowed_host_names(make_api: MakeApi) -> None:
+    settings = ApiSettings(
+        bind_host="0.0.0.0", auth_token=TOKEN, auth_optional=True, allowed_hosts=("orch.lan",)
+    )
+    api = await make_api(settings=settings)
+    assert (await _call(api, "GET", "/v1/pools", Host="orch.lan:8080"))[0] == 200
+    status, body = await _call(api, "GET", "/v1/pools", Host="evil.example:8080")
+    assert status == 401 and body["code"] == "MISSING_TOKEN"
+    loopback = await make_api(settings=ApiSettings(allowed_hosts=("orch.lan",)))
+    assert (await _call(loopback, "GET", "/v1/pools", Host="orch.lan"))[0] == 200
+    assert (await _call(loopback, "GET", "/v1/pools", Host="evil.example"))[0] == 403
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "lan-box.example"])
 def test_refuses_non_loopback_bind_without_token(host: str) -> None:
     with pytest.raises(UnsafeBind) as exc:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from app.orchestrator.guardrails import (
+    MESSAGE_OVERHEAD_CHARS,
     GuardrailRefusal,
     check_budgets,
     check_ctx,
     estimate_prompt_tokens,
+    prompt_chars,
 )
 
 
@@ -62,3 +64,9 @@ def test_check_budgets(
 )
 def test_estimate_prompt_tokens(chars: int, tokens: int) -> None:
     assert estimate_prompt_tokens(chars) == tokens
+
+
+def test_prompt_chars_counts_message_overhead_once_per_message() -> None:
+    assert prompt_chars("hello", ["ignored"]) == 5
+    assert prompt_chars(None, ["hi", "there"]) == 2 + 5 + 2 * MESSAGE_OVERHEAD_CHARS
+    assert prompt_chars(None, []) == 0

@@ -16,6 +16,7 @@ from app.orchestrator.placement import (
     PoolSnapshot,
     decide,
     normalise_mask,
+    serves_model_ref,
 )
 
 GIB = 1 << 30
@@ -295,6 +296,22 @@ HINTS = {"perf_tokens_per_s": 100.0, "first_token_ms": 50.0}
 
 RANK_CASES: list[tuple[str, list[PoolSnapshot], dict[str, Any], str, tuple[str, ...], str]] = [
     (
+        "a free slot beats queueing behind a known pool",
+        [pool("a", **HINTS, slots_free=0), pool("b")],
+        {},
+        "b",
+        ("starts_now",),
+        "lost on starts_now: would wait behind 1 busy+queued; b has a free slot",
+    ),
+    (
+        "a free slot beats session affinity",
+        [pool("a"), pool("b", slots_free=0)],
+        {"session_pool_id": "b"},
+        "a",
+        ("starts_now",),
+        "lost on starts_now: would wait behind 1 busy+queued; a has a free slot",
+    ),
+    (
         "predicted end",
         [
             pool("a", vram_free_bytes=8 * GIB, **HINTS, slots_total=2, slots_free=1),
@@ -306,35 +323,58 @@ RANK_CASES: list[tuple[str, list[PoolSnapshot], dict[str, Any], str, tuple[str, 
         "lost on predicted_end: 1550.0 ms predicted end vs 1050.0 ms predicted end",
     ),
     (
-        "hints before no hints",
-        [pool("a", vram_free_bytes=8 * GIB), pool("b", **HINTS)],
+        "missing hints do not lose to known hints",
+        [pool("a", **HINTS), pool("b", vram_free_bytes=8 * GIB)],
         {},
         "b",
-        ("predicted_end",),
-        "lost on predicted_end: no perf hints vs 1050.0 ms predicted end",
+        ("most_free_vram",),
+        "lost on most_free_vram: 4.00 GiB free VRAM vs 8.00 GiB",
     ),
     (
         "session affinity",
-        [pool("a", vram_free_bytes=8 * GIB), pool("b", queued=3)],
+        [pool("a", vram_free_bytes=8 * GIB), pool("b")],
         {"session_pool_id": "b"},
         "b",
         ("session_affinity",),
-        "lost on session_affinity: the session last ran on b",
+        "lost on session_affinity: the session's KV cache is on b",
+    ),
+    (
+        "affinity holds within the margin",
+        [pool("a", **HINTS), pool("b", perf_tokens_per_s=100.0, first_token_ms=100.0)],
+        {"session_pool_id": "b"},
+        "b",
+        ("session_affinity",),
+        "lost on session_affinity: the session's KV cache is on b, "
+        "and 1050.0 ms is not 20% sooner than its 1100.0 ms",
+    ),
+    (
+        "a clearly sooner pool beats affinity",
+        [
+            pool("a", perf_tokens_per_s=200.0, first_token_ms=50.0),
+            pool("b", perf_tokens_per_s=100.0, first_token_ms=100.0),
+        ],
+        {"session_pool_id": "b"},
+        "a",
+        ("predicted_end",),
+        "lost on predicted_end: 1100.0 ms predicted end vs 550.0 ms predicted end",
     ),
     (
         "least loaded",
-        [pool("a", vram_free_bytes=8 * GIB, queued=2, slots_free=0), pool("b", queued=1)],
+        [
+            pool("a", vram_free_bytes=8 * GIB, slots_total=2, slots_free=1),
+            pool("b", slots_total=2, slots_free=2),
+        ],
         {},
         "b",
         ("least_loaded",),
-        "lost on least_loaded: 3 busy+queued vs 1",
+        "lost on least_loaded: 1 busy+queued vs 0",
     ),
     (
         "most free vram",
         [pool("a", vram_free_bytes=None, perf_tokens_per_s=90.0), pool("b")],
         {},
         "b",
-        ("least_loaded", "most_free_vram"),
+        ("most_free_vram",),
         "lost on most_free_vram: 0 B free VRAM vs 4.00 GiB",
     ),
     (
@@ -342,7 +382,7 @@ RANK_CASES: list[tuple[str, list[PoolSnapshot], dict[str, Any], str, tuple[str, 
         [pool("a", perf_tokens_per_s=None), pool("b", perf_tokens_per_s=40.0)],
         {},
         "b",
-        ("least_loaded", "most_free_vram", "higher_perf"),
+        ("higher_perf",),
         "lost on higher_perf: 0 tokens/s vs 40",
     ),
     (
@@ -350,7 +390,7 @@ RANK_CASES: list[tuple[str, list[PoolSnapshot], dict[str, Any], str, tuple[str, 
         [pool("b"), pool("a")],
         {},
         "a",
-        ("least_loaded", "most_free_vram", "higher_perf", "pool_id"),
+        ("pool_id",),
         "lost on pool_id: b sorts after a",
     ),
     (
@@ -361,20 +401,12 @@ RANK_CASES: list[tuple[str, list[PoolSnapshot], dict[str, Any], str, tuple[str, 
         ],
         {"expected_tokens": 100},
         "b",
-        ("predicted_end", "least_loaded", "most_free_vram", "higher_perf"),
+        ("higher_perf",),
         "lost on higher_perf: 100 tokens/s vs 200",
     ),
     (
-        "affinity after equal predicted end",
-        [pool("a", vram_free_bytes=8 * GIB, **HINTS), pool("b", **HINTS)],
-        {"session_pool_id": "b"},
-        "b",
-        ("predicted_end", "session_affinity"),
-        "lost on session_affinity: the session last ran on b",
-    ),
-    (
         "session pool not a candidate",
-        [pool("a", queued=1), pool("b"), pool("c", draining=True)],
+        [pool("a", slots_total=2, slots_free=1), pool("b"), pool("c", draining=True)],
         {"session_pool_id": "c"},
         "b",
         ("least_loaded",),
@@ -401,7 +433,11 @@ def test_ranking_key_decides(
     loser = next(n for n in decision.log.candidates if n.pool_id != winner and n.filter is None)
     assert loser.outcome == "outranked"
     assert loser.reason == loser_reason
-    assert note(decision, winner).outcome == "selected"
+    assert loser.rank_key == loser_reason.removeprefix("lost on ").partition(":")[0]
+    selected = note(decision, winner)
+    assert selected.outcome == "selected"
+    assert selected.rank == 0 and loser.rank == 1
+    assert selected.rank_key == decision.log.deciding_key == tie_breakers[-1]
 
 
 def test_predicted_end_formula() -> None:
@@ -450,8 +486,7 @@ def test_summary_names_winner_and_skipped_pools() -> None:
         [*pools, pool("gpu2", device_mask="1", queued=2)], job({"require_device_mask": "1"})
     )
     assert decision.log.summary == (
-        "gpu1: least loaded (0 busy+queued); gpu0 skipped: device mask 0 != required 1; "
-        "gpu2 lost on least_loaded"
+        "gpu1: free slot now; gpu0 skipped: device mask 0 != required 1; gpu2 lost on starts_now"
     )
 
 
@@ -465,3 +500,10 @@ def test_same_input_any_order_same_decision() -> None:
 def test_duplicate_pool_ids_are_refused() -> None:
     with pytest.raises(ValueError, match="two snapshots of pool 'a'"):
         place([pool("a"), pool("a", queued=1)])
+
+
+def test_a_model_ref_names_a_pool_by_model_or_id() -> None:
+    assert serves_model_ref(None, "llama", "gpu0")
+    assert serves_model_ref("llama", "llama", "gpu0")
+    assert serves_model_ref("gpu0", "llama", "gpu0")
+    assert not serves_model_ref("mistral", "llama", "gpu0")

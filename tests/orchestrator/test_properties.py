@@ -17,6 +17,7 @@ from app.orchestrator.placement import (
     normalise_mask,
 )
 from app.orchestrator.queues import Admitted, FullPolicy, PoolQueues, QueuedItem
+from app.orchestrator.ranking import RANK_KEYS
 
 FAST = settings(max_examples=100, deadline=None)
 PLACEMENT = settings(max_examples=75, deadline=None)
@@ -272,3 +273,42 @@ def test_some_feasible_pool_is_selected_in_auto_mode(
     decision = _place(snapshots, auto)
     any_feasible = any(_feasible(p, auto) for p in snapshots)
     assert (decision.pool_id is not None) is any_feasible
+
+
+def _starts_now(pool: PoolSnapshot) -> bool:
+    return pool.slots_free > pool.queued
+
+
+@PLACEMENT
+@given(snapshots=pools(), job=jobs)
+def test_a_pool_with_a_free_slot_is_never_passed_over_for_a_queue(
+    snapshots: tuple[PoolSnapshot, ...], job: JobSpec
+) -> None:
+    """Whatever the hints and the session: when some ranked candidate can start
+    the task now, the selected pool can start it now too."""
+    decision = _place(snapshots, job)
+    by_id = {p.pool_id: p for p in snapshots}
+    ranked = [n for n in decision.log.candidates if n.outcome in ("selected", "outranked")]
+    if decision.pool_id is None or not any(_starts_now(by_id[n.pool_id]) for n in ranked):
+        return
+    assert _starts_now(by_id[decision.pool_id])
+
+
+@PLACEMENT
+@given(snapshots=pools(), job=jobs)
+def test_every_ranked_candidate_names_its_rank_key(
+    snapshots: tuple[PoolSnapshot, ...], job: JobSpec
+) -> None:
+    log = _place(snapshots, job).log
+    ranked = sorted(
+        (n for n in log.candidates if n.outcome != "filtered"), key=lambda n: n.rank or 0
+    )
+    assert [n.rank for n in ranked] == list(range(len(ranked)))
+    for n in ranked:
+        assert n.filter is None
+        expected = log.deciding_key if n.outcome == "selected" else n.rank_key
+        assert n.rank_key == expected and (n.rank == 0 or n.rank_key in RANK_KEYS)
+        assert n.reason.startswith(f"lost on {n.rank_key}:") or n.outcome == "selected"
+    for n in log.candidates:
+        if n.outcome == "filtered":
+            assert n.filter is not None and n.rank_key is None and n.rank is None

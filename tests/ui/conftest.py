@@ -43,9 +43,11 @@ class QtAsync:
         """
 
         async def bounded() -> T:
-            return await asyncio.wait_for(aw, timeout)
+            result: T = await asyncio.wait_for(aw, timeout)
+            return result
 
-        return self.loop.run_until_complete(bounded())
+        result: T = self.loop.run_until_complete(bounded())
+        return result
 
     def wait_until(self, pred: Callable[[], Any], timeout: float = 5.0) -> None:
         """Process Qt and asyncio events until ``pred()`` is truthy.

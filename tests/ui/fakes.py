@@ -135,6 +135,9 @@ class FakeBridge(QObject):
     def decisions(self, limit: int = 100) -> list[DecisionRecord]:
         return self.decision_list[:limit]
 
+    def decision_for(self, task_id: str) -> DecisionRecord | None:
+        return next((d for d in reversed(self.decision_list) if d.task_id == task_id), None)
+
     def gpu(self) -> GpuInventory:
         return self.inventory
 

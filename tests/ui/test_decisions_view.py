@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.orchestrator.contracts import CandidateRecord, DecisionRecord, PlacementMode, Priority
+from app.orchestrator.contracts import (
+    CandidateRecord,
+    DecisionRecord,
+    PlacementMode,
+    Priority,
+    TaskRequest,
+)
+from app.orchestrator.tasks import prompt_start
 from app.ui.decisions_view import MAX_ROWS, DecisionsView
+from app.ui.main_window import MainWindow
 from tests.ui.fakes import FakeBridge
 
 
@@ -13,6 +21,10 @@ def decision(task_id: str, selected: str | None = "gpu1", **kw: Any) -> Decision
     base: dict[str, Any] = dict(
         at=1_700_000_000.0, task_id=task_id, priority=Priority.INTERACTIVE,
         mode=PlacementMode.AUTO, selected_pool_id=selected,
+        outcome="admitted" if selected else "refused", pool_id=selected,
+        refusal_code=None if selected else "POOL_UNAVAILABLE",
+        refusal_reason=None if selected else "no_feasible_pool",
+        deciding_key="most_free_vram",
         no_capacity_reason=None if selected else "no_feasible_pool",
         candidates_considered=3, filters_applied=["device_mask"],
         tie_breakers_applied=["most_free_vram"], pinned=False, fallback_used=False,
@@ -21,9 +33,10 @@ def decision(task_id: str, selected: str | None = "gpu1", **kw: Any) -> Decision
             CandidateRecord(pool_id="gpu0", outcome="filtered", filter="device_mask",
                             reason="device mask 0 does not match the required mask 1"),
             CandidateRecord(pool_id="gpu2", outcome="outranked", predicted_end_ms=812.0,
-                            reason="lost on most_free_vram: 4.0 GiB free VRAM vs 20.0 GiB"),
+                            reason="free VRAM is lower", rank_key="most_free_vram", rank=1),
             CandidateRecord(pool_id="gpu1", outcome="selected", predicted_end_ms=640.0,
-                            reason="most free VRAM (20.0 GiB)"),
+                            reason="most free VRAM (20.0 GiB)", rank_key="most_free_vram",
+                            rank=0),
         ],
     )  # fmt: skip
     base.update(kw)
@@ -42,8 +55,8 @@ def test_lists_initial_decisions_and_new_ones_on_top(qtbot: Any) -> None:
     view, bridge = make_view(qtbot, [decision("bbbbbbbb-2"), decision("aaaaaaaa-1")])
     bridge.decisionMade.emit(decision("cccccccc-3", selected=None, candidates=[]))
     assert view.visible_task_ids() == ["cccccccc-3", "bbbbbbbb-2", "aaaaaaaa-1"]
-    assert view.model.data(view.model.index(0, 4)) == "no capacity: no_feasible_pool"
-    assert view.model.data(view.model.index(1, 4)) == "gpu1"
+    assert view.model.data(view.model.index(0, 2)) == "refused: no_feasible_pool"
+    assert view.model.data(view.model.index(1, 2)) == "gpu1"
     assert view.model.data(view.model.index(1, 1)) == "bbbbbbbb"
 
 
@@ -52,10 +65,10 @@ def test_detail_lists_every_candidate_with_its_reason(qtbot: Any) -> None:
     assert view.select_task("task-1")
     model = view.candidates
     rows = [[model.cell(r, c) for c in range(5)] for r in range(model.rowCount())]
+    # the rank key column comes from the rank_key field, not from the reason text
     assert rows == [
-        ["gpu1", "selected", "", "most free VRAM (20.0 GiB)", "640 ms"],
-        ["gpu2", "outranked", "most_free_vram",
-         "lost on most_free_vram: 4.0 GiB free VRAM vs 20.0 GiB", "812 ms"],
+        ["gpu1", "selected", "most_free_vram", "most free VRAM (20.0 GiB)", "640 ms"],
+        ["gpu2", "outranked", "most_free_vram", "free VRAM is lower", "812 ms"],
         ["gpu0", "filtered", "device_mask",
          "device mask 0 does not match the required mask 1", ""],
     ]  # fmt: skip
@@ -63,17 +76,35 @@ def test_detail_lists_every_candidate_with_its_reason(qtbot: Any) -> None:
     assert "gpu0 skipped: device mask" in heading
     assert "Filters applied: device_mask" in heading
     assert "Tie-breakers applied: most_free_vram" in heading
+    assert "Decided by: most_free_vram" in heading
+
+
+def test_a_queue_full_refusal_shows_as_refused_not_selected(qtbot: Any) -> None:
+    refused = decision(
+        "task-9", outcome="refused", pool_id=None, refusal_code="ADMISSION_REJECT",
+        refusal_reason="queue_full", deciding_key=None,
+        candidates=[
+            CandidateRecord(pool_id="gpu1", outcome="refused", reason="queue full", rank=0)
+        ],
+    )  # fmt: skip
+    view, _ = make_view(qtbot, [refused, decision("task-8")])
+    assert view.model.data(view.model.index(0, 2)) == "refused: queue_full on gpu1"
+    view.set_outcome_filter("refused")
+    assert view.visible_task_ids() == ["task-9"]
+    assert view.select_task("task-9")
+    assert view.candidates.cell(0, 1) == "refused"
+    assert "(ADMISSION_REJECT)" in view.detail_title.text()
 
 
 def test_outcome_filter_keeps_matching_decisions(qtbot: Any) -> None:
     records = [decision("t3"), decision("t2", selected=None, candidates=[]), decision("t1")]
     view, bridge = make_view(qtbot, records)
-    view.set_outcome_filter("no_capacity")
+    view.set_outcome_filter("refused")
     assert view.visible_task_ids() == ["t2"]
     bridge.decisionMade.emit(decision("t4"))
     bridge.decisionMade.emit(decision("t5", selected=None, candidates=[]))
     assert view.visible_task_ids() == ["t5", "t2"]
-    view.set_outcome_filter("selected")
+    view.set_outcome_filter("admitted")
     assert view.visible_task_ids() == ["t4", "t3", "t1"]
     view.set_outcome_filter("all")
     assert view.visible_task_ids() == ["t5", "t4", "t3", "t2", "t1"]
@@ -81,7 +112,7 @@ def test_outcome_filter_keeps_matching_decisions(qtbot: Any) -> None:
 
 def test_filtered_out_decision_cannot_be_selected(qtbot: Any) -> None:
     view, _ = make_view(qtbot, [decision("t1"), decision("t2", selected=None, candidates=[])])
-    view.set_outcome_filter("selected")
+    view.set_outcome_filter("admitted")
     assert not view.select_task("t2")
     assert view.select_task("t1")
     assert view.selected_record() is not None
@@ -96,3 +127,25 @@ def test_table_is_bounded(qtbot: Any) -> None:
     ids = view.visible_task_ids()
     assert ids[0] == f"task-{MAX_ROWS + 24}"
     assert ids[-1] == "task-25"
+
+
+def test_rows_name_the_chat_or_the_prompt(qtbot: Any, qloop: Any) -> None:
+    long = TaskRequest(prompt="Explain   the placement\npolicy " + "in detail " * 20)
+    assert prompt_start(long).startswith("Explain the placement policy in detail")
+    assert len(prompt_start(long)) <= 60 and prompt_start(long).endswith("…")
+
+    view, bridge = make_view(qtbot, [decision("api-task-1")])
+    view.model.set_label("api-task-1", "Summarise this log file")
+    assert view.model.data(view.model.index(0, 1)) == "Summarise this log file"
+    header = view.table.horizontalHeader()
+    assert header.sectionResizeMode(1).name == "Stretch"  # the prompt gets the width
+
+    window = MainWindow(bridge, tray_available=lambda: False)  # type: ignore[arg-type]
+    qtbot.addWidget(window)
+    conv = window.chat.current()
+    conv.prompt.setPlainText("Which GPU should run a 7B model?")
+    conv.send_button.click()
+    task_id = str(bridge.submitted[0].task_id)
+    bridge.decisionMade.emit(decision(task_id))
+    model = window.decisions.model
+    assert model.data(model.index(0, 1)) == "Chat: Which GPU should run a 7B model?"

@@ -204,7 +204,7 @@ def test_run_gui_reports_a_start_failure_and_returns_1(qapp: Any) -> None:
 
 
 class Raiser(QObject):
-    @asyncSlot()
+    @asyncSlot()  # type: ignore[untyped-decorator]
     async def boom(self) -> None:
         raise RuntimeError("slot exploded")
 

@@ -30,6 +30,7 @@ from app.api.sse import StreamOptions, serve_stream
 from app.api.state import CORRELATION_ID, IDENTITY, ORCH, SETTINGS, STREAMS
 from app.orchestrator.contracts import PoolView
 from app.orchestrator.errors import InvalidParams
+from app.orchestrator.placement import serves_model_ref
 from app.orchestrator.service import StreamHandle
 
 POOL_HEADER = "X-Orch-Pool-Id"
@@ -60,7 +61,7 @@ def model_cards(views: Iterable[PoolView], created: int) -> list[dict[str, Any]]
 
 def serving_pools(views: Iterable[PoolView], model: str) -> list[PoolView]:
     """Return the pools whose model id or pool id is ``model``. Pure."""
-    return [v for v in views if model in (v.model, v.pool_id)]
+    return [v for v in views if serves_model_ref(model, v.model, v.pool_id)]
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.orchestrator.contracts import PlacementOverrides, Priority, TaskRequest
-from app.orchestrator.guardrails import estimate_prompt_tokens
+from app.orchestrator.guardrails import estimate_prompt_tokens, prompt_chars
 
 MAX_TOKENS_CAP = 131_072
 DEFAULT_EXPECTED_TOKENS = 256
@@ -115,7 +115,7 @@ class ChatCompletionRequest(_Common):
 
     def prompt_chars(self) -> int:
         """Return the character size of the messages (as the admission estimates it)."""
-        return sum(len(m.text()) + 8 for m in self.messages)
+        return prompt_chars(None, (m.text() for m in self.messages))
 
     def task_fields(self) -> dict[str, Any]:
         """Return the TaskRequest ``messages`` (developer messages become system ones)."""
@@ -136,8 +136,8 @@ class CompletionRequest(_Common):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
     def prompt_chars(self) -> int:
-        """Return the character size of the prompt."""
-        return len(self.text())
+        """Return the character size of the prompt (as the admission estimates it)."""
+        return prompt_chars(self.text(), ())
 
     def task_fields(self) -> dict[str, Any]:
         """Return the TaskRequest ``prompt``."""
