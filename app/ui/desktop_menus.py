@@ -57,9 +57,8 @@ class DesktopActions:
         self.window = window
         self.bridge = bridge
         self.open_url = open_url
-        self.opened: list[Path] = []
         controls = bridge.controls
-        self.config_action = self._action("Open &config file", lambda: controls.config_path())
+        self.config_action = self._action("Open &config file", controls.config_path)
         self.logs_action = self._action(
             "Open &logs folder", lambda: str(Path(controls.log_path()).parent)
         )
@@ -90,7 +89,6 @@ class DesktopActions:
         target = Path(path).expanduser()
         if not target.suffix and not target.exists():
             target.mkdir(parents=True, exist_ok=True)
-        self.opened.append(target)
         if not self.open_url(QUrl.fromLocalFile(str(target))):
             self.bridge.report_error(f"No application could open {target}.")
             return False

@@ -72,7 +72,9 @@ class LoginSection(QGroupBox):
         except OSError as exc:
             return self._failed(self.autostart_box, f"Could not change start at login: {exc}")
         self.dialog.show_ok(
-            "llama-orch starts in the tray at login." if on else "llama-orch no longer starts at login."
+            "llama-orch starts in the tray at login."
+            if on
+            else "llama-orch no longer starts at login."
         )
         return True
 

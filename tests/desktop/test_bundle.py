@@ -92,7 +92,7 @@ def test_serve_answers_capabilities_and_runs_the_demo_engine(tmp_path: Path) -> 
         while True:
             pools = get_json(f"{url}/v1/pools")
             assert isinstance(pools, list)
-            if pools and pools[0]["state"] == "ready" or time.monotonic() > deadline:
+            if (pools and pools[0]["state"] == "ready") or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert pools[0]["pool_id"] == "demo" and pools[0]["state"] == "ready", pools

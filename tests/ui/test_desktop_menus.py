@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QSettings, QUrl
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QMenu, QMessageBox
 
 from app.config import parse_settings
 from app.orchestrator.ports import GpuInventory
 from app.ui.main_window import MainWindow
-from tests.ui.fakes import FakeBridge, FakeControls, gpu, pool_view
+from tests.ui.fakes import FakeBridge, FakeControls, gpu
 
 
 class Opener:
@@ -48,7 +48,8 @@ def menu_titles(win: MainWindow) -> list[str]:
 def test_file_and_help_menus_have_the_desktop_actions(window: MainWindow) -> None:
     assert menu_titles(window) == ["&File", "&View", "&Help"]
     file_menu = window.menuBar().actions()[0].menu()
-    texts = [a.text() for a in file_menu.actions()]  # type: ignore[union-attr]
+    assert isinstance(file_menu, QMenu)
+    texts = [a.text() for a in file_menu.actions()]
     assert texts[-5:-2] == ["Open &config file", "Open &logs folder", "Open &models folder"]
     assert texts[-1] == "&Quit"
 
