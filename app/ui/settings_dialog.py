@@ -47,7 +47,7 @@ from app.config import (
     write_token_file,
 )
 from app.orchestrator.loopback import is_loopback_host
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.login_section import LoginSection, LoginSwitches, default_switches
 
 ERROR_COLOUR = "#d04848"
@@ -90,7 +90,7 @@ class SettingsDialog(QDialog):
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         parent: QWidget | None = None,
         login: LoginSwitches | None = None,
     ) -> None:

@@ -33,7 +33,7 @@ def window(qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MainW
         gpus=(gpu(0),), at=0.0, driver_version="550.54.14", cuda_version="12.4"
     )
     win = MainWindow(
-        bridge,  # type: ignore[arg-type]
+        bridge,
         tray_available=lambda: False,
         settings=QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat),
     )

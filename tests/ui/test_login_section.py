@@ -32,7 +32,7 @@ def dialog_for(qtbot: Any, home: Path, run: Systemctl) -> tuple[SettingsDialog, 
         run=run,
     )  # fmt: skip
     bridge = FakeBridge(FakeControls(parse_settings({}, env={})))
-    dialog = SettingsDialog(bridge, login=switches)  # type: ignore[arg-type]
+    dialog = SettingsDialog(bridge, login=switches)
     qtbot.addWidget(dialog)
     return dialog, switches
 
