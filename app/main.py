@@ -89,6 +89,7 @@ class Backend:
 
 def api_settings(settings: Settings) -> ApiSettings:
     """Return the app.api ApiSettings for ``settings``."""
+    from app.api.connections import ConnectionLimits
     from app.api.settings import ApiSettings
 
     host, port = settings.bind_host_port()
@@ -105,6 +106,12 @@ def api_settings(settings: Settings) -> ApiSettings:
         cors_origins=tuple(s.cors_origins),
         allowed_hosts=tuple(h.lower().rstrip(".") for h in s.allowed_hosts),
         trusted_proxies=tuple(s.trusted_proxies),
+        limits=ConnectionLimits(
+            head_timeout_s=s.request_head_timeout_s,
+            keepalive_s=s.keepalive_timeout_s,
+            per_peer=s.max_connections_per_peer,
+            total=s.max_connections,
+        ),
     )
 
 
@@ -282,6 +289,9 @@ def cmd_serve(config: Path, bind: str | None) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     setup_logging(settings.log_dir_path() / "llama-orch.log")
+    from app.api.connections import raise_open_file_limit
+
+    raise_open_file_limit()
     return asyncio.run(_serve(settings))
 
 
@@ -328,7 +338,10 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
         return _start_failed(f"The config file {config} has problems:\n{exc}", 2)
     log_file = settings.log_dir_path() / "llama-orch.log"
     setup_logging(log_file)
+    from app.api.connections import raise_open_file_limit
     from app.gui_controls import GuiControls
+
+    raise_open_file_limit()
     from app.ui.app import run_gui
 
     async def start() -> tuple[Orchestrator, GuiControls, Callable[[], Awaitable[None]]]:

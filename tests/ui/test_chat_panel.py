@@ -311,8 +311,8 @@ def test_paced_tokens_are_flushed_on_the_timer_not_per_token(
 
 def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAsync) -> None:
     class Queued(FakeBridge):
-        def submit(self, req: TaskRequest) -> AdmissionResponse:
-            super().submit(req)
+        async def submit(self, req: TaskRequest) -> AdmissionResponse:
+            await super().submit(req)
             record = DecisionRecord(
                 at=0.0,
                 task_id=str(req.task_id),
@@ -362,7 +362,7 @@ def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAs
         error=None,
         decision_summary="",
     )
-    bridge.taskChanged.emit(moved)
+    bridge.tasksChanged.emit((moved,))
     assert conv.status.text().startswith("2nd in line on gpu1, about ")
     assert "starting" not in conv.status.text().lower()
     qloop.wait_until(lambda: conv.status.text().startswith("Starting on gpu1"))
@@ -555,7 +555,7 @@ def test_new_pools_appear_in_the_pickers(make_panel: Any, qloop: QtAsync) -> Non
     conv = panel.current()
     conv.target.setCurrentIndex(conv.target.findData("pool:gpu0"))
     bridge.pool_list = two_pools()
-    bridge.poolChanged.emit(bridge.pool_list[1])
+    bridge.poolsChanged.emit((bridge.pool_list[1],))
     assert conv.target.findData("pool:gpu1") >= 0
     assert conv.target.findData("model:llama") >= 0
     assert conv.target.currentData() == "pool:gpu0"

@@ -66,7 +66,7 @@ def make_window(qtbot: Any, tmp_path: Path) -> Iterator[Callable[..., MainWindow
     def build(bridge: FakeBridge, **kw: Any) -> MainWindow:
         kw.setdefault("tray_available", lambda: False)
         kw.setdefault("settings", QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
-        window = MainWindow(bridge, **kw)  # type: ignore[arg-type]
+        window = MainWindow(bridge, **kw)
         qtbot.addWidget(window)
         alive.append(window)
         return window
@@ -125,7 +125,7 @@ def test_banner_is_shown_and_dismissible(
 
 
 def test_pause_admissions_drains_all_then_resumes(
-    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+    bridge: FakeBridge, make_window: Callable[..., MainWindow], qloop: QtAsync
 ) -> None:
     window = make_window(bridge)
     window.pause_action.trigger()
