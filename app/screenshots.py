@@ -162,7 +162,7 @@ class Traffic:
 
 
 async def _chat(window: Any) -> Any:
-    conversation = window.chat.current()
+    conversation = window.chat.new_conversation()
     conversation.max_tokens.setValue(120)
     conversation.seed.setText("7")
     conversation.prompt.setPlainText(CHAT_PROMPT)
@@ -217,28 +217,41 @@ async def render(out: Path, folder: Path) -> list[Path]:
     from app.gui_controls import GuiControls
     from app.logs import setup_logging
     from app.main import FIRST_START_BANNER, api_settings, build_backend
-    from app.ui.bridge import OrchestratorBridge
+    from app.screenshots_chat import chat_scenes, seeded_store
+    from app.ui.backend_thread import BackendThread
+    from app.ui.embedded_bridge import EmbeddedBridge
     from app.ui.main_window import MainWindow
 
     env = {k: v for k, v in os.environ.items() if k not in _ENV_OVERRIDES}
     settings = await asyncio.to_thread(demo_settings, folder, env)
     log_file = folder / "logs" / "llama-orch.log"
     setup_logging(log_file, stream=None)
-    backend = build_backend(settings)
-    await backend.start()
+
+    async def start() -> Any:
+        backend = build_backend(settings)
+        await backend.start()
+        controls = GuiControls(backend, folder / "config.toml", log_file, api_settings)
+        return (backend, controls), lambda: backend.stop(deadline_s=2.0)
+
+    thread: BackendThread[Any] = BackendThread(start)
+    backend, controls = await asyncio.to_thread(thread.start)
     bridge = None
     traffic = Traffic(backend.api.url)
     try:
-        controls = GuiControls(backend, folder / "config.toml", log_file, api_settings)
-        bridge = OrchestratorBridge(backend.orch, controls)
+        bridge = EmbeddedBridge(backend.orch, controls, thread)
         ini = QSettings(str(folder / "window.ini"), QSettings.Format.IniFormat)
+        store, markdown_chat = seeded_store(folder)
         window = MainWindow(
-            bridge, banner=FIRST_START_BANNER, tray_available=lambda: False, settings=ini
+            bridge,
+            banner=FIRST_START_BANNER,
+            tray_available=lambda: False,
+            settings=ini,
+            chat_store=store,
         )
         window.resize(1280, 860)
         window.show()
         await _until(lambda: _settled(bridge), READY_TIMEOUT_S, "the pools to start")
-        bridge.drain("mock1", 3_600_000)  # a draining pool, so decisions show a filter
+        await bridge.drain("mock1", 3_600_000)  # a draining pool, so decisions show a filter
         conversation = await _chat(window)
         running = asyncio.ensure_future(traffic.run(HISTORY_S))
         await asyncio.sleep(HISTORY_S - 8.0)
@@ -247,7 +260,8 @@ async def render(out: Path, folder: Path) -> list[Path]:
         written = [await _grab_tab(window, bridge, out, n) for n in ("pools", "tasks")]
         await running
         await _until(lambda: not conversation.busy, 120.0, "the chat answer")
-        written += [await _grab_tab(window, bridge, out, n) for n in ("chat", "decisions")]
+        written += await chat_scenes(window, conversation, markdown_chat, out)
+        written += [await _grab_tab(window, bridge, out, "decisions")]
         written += [await _grab_tab(window, bridge, out, "metrics")]
         written.append(await _grab_settings(window, out))
         window.hide()
@@ -256,7 +270,7 @@ async def render(out: Path, folder: Path) -> list[Path]:
         await traffic.close()
         if bridge is not None:
             bridge.close()
-        await backend.stop(deadline_s=2.0)
+        await asyncio.to_thread(thread.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget
 
 from app.orchestrator.contracts import PoolView
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.chat_sidebar import ChatSidebar
 from app.ui.chat_store import ChatStore
 from app.ui.conversation import Clock, Conversation
@@ -34,7 +35,7 @@ class ChatPanel(QWidget):
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         parent: QWidget | None = None,
         *,
         store: ChatStore | None = None,
@@ -62,7 +63,7 @@ class ChatPanel(QWidget):
         box = QVBoxLayout(self)
         box.setContentsMargins(0, 0, 0, 0)
         box.addWidget(splitter)
-        bridge.poolChanged.connect(self._on_pool)
+        bridge.poolsChanged.connect(self._on_pools)
         self._restore()
 
     def _build_tabs(self) -> None:
@@ -154,7 +155,7 @@ class ChatPanel(QWidget):
     def _close_current(self) -> None:
         self.close_conversation(self.tabs.currentIndex())
 
-    def _on_pool(self, _pool: PoolView) -> None:
+    def _on_pools(self, _pools: Sequence[PoolView]) -> None:
         pools = self._bridge.pools()
         for conv in self.conversations:
             conv.set_pools(pools)

@@ -10,6 +10,7 @@ human reason texts are displayed, never parsed.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import (
@@ -33,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.orchestrator.contracts import CandidateRecord, DecisionRecord, TaskView
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.table_model import Index, RowsModel
 
 MAX_ROWS = 500
@@ -145,6 +146,11 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
         """Replace every row with ``records`` (newest first), keeping the bound."""
         self.set_rows(list(records[: self._capacity]))
 
+    def add_many(self, records: Sequence[DecisionRecord]) -> None:
+        """Insert ``records`` (oldest first) on top, keeping the bound."""
+        for record in records:
+            self.add(record)
+
     def add(self, record: DecisionRecord) -> None:
         """Insert ``record`` on top and drop the oldest row beyond the bound."""
         self.beginInsertRows(QModelIndex(), 0, 0)
@@ -216,7 +222,7 @@ class CandidateTableModel(RowsModel[CandidateRecord]):
 class DecisionsView(QWidget):
     """Recent placement decisions with a per-candidate explanation."""
 
-    def __init__(self, bridge: OrchestratorBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, bridge: Bridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.model = DecisionTableModel(MAX_ROWS, self)
@@ -227,16 +233,17 @@ class DecisionsView(QWidget):
         self.model.reset(bridge.decisions(MAX_ROWS))
         for task in bridge.tasks(MAX_ROWS):
             self.model.set_label(task.task_id, task.prompt_start)
-        bridge.decisionMade.connect(self.model.add)
-        bridge.taskChanged.connect(self._on_task)
+        bridge.decisionsMade.connect(self.model.add_many)
+        bridge.tasksChanged.connect(self._on_tasks)
 
     def set_label(self, task_id: str, label: str) -> None:
         """Show ``label`` (e.g. the chat's title) on ``task_id``'s rows."""
         self.model.set_label(task_id, label)
 
-    def _on_task(self, view: TaskView) -> None:
-        if view.task_id not in self.model.labels:
-            self.model.set_label(view.task_id, view.prompt_start)
+    def _on_tasks(self, views: Sequence[TaskView]) -> None:
+        for view in views:
+            if view.task_id not in self.model.labels:
+                self.model.set_label(view.task_id, view.prompt_start)
 
     # ---- layout --------------------------------------------------------------------
 

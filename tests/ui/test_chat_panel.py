@@ -27,15 +27,9 @@ from app.orchestrator.errors import OrchError, QueueFull
 from app.orchestrator.events import (
     END,
     ERROR,
-    STARTED,
-    TOKEN,
     EndData,
     EndEvent,
     ErrorEvent,
-    StartedData,
-    StartedEvent,
-    TaskEvent,
-    TokenEvent,
 )
 from app.ui.chat_logic import (
     ChatOptions,
@@ -48,28 +42,9 @@ from app.ui.chat_logic import (
 from app.ui.chat_panel import ChatPanel, Conversation
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, pool_view
+from tests.ui.support import script, type_and_send
 
 TOKENS = [f"tok{i} " for i in range(200)]
-
-
-def script(tokens: list[str], pool_id: str = "gpu0") -> list[TaskEvent]:
-    started: StartedData = {
-        "queue_position": 0,
-        "predicted_start_ms": 0,
-        "pool_id": pool_id,
-        "correlation_id": "c-1",
-    }
-    end: EndData = {
-        "tokens_out": len(tokens),
-        "decode_time_ms": 500,
-        "decode_ms": 500,
-        "finish_reason": "stop",
-    }
-    return [
-        StartedEvent(STARTED, started),
-        *(TokenEvent(TOKEN, {"t": t, "i": i}) for i, t in enumerate(tokens)),
-        EndEvent(END, end),
-    ]
 
 
 class StepClock:
@@ -96,14 +71,6 @@ def make_panel(qtbot: Any) -> Iterator[Callable[..., ChatPanel]]:
 
     yield build
     alive.clear()
-
-
-def type_and_send(conv: Conversation, text: str, qloop: QtAsync) -> None:
-    """Send ``text`` and let the loop start the stream task (Qt events processed later
-    outside the loop must not be the first to step it)."""
-    conv.prompt.setPlainText(text)
-    conv.send_button.click()
-    qloop.sleep(0.01)
 
 
 def transcript(conv: Conversation) -> str:
@@ -344,8 +311,8 @@ def test_paced_tokens_are_flushed_on_the_timer_not_per_token(
 
 def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAsync) -> None:
     class Queued(FakeBridge):
-        def submit(self, req: TaskRequest) -> AdmissionResponse:
-            super().submit(req)
+        async def submit(self, req: TaskRequest) -> AdmissionResponse:
+            await super().submit(req)
             record = DecisionRecord(
                 at=0.0,
                 task_id=str(req.task_id),
@@ -395,7 +362,7 @@ def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAs
         error=None,
         decision_summary="",
     )
-    bridge.taskChanged.emit(moved)
+    bridge.tasksChanged.emit((moved,))
     assert conv.status.text().startswith("2nd in line on gpu1, about ")
     assert "starting" not in conv.status.text().lower()
     qloop.wait_until(lambda: conv.status.text().startswith("Starting on gpu1"))
@@ -588,7 +555,7 @@ def test_new_pools_appear_in_the_pickers(make_panel: Any, qloop: QtAsync) -> Non
     conv = panel.current()
     conv.target.setCurrentIndex(conv.target.findData("pool:gpu0"))
     bridge.pool_list = two_pools()
-    bridge.poolChanged.emit(bridge.pool_list[1])
+    bridge.poolsChanged.emit((bridge.pool_list[1],))
     assert conv.target.findData("pool:gpu1") >= 0
     assert conv.target.findData("model:llama") >= 0
     assert conv.target.currentData() == "pool:gpu0"

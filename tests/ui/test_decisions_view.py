@@ -46,14 +46,14 @@ def decision(task_id: str, selected: str | None = "gpu1", **kw: Any) -> Decision
 def make_view(qtbot: Any, records: list[DecisionRecord]) -> tuple[DecisionsView, FakeBridge]:
     bridge = FakeBridge()
     bridge.decision_list = records
-    view = DecisionsView(bridge)  # type: ignore[arg-type]
+    view = DecisionsView(bridge)
     qtbot.addWidget(view)
     return view, bridge
 
 
 def test_lists_initial_decisions_and_new_ones_on_top(qtbot: Any) -> None:
     view, bridge = make_view(qtbot, [decision("bbbbbbbb-2"), decision("aaaaaaaa-1")])
-    bridge.decisionMade.emit(decision("cccccccc-3", selected=None, candidates=[]))
+    bridge.decisionsMade.emit((decision("cccccccc-3", selected=None, candidates=[]),))
     assert view.visible_task_ids() == ["cccccccc-3", "bbbbbbbb-2", "aaaaaaaa-1"]
     assert view.model.data(view.model.index(0, 2)) == "refused: no_feasible_pool"
     assert view.model.data(view.model.index(1, 2)) == "gpu1"
@@ -101,8 +101,8 @@ def test_outcome_filter_keeps_matching_decisions(qtbot: Any) -> None:
     view, bridge = make_view(qtbot, records)
     view.set_outcome_filter("refused")
     assert view.visible_task_ids() == ["t2"]
-    bridge.decisionMade.emit(decision("t4"))
-    bridge.decisionMade.emit(decision("t5", selected=None, candidates=[]))
+    bridge.decisionsMade.emit((decision("t4"),))
+    bridge.decisionsMade.emit((decision("t5", selected=None, candidates=[]),))
     assert view.visible_task_ids() == ["t5", "t2"]
     view.set_outcome_filter("admitted")
     assert view.visible_task_ids() == ["t4", "t3", "t1"]
@@ -122,7 +122,7 @@ def test_filtered_out_decision_cannot_be_selected(qtbot: Any) -> None:
 def test_table_is_bounded(qtbot: Any) -> None:
     view, bridge = make_view(qtbot, [])
     for i in range(MAX_ROWS + 25):
-        bridge.decisionMade.emit(decision(f"task-{i}", candidates=[]))
+        bridge.decisionsMade.emit((decision(f"task-{i}", candidates=[]),))
     assert view.model.rowCount() == MAX_ROWS
     ids = view.visible_task_ids()
     assert ids[0] == f"task-{MAX_ROWS + 24}"
@@ -140,12 +140,13 @@ def test_rows_name_the_chat_or_the_prompt(qtbot: Any, qloop: Any) -> None:
     header = view.table.horizontalHeader()
     assert header.sectionResizeMode(1).name == "Stretch"  # the prompt gets the width
 
-    window = MainWindow(bridge, tray_available=lambda: False)  # type: ignore[arg-type]
+    window = MainWindow(bridge, tray_available=lambda: False)
     qtbot.addWidget(window)
     conv = window.chat.current()
     conv.prompt.setPlainText("Which GPU should run a 7B model?")
     conv.send_button.click()
+    qloop.sleep(0.01)  # the submit runs on the loop
     task_id = str(bridge.submitted[0].task_id)
-    bridge.decisionMade.emit(decision(task_id))
+    bridge.decisionsMade.emit((decision(task_id),))
     model = window.decisions.model
     assert model.data(model.index(0, 1)) == "Chat: Which GPU should run a 7B model?"
