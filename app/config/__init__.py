@@ -20,6 +20,7 @@ from app.config.files import (
     atomic_write,
     generate_token,
     read_token_file,
+    remove_stale_temporaries,
     token_fingerprint,
     write_token_file,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "parse_bind",
     "parse_settings",
     "read_token_file",
+    "remove_stale_temporaries",
     "save_settings",
     "to_toml",
     "token_fingerprint",

@@ -33,6 +33,7 @@ from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, NotFound
 from app.orchestrator.estimates import build_capabilities, on_time_probability
 from app.orchestrator.events import EventChannel, TaskEvent
+from app.orchestrator.housekeeping import Housekeeper
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.metrics import OrchMetrics
 from app.orchestrator.ports import (
@@ -95,6 +96,7 @@ class Orchestrator:
         )
         self._dispatcher = Dispatcher(self._st)
         self._admitter = Admitter(self._st, self._dispatcher)
+        self._housekeeper = Housekeeper(self._st)
 
     # ---- shared state, as attributes -------------------------------------------
 
@@ -136,6 +138,7 @@ class Orchestrator:
         """Start every pool's engine and listen to its status. Awaits the launches."""
         for pool in self._st.pools.values():
             pool.engine.add_listener(self._listener(pool.pool_id))
+        self._housekeeper.start()
         await asyncio.gather(*(p.engine.start() for p in self._st.pools.values()))
 
     def _listener(self, pool_id: str) -> Callable[[PoolStatus], None]:
@@ -146,6 +149,7 @@ class Orchestrator:
         rest with an ``error`` frame, then stop the engines. Awaits all of it."""
         st = self._st
         st.closing = True
+        self._housekeeper.stop()
         self._dispatcher.fail_queued(None, "server shutting down")
         running = [r.runner for r in st.live.values() if r.runner and not r.runner.done()]
         if running and deadline_s > 0:
@@ -191,6 +195,7 @@ class Orchestrator:
         if rec.unopened_timer is not None:
             rec.unopened_timer.cancel()
             rec.unopened_timer = None
+        rec.start_gate.set()
         sid = rec.request.session_id
         return StreamHandle(task_id, rec.correlation_id, rec.pool_id, sid, rec.channel)
 
