@@ -19,7 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.config import (
     ConfigError,
@@ -33,6 +33,16 @@ from app.config import (
     save_settings,
 )
 from app.logs import REDACTOR, setup_logging
+
+if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
+    from app.api.server import ApiServer
+    from app.api.settings import ApiSettings
+    from app.engine_host.gpu_poller import GpuPoller
+    from app.gui_controls import GuiControls
+    from app.orchestrator.ports import EngineControl
+    from app.orchestrator.service import Orchestrator, OrchestratorConfig
+
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 log = logging.getLogger("llama_orch.main")
 
@@ -50,10 +60,10 @@ class Backend:
     """Everything ``serve`` and the GUI run: engines, core, API server, GPU poller."""
 
     settings: Settings
-    orch: Any
-    api: Any
-    poller: Any
-    engines: list[Any] = field(default_factory=list)
+    orch: Orchestrator
+    api: ApiServer
+    poller: GpuPoller
+    engines: list[EngineControl] = field(default_factory=list)
 
     async def start(self) -> None:
         """Start the GPU poller, the engines and the API server. Raises on failure
@@ -75,7 +85,7 @@ class Backend:
         await asyncio.to_thread(self.poller.stop)
 
 
-def api_settings(settings: Settings) -> Any:
+def api_settings(settings: Settings) -> ApiSettings:
     """Return the app.api ApiSettings for ``settings``."""
     from app.api.settings import ApiSettings
 
@@ -96,7 +106,7 @@ def api_settings(settings: Settings) -> Any:
     )
 
 
-def orchestrator_config(settings: Settings) -> Any:
+def orchestrator_config(settings: Settings) -> OrchestratorConfig:
     """Return the core's OrchestratorConfig for ``settings``."""
     from app.orchestrator.queues import FullPolicy
     from app.orchestrator.service import OrchestratorConfig
@@ -119,7 +129,7 @@ def orchestrator_config(settings: Settings) -> Any:
     )
 
 
-def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
+def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> EngineControl:
     """Return the EngineControl adapter for one ``[[pools]]`` entry."""
     if pool.engine == "mock":
         from app.engine_host.mock import MockEngine, MockSpec
@@ -174,11 +184,29 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
             demo=pool.demo,
             startup_timeout_s=float(settings.engines.startup_timeout_s),
             decode_timeout_s=float(settings.engines.decode_timeout_s),
+            gpu_layers=pool.gpu_layers,
+            flash_attn=pool.flash_attn,
+            cache_type_k=pool.cache_type_k,
+            cache_type_v=pool.cache_type_v,
+            tensor_split=tuple(pool.tensor_split),
+            extra_args=tuple(pool.extra_args),
             health_interval_s=settings.engines.health_interval_s,
             health_timeout_s=settings.engines.health_timeout_s,
         ),
         log_dir=log_dir,
+        gpu_indices=nvml_gpu_indices,
     )
+
+
+def nvml_gpu_indices() -> list[int]:
+    """Return the indices of the GPUs NVML sees now (empty without NVML). Blocks on NVML."""
+    from app.engine_host.nvml import NvmlInventory
+
+    reader = NvmlInventory()
+    try:
+        return [gpu.index for gpu in reader.read(with_processes=False).gpus]
+    finally:
+        reader.close()
 
 
 def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None = None) -> Backend:
@@ -265,7 +293,7 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-def _add_gui_options(sp: Any) -> None:
+def _add_gui_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--minimized", action="store_true", help="start in the tray (used at login)")
 
 
@@ -287,7 +315,7 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
     from app.gui_controls import GuiControls
     from app.ui.app import run_gui
 
-    async def start() -> tuple[Any, Any, Callable[[], Awaitable[None]]]:
+    async def start() -> tuple[Orchestrator, GuiControls, Callable[[], Awaitable[None]]]:
         backend = build_backend(settings)
         try:
             await backend.start()
@@ -363,7 +391,7 @@ exit codes:
   130  interrupted with Ctrl-C (the task was canceled on the server)"""
 
 
-def _add_ask_parser(sub: Any) -> None:
+def _add_ask_parser(sub: SubParsers) -> None:
     ap = sub.add_parser(
         "ask",
         help="ask a running server; stream the answer to stdout",

@@ -29,6 +29,7 @@ from app.config import (
     token_fingerprint,
     write_token_file,
 )
+from tests.support.gguf_files import BAD_KINDS, write_bad
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "resources" / "default-config.toml"
 NO_ENV: dict[str, str] = {}
@@ -93,6 +94,29 @@ INVALID = [
     ("[[pools]]\nid = 'a'\nengine = 'vllm'", "pools[0].engine", "'llamacpp', 'openai' or 'mock'"),
     ("[[pools]]\nid = 'a'\ndevice_mask = 'gpu0'", "pools[0].device_mask", 'like "0" or "0,1"'),
     ("[[pools]]\nid = 'a'\ndevice_mask = '0,0'", "pools[0].device_mask", "list each index once"),
+    ("[[pools]]\nid = 'a'\ngpu_layers = -2", "pools[0].gpu_layers", "-1 (all layers)"),
+    ("[[pools]]\nid = 'a'\nflash_attn = 'yes'", "pools[0].flash_attn", "'auto', 'on' or 'off'"),
+    ("[[pools]]\nid = 'a'\ncache_type_k = 'q3'", "pools[0].cache_type_k", "q8_0"),
+    ("[[pools]]\nid = 'a'\ncache_type_v = 'f8'", "pools[0].cache_type_v", "q8_0"),
+    ("[[pools]]\nid = 'a'\ntensor_split = [0, 0]", "pools[0].tensor_split", "not all zero"),
+    (
+        "[[pools]]\nid = 'a'\ndevice_mask = '0,1'\ntensor_split = [1]",
+        "pools[0].tensor_split",
+        "tensor_split has 1 shares but device_mask '0,1' names 2 GPU(s)",
+    ),
+    (
+        "[[pools]]\nid = 'a'\nextra_args = ['--mlock', '--port=9000']",
+        "pools[0].extra_args",
+        "extra_args may not contain --port: the orchestrator picks a free loopback port",
+    ),
+    ("[[pools]]\nid = 'a'\nextra_args = ['-np', '4']", "pools[0].extra_args", "slots key"),
+    ("[[pools]]\nid = 'a'\nextra_args = ['--api-key', 'k']", "pools[0].extra_args", "key of"),
+    ("[[pools]]\nid = 'a'\nextra_args = ['--host']", "pools[0].extra_args", "loopback only"),
+    (
+        "[[pools]]\nid = 'm'\nengine = 'mock'\ngpu_layers = 10",
+        "pools[0].gpu_layers",
+        "'gpu_layers' applies to llamacpp pools only",
+    ),
     (
         "[[pools]]\nid = 'big'\ndevice_mask = 'cpu'",
         "pools[0].device_mask",
@@ -220,9 +244,11 @@ def test_demo_pool_may_run_on_cpu_without_allow_cpu_inference() -> None:
     assert settings.pools[0].demo
 
 
-def test_relative_model_path_is_relative_to_the_config_folder(tmp_path: Path) -> None:
+def test_relative_model_path_is_relative_to_the_config_folder(
+    tmp_path: Path, demo_gguf: bytes
+) -> None:
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "m.gguf").write_bytes(b"GGUF")
+    (tmp_path / "models" / "m.gguf").write_bytes(demo_gguf)
     path = write(tmp_path, "[[pools]]\nid = 'a'\nmodel = 'file:models/m.gguf'\ndevice_mask = '0,1'")
 
     settings = load_settings(path, NO_ENV)
@@ -418,7 +444,7 @@ def test_default_config_resource_documents_and_sets_every_key() -> None:
     settings = load_settings(DEFAULT_CONFIG, NO_ENV)
     text = DEFAULT_CONFIG.read_text()
 
-    for table in ("server", "admission", "sessions", "engines"):
+    for table in ("server", "admission", "sessions", "engines", "models"):
         section = getattr(settings, table)
         assert section.model_fields_set == set(type(section).model_fields), table
     assert "allow_cpu_inference" in settings.model_fields_set
@@ -574,9 +600,11 @@ def test_save_refuses_settings_that_would_not_load(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ first start
 
 
-def test_default_settings_without_gpus_has_only_a_cpu_demo_pool(tmp_path: Path) -> None:
+def test_default_settings_without_gpus_has_only_a_cpu_demo_pool(
+    tmp_path: Path, demo_gguf: bytes
+) -> None:
     model = tmp_path / "demo.gguf"
-    model.write_bytes(b"GGUF")
+    model.write_bytes(demo_gguf)
 
     settings = default_settings([], model)
     save_settings(settings, tmp_path / "c.toml")
@@ -627,6 +655,57 @@ def test_check_config_main_prints_one_line_per_problem(
     assert any(line.startswith("bogus: unknown key 'bogus'") for line in lines)
 
 
+def test_check_config_refuses_a_port_in_extra_args(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "[[pools]]\nid = 'g'\nextra_args = ['--port', '9000']\n")
+
+    assert check_config_main(str(path), NO_ENV) == 2
+    assert capsys.readouterr().err == (
+        "pools[0].extra_args: extra_args may not contain --port: the orchestrator picks "
+        "a free loopback port; remove it\n"
+    )
+
+
+def test_llamacpp_tuning_keys_round_trip_through_the_file(tmp_path: Path) -> None:
+    text = (
+        "[[pools]]\nid = 'g'\ndevice_mask = '0,1'\ngpu_layers = 20\nflash_attn = 'on'\n"
+        "cache_type_k = 'q8_0'\ncache_type_v = 'q4_0'\ntensor_split = [3, 1]\n"
+        "extra_args = ['--mlock']\n"
+    )
+    settings = load_settings(write(tmp_path, text), NO_ENV)
+    save_settings(settings, tmp_path / "again.toml")
+    (pool,) = load_settings(tmp_path / "again.toml", NO_ENV).pools
+    assert (pool.gpu_layers, pool.flash_attn) == (20, "on")
+    assert (pool.cache_type_k, pool.cache_type_v) == ("q8_0", "q4_0")
+    assert pool.tensor_split == [3.0, 1.0]
+    assert pool.extra_args == ["--mlock"]
+
+
 def test_check_config_main_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check_config_main(str(tmp_path / "x.toml"), NO_ENV) == 2
     assert str(tmp_path / "x.toml") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_check_config_refuses_a_bad_model_file_in_one_sentence(
+    tmp_path: Path, demo_gguf: bytes, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    (tmp_path / "models").mkdir()
+    bad, sentence = write_bad(kind, tmp_path / "models", demo_gguf)
+    path = write(tmp_path, f"[[pools]]\nid = 'a'\nmodel = 'models/{bad.name}'\n")
+
+    assert check_config_main(str(path), NO_ENV) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"pools[0].model: models/{sentence}")
+    assert line.endswith("; choose another model")
+
+
+def test_download_refs_are_checked_for_syntax_not_presence(tmp_path: Path) -> None:
+    good = write(tmp_path, "[[pools]]\nid = 'a'\nmodel = 'hf:me/tiny/tiny.gguf@main'\n")
+    assert load_settings(good, NO_ENV).pools[0].model_file() is None
+    bad = write(tmp_path, "[[pools]]\nid = 'a'\nmodel = 'hf:tiny'\n", name="bad.toml")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(bad, NO_ENV)
+    assert "'hf:tiny' does not name a Hugging Face repository" in str(caught.value)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from app.api.app import make_app
 from app.api.settings import ApiSettings, check_bind
-from app.api.state import SETTINGS, STREAMS
+from app.api.state import SETTINGS
 from app.orchestrator.service import Orchestrator
 
 log = logging.getLogger("llama_orch.api")
@@ -114,13 +114,13 @@ class ApiServer:
         return site, int(sock.getsockname()[1])
 
     async def stop(self) -> None:
-        """End live streams with an ``error`` frame, then stop listening. Awaits both.
+        """Stop listening and end live streams with an ``error`` frame (the app's
+        on_shutdown hook). Awaits both.
 
         Never raises for a server that is not running.
         """
         if self._app is None or self._runner is None:
             return
-        await self._app[STREAMS].close_all(SHUTDOWN_TIMEOUT_S)
         await self._runner.cleanup()
         self._app = self._runner = self._site = None
         log.info("API stopped")

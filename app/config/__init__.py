@@ -33,6 +33,7 @@ from app.config.load import (
 )
 from app.config.schema import (
     INVALID_CONFIG,
+    LLAMACPP_KEYS,
     MOCK_KEYS,
     NON_LOOPBACK_WITHOUT_TOKEN,
     OPENAI_KEYS,
@@ -42,6 +43,7 @@ from app.config.schema import (
     Engine,
     EngineSettings,
     EnvOverride,
+    ModelsSettings,
     PoolSettings,
     Problem,
     ServerSettings,
@@ -54,6 +56,7 @@ from app.config.validate import parse_settings
 
 __all__ = [
     "INVALID_CONFIG",
+    "LLAMACPP_KEYS",
     "MOCK_KEYS",
     "NON_LOOPBACK_WITHOUT_TOKEN",
     "OPENAI_KEYS",
@@ -63,6 +66,7 @@ __all__ = [
     "Engine",
     "EngineSettings",
     "EnvOverride",
+    "ModelsSettings",
     "PoolSettings",
     "Problem",
     "ServerSettings",

@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 
 from app.config.files import read_token_file, token_problem
 from app.config.schema import (
+    LLAMACPP_KEYS,
     MOCK_KEYS,
     OPENAI_KEYS,
     ConfigError,
@@ -160,16 +161,43 @@ def _pool_rules(i: int, pool: PoolSettings, allow_cpu: bool, base: Settings) -> 
         found.append(
             Problem(f"{key}.model", f"openai pool {pool.id!r} needs the engine's model id")
         )
-    path = base.model_path(pool)
-    if path is not None and not path.is_file():
+    gpus = len(pool.gpu_indices())
+    if pool.tensor_split and len(pool.tensor_split) != gpus:
         found.append(
+            Problem(
+                f"{key}.tensor_split",
+                f"tensor_split has {len(pool.tensor_split)} shares but device_mask "
+                f"{pool.device_mask!r} names {gpus} GPU(s); give one share per GPU",
+            )
+        )
+    return found + _model_problems(key, pool, base)
+
+
+def _model_problems(key: str, pool: PoolSettings, base: Settings) -> list[Problem]:
+    """Return why a llamacpp pool's model cannot load: a bad reference, a missing
+    file, or a file that fails the GGUF checks. Blocks (reads the GGUF header)."""
+    from app.engine_host.gguf_info import gguf_problem
+    from app.orchestrator.model_refs import parse_ref
+
+    if pool.engine != "llamacpp" or not pool.model:
+        return []
+    try:
+        parse_ref(pool.model)
+    except ValueError as exc:
+        return [Problem(f"{key}.model", str(exc))]
+    path = base.model_path(pool)
+    if path is None:
+        return []
+    if not path.is_file():
+        return [
             Problem(
                 f"{key}.model",
                 f"model file {path} does not exist; put the GGUF file there, fix the path, "
                 'or set model = "" to choose a model later',
             )
-        )
-    return found
+        ]
+    problem = gguf_problem(path, shown_as=pool.model_file())
+    return [Problem(f"{key}.model", f"{problem}; choose another model")] if problem else []
 
 
 def _engine_key_problems(i: int, raw: Mapping[str, Any]) -> list[Problem]:
@@ -177,6 +205,7 @@ def _engine_key_problems(i: int, raw: Mapping[str, Any]) -> list[Problem]:
     if engine not in get_args(Engine):
         return []
     only = {name: "mock" for name in MOCK_KEYS} | {name: "openai" for name in OPENAI_KEYS}
+    only |= {name: "llamacpp" for name in LLAMACPP_KEYS}
     return [
         Problem(
             f"pools[{i}].{name}",

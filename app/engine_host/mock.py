@@ -71,6 +71,7 @@ class MockSpec:
     restart_delay_ms: float = 200.0
     decode_timeout_s: float = 60.0
     demo: bool = False
+    vram_estimate_bytes: int = 0
 
 
 def mock_token(seed: int | None, prompt_key: str, index: int) -> str:
@@ -164,6 +165,7 @@ class MockEngine(PublishedStatus):
             slots=spec.slots,
             device_mask=spec.device_mask,
             demo=spec.demo,
+            vram_estimate_bytes=spec.vram_estimate_bytes,
         )
         self._pool = StatusPublisher(descriptor)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -172,7 +174,13 @@ class MockEngine(PublishedStatus):
         self.crashes = 0
 
     def _set(self, state: PoolState, detail: str = "") -> None:
-        self._pool.publish(state, detail, crashes_recent=self.crashes)
+        self._pool.publish(
+            state,
+            detail,
+            crashes_recent=self.crashes,
+            crashes_total=self.crashes,
+            restarts_total=self.crashes,  # every mock crash restarts
+        )
 
     async def start(self) -> None:
         """Report starting, then ready after ``start_delay_ms`` (in the background)."""

@@ -36,53 +36,91 @@ class SseEvent(NamedTuple):
     data: str
 
 
+MAX_LINE_CHARS = 4 * 1024 * 1024
+"""The longest line (and event) an engine may send; longer fails that one stream."""
+
+
+class SseLineTooLong(ValueError):
+    """An engine sent a line or an event longer than ``MAX_LINE_CHARS``."""
+
+
 class SseDecoder:
     """Incremental Server-Sent Events decoder (WHATWG rules, UTF-8).
 
     Feed it byte chunks cut anywhere, even inside a UTF-8 sequence or between
     ``\\r`` and ``\\n``; it returns the events completed so far. Comments and
-    ``id``/``retry`` fields are ignored. Not thread-safe; never blocks.
+    ``id``/``retry`` fields are ignored. Work is linear in the bytes fed: an
+    unfinished line is kept as a list of pieces, joined once when it ends.
+    Raises SseLineTooLong past ``max_line`` characters in one line or event.
+    Not thread-safe; never blocks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int = MAX_LINE_CHARS) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
+        self._max = max_line
+        self._parts: list[str] = []  # the unfinished last line, in pieces
+        self._held = 0
+        self._cr = False  # the held text ends with "\\r" (a "\\n" may follow)
         self._data: list[str] = []
+        self._data_chars = 0
         self._event = ""
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        """Decode ``chunk``; return the events it completed (possibly none)."""
-        text = self._pending + self._utf8.decode(chunk)
+        """Decode ``chunk``; return the events it completed (possibly none).
+
+        Raises SseLineTooLong when a line or an event grows past the cap.
+        """
+        text = self._utf8.decode(chunk)
+        if self._parts:
+            if not self._cr and "\n" not in text and "\r" not in text:
+                self._hold(text)  # a long line goes on: no rescan of what came before
+                return []
+            text = "".join(self._parts) + text
+            self._parts.clear()
+            self._held = 0
         events: list[SseEvent] = []
         if "\r" not in text:  # the common case: "\n" line ends only
-            *lines, self._pending = text.split("\n")
+            *lines, rest = text.split("\n")
             for line in lines:
                 self._line(line, events)
-            return events
-        pos = 0
-        for match in _LINE_END.finditer(text):
-            if match.group() == "\r" and match.end() == len(text):
-                break  # a "\n" may follow in the next chunk
-            self._line(text[pos : match.start()], events)
-            pos = match.end()
-        self._pending = text[pos:]
+        else:
+            pos = 0
+            for match in _LINE_END.finditer(text):
+                if match.group() == "\r" and match.end() == len(text):
+                    break  # a "\n" may follow in the next chunk
+                self._line(text[pos : match.start()], events)
+                pos = match.end()
+            rest = text[pos:]
+        self._hold(rest)
         return events
 
     def close(self) -> list[SseEvent]:
         """End of stream: return a last event whose blank line never came, if any."""
-        text = self._pending + self._utf8.decode(b"", final=True)
-        self._pending = ""
+        text = "".join(self._parts) + self._utf8.decode(b"", final=True)
+        self._parts.clear()
+        self._held = 0
         events: list[SseEvent] = []
         for line in _LINE_END.split(text):
             self._line(line, events)
         self._line("", events)
         return events
 
+    def _hold(self, text: str) -> None:
+        if not text:
+            return
+        self._parts.append(text)
+        self._held += len(text)
+        self._cr = text[-1] == "\r"
+        if self._held > self._max:
+            self._parts.clear()
+            raise SseLineTooLong(f"a stream line is longer than {self._max} characters")
+
     def _line(self, line: str, events: list[SseEvent]) -> None:
         if not line:
             if self._data:
                 events.append(SseEvent(self._event or "message", "\n".join(self._data)))
             self._data = []
+            self._data_chars = 0
             self._event = ""
             return
         if line[0] == ":":
@@ -91,6 +129,10 @@ class SseDecoder:
         if sep and value[:1] == " ":
             value = value[1:]
         if field == "data":
+            self._data_chars += len(value)
+            if self._data_chars > self._max:
+                self._data = []
+                raise SseLineTooLong(f"a stream event is longer than {self._max} characters")
             self._data.append(value)
         elif field == "event":
             self._event = value
@@ -247,10 +289,15 @@ class OpenAIStream:
         if self._loop.time() > self._deadline and chunk:
             self._timed_out()
             return
-        if chunk:
-            self._events(self._decoder.feed(chunk))
-        else:
-            self._events(self._decoder.close())
+        try:
+            events = self._decoder.feed(chunk) if chunk else self._decoder.close()
+        except SseLineTooLong:
+            limit = MAX_LINE_CHARS // (1024 * 1024)
+            why = f"{self._name} sent a stream line over {limit} MiB; this stream was stopped"
+            self._fail(ErrorCode.INTERNAL, why)
+            return
+        self._events(events)
+        if not chunk:
             if self._done or self._error is not None:
                 return
             if self.finish_reason is None:

@@ -26,7 +26,7 @@ from app.orchestrator.decisions import Refusal
 from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, InvalidParams, OrchError, QueueFull, ShuttingDown
 from app.orchestrator.estimates import matches, predict_start_ms
-from app.orchestrator.events import EventChannel
+from app.orchestrator.events import DecisionMade, EventChannel
 from app.orchestrator.guardrails import check_ctx, estimate_prompt_tokens, prompt_chars
 from app.orchestrator.lifecycle import TaskState
 from app.orchestrator.placement import JobSpec, PlacementDecision, PlacementInput, decide
@@ -196,7 +196,7 @@ class Admitter:
         refusal = None if exc is None else _refusal(exc, decision)
         record = st.decisions.add(st.clock.time(), task_id, req, decision.log, refusal)
         self._record_decision_metrics(decision, refusal)
-        st.notify("decision", record)
+        st.notify(DecisionMade(record))
 
     def _check_deadline(self, req: TaskRequest, pool: PoolRuntime) -> None:
         """Raise DEADLINE_UNMET (400) when the pool's measurements predict a miss."""

@@ -61,6 +61,9 @@ class PoolSnapshot:
     loading: bool = False
     perf_tokens_per_s: float | None = None
     first_token_ms: float | None = None
+    vram_need_bytes: int = 0
+    """VRAM the pool still needs free on its GPUs to serve (its model's estimate
+    less what its engine already holds there); 0 when unknown or resident."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +237,9 @@ def _infeasible_when_ready(pool: PoolSnapshot, rules: _Rules) -> tuple[str, str]
         if mask != rules.device_mask:
             return ("device_mask", f"device mask {mask} != required {rules.device_mask}")
     free = pool.vram_free_bytes
-    if rules.est_kv_bytes > 0 and free is not None and free < rules.est_kv_bytes:
-        need = fmt_bytes(rules.est_kv_bytes)
-        return ("vram", f"free VRAM {fmt_bytes(free)} < needed {need}")
+    needed = max(rules.est_kv_bytes, pool.vram_need_bytes)
+    if needed > 0 and free is not None and free < needed:
+        return ("vram", f"free VRAM {fmt_bytes(free)} < needed {fmt_bytes(needed)}")
     if pool.pool_id in rules.avoid:
         return ("avoided", "avoided")
     return None

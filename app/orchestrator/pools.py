@@ -30,11 +30,18 @@ class PerfStats:
 
     def observe(self, tokens: int, decode_ms: float, ttft_ms: float | None) -> None:
         """Fold one finished task into the averages. Returns nothing; never blocks."""
-        if tokens > 1 and decode_ms > 0:
-            self.tokens_per_s = _ewma(self.tokens_per_s, tokens * 1000.0 / decode_ms)
+        rate = decode_tokens_per_s(tokens, decode_ms)
+        if tokens > 1 and rate is not None:
+            self.tokens_per_s = _ewma(self.tokens_per_s, rate)
         if ttft_ms is not None:
             self.first_token_ms = _ewma(self.first_token_ms, ttft_ms)
         self.service_ms = _ewma(self.service_ms, decode_ms + (ttft_ms or 0.0))
+
+
+def decode_tokens_per_s(tokens: int, decode_ms: float) -> float | None:
+    """Return the decode speed of ``tokens`` produced in ``decode_ms`` (from the first
+    token to the last); None when no decode time was measured. Pure."""
+    return tokens * 1000.0 / decode_ms if decode_ms > 0 else None
 
 
 def _ewma(old: float | None, new: float) -> float:
@@ -125,7 +132,22 @@ def snapshot(pool: PoolRuntime, gpu: GpuInventory) -> PoolSnapshot:
         loading=st.state is PoolState.STARTING,
         perf_tokens_per_s=pool.perf.tokens_per_s,
         first_token_ms=pool.perf.first_token_ms,
+        vram_need_bytes=vram_need(pool, gpu),
     )
+
+
+def vram_need(pool: PoolRuntime, gpu: GpuInventory) -> int:
+    """Return the VRAM ``pool`` still needs on its GPUs: its model's estimate less
+    what its engine process already holds there (per NVML); 0 when unknown."""
+    estimate = pool.engine.descriptor.vram_estimate_bytes
+    if estimate <= 0:
+        return 0
+    pid = getattr(pool.engine, "engine_pid", None)
+    idx = set(device_indices(pool.engine.descriptor.device_mask))
+    held = sum(
+        used for g in gpu.gpus if g.index in idx for p, used in g.process_vram_bytes if p == pid
+    )
+    return max(0, estimate - held)
 
 
 def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:

@@ -28,6 +28,8 @@ class PoolDescriptor:
     device_mask: str
     demo: bool = False
     compute_capability: str | None = None
+    vram_estimate_bytes: int = 0
+    """VRAM the model needs on the pool's GPUs (weights + KV + margin); 0 = unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,8 @@ class PoolStatus:
     vram_free_bytes: int | None = None
     gpu_utilization: float | None = None
     crashes_recent: int = 0
+    crashes_total: int = 0
+    restarts_total: int = 0
     at: float = field(default_factory=time.time)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from app.orchestrator import pools as poolmod
 from app.orchestrator.contracts import PoolView, Priority
 from app.orchestrator.decisions import DecisionBook
 from app.orchestrator.errors import NotFound
+from app.orchestrator.events import CoreEvent, TaskChanged
 from app.orchestrator.metrics import OrchMetrics
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.ports import Clock, EngineControl, GpuProbe
@@ -24,7 +24,7 @@ from app.orchestrator.sessions import BudgetLimits, SessionStore
 from app.orchestrator.tasklog import log
 from app.orchestrator.tasks import TaskRecord
 
-Observer = Callable[[str, Any], None]
+Observer = Callable[[CoreEvent], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,18 +89,19 @@ class CoreState:
         """Return one pool's view; raises NotFound."""
         return poolmod.view(self.pool(pool_id), self.gpu_probe.snapshot())
 
-    def notify(self, kind: str, payload: Any) -> None:
-        """Call every observer with ``(kind, payload)``; an observer's error is logged."""
+    def notify(self, event: CoreEvent) -> None:
+        """Call every observer with ``event``; an observer's error is logged."""
         for observer in list(self.observers):
             try:
-                observer(kind, payload)
+                observer(event)
             except Exception:
                 log.exception("observer failed")
 
     def notify_task(self, rec: TaskRecord) -> None:
         """Tell observers about ``rec``'s current view (built only when someone listens)."""
         if self.observers:
-            self.notify("task", rec.view(self.pools[rec.pool_id].queues.position(rec.task_id)))
+            position = self.pools[rec.pool_id].queues.position(rec.task_id)
+            self.notify(TaskChanged(rec.view(position)))
 
     def update_queue_gauge(self, pool: PoolRuntime) -> None:
         """Publish ``pool``'s queue depths and slot usage to the metrics."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
@@ -17,6 +18,8 @@ from PySide6.QtWidgets import QApplication
 
 from app.orchestrator.service import Orchestrator
 from app.ui.bridge import AppControls, OrchestratorBridge
+from app.ui.chat_store import ChatStore
+from app.ui.chat_store import default_path as default_chat_path
 from app.ui.icons import app_icon
 from app.ui.main_window import MainWindow
 from app.ui.start_error import report_start_error
@@ -86,7 +89,21 @@ def _application() -> QApplication:
 
 
 def _default_window(bridge: OrchestratorBridge, banner: str | None) -> MainWindow:
-    return MainWindow(bridge, banner=banner)
+    return MainWindow(bridge, banner=banner, chat_store=open_chat_store(bridge))
+
+
+def open_chat_store(bridge: OrchestratorBridge) -> ChatStore:
+    """Open the saved chats in the XDG data dir; when that fails, keep chats in memory
+    for this session and say so. Blocks briefly (opens a file)."""
+    path = default_chat_path()
+    try:
+        return ChatStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        bridge.report_error(
+            f"Chats cannot be saved: {path} could not be opened ({exc}). "
+            "They are kept until the app quits."
+        )
+        return ChatStore(":memory:")
 
 
 def _run_session(

@@ -25,7 +25,7 @@ from app.orchestrator.contracts import (
     TaskRequest,
     TaskView,
 )
-from app.orchestrator.events import TaskEvent
+from app.orchestrator.events import CoreEvent, PoolChanged, TaskChanged, TaskEvent
 from app.orchestrator.ports import GpuInventory
 from app.orchestrator.service import Orchestrator
 
@@ -82,13 +82,13 @@ class OrchestratorBridge(QObject):
 
     # ---- events from the core --------------------------------------------------
 
-    def _on_core_event(self, kind: str, payload: Any) -> None:
-        if kind == "task":
-            self.taskChanged.emit(payload)
-        elif kind == "pool":
-            self.poolChanged.emit(payload)
-        elif kind == "decision":
-            self.decisionMade.emit(payload)
+    def _on_core_event(self, event: CoreEvent) -> None:
+        if isinstance(event, TaskChanged):
+            self.taskChanged.emit(event.view)
+        elif isinstance(event, PoolChanged):
+            self.poolChanged.emit(event.view)
+        else:
+            self.decisionMade.emit(event.record)
 
     def _sample(self) -> None:
         try:

@@ -266,7 +266,8 @@ class PoolsView(QWidget):
         super().__init__(parent)
         self._bridge = bridge
         self._choose = choose_model or default_model_chooser
-        self._rates = TokenRates()
+        self.rates = TokenRates()
+        """Tokens/s per pool, updated once per sample (the tray reads them too)."""
         self._pools: dict[str, PoolView] = {}
         self._inventory: GpuInventory = bridge.gpu()
         self._key: tuple[Any, ...] | None = None
@@ -323,7 +324,7 @@ class PoolsView(QWidget):
         self.set_state(list(self._pools.values()), inventory)
 
     def _on_sample(self, sample: Any) -> None:
-        self._rates.update(sample.at, sample.tokens_out)
+        self.rates.update(sample.at, sample.tokens_out)
         self.set_state(sample.pools, sample.gpu)
 
     def _show_hint(self, inventory: GpuInventory) -> None:
@@ -360,7 +361,7 @@ class PoolsView(QWidget):
             card.box.addWidget(empty)
         for pool in pools:
             pool_card = PoolCard(pool, self)
-            pool_card.update_view(pool, self._rates.rates.get(pool.pool_id))
+            pool_card.update_view(pool, self.rates.rates.get(pool.pool_id))
             self.pool_cards.setdefault(pool.pool_id, []).append(pool_card)
             card.box.addWidget(pool_card)
         card.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
@@ -376,7 +377,7 @@ class PoolsView(QWidget):
             if pool is None:
                 continue
             for pool_card in cards:
-                pool_card.update_view(pool, self._rates.rates.get(pid))
+                pool_card.update_view(pool, self.rates.rates.get(pid))
 
     # ---- actions ---------------------------------------------------------------
 

@@ -119,15 +119,20 @@ class Tray(QObject):
         quit_action: QAction,
         *,
         available: Callable[[], bool] = QSystemTrayIcon.isSystemTrayAvailable,
+        rates: TokenRates | None = None,
         parent: QObject | None = None,
     ) -> None:
+        """``rates`` are token rates another view keeps up to date from the same
+        samples (connected to ``bridge.sampled`` before this tray); without them the
+        tray keeps its own."""
         super().__init__(parent)
         self._bridge = bridge
         self._window = window
         self.status = TrayStatus.IDLE
         self.tooltip = tray_tooltip(self.status, [], 0.0)
         self.notifications: list[tuple[str, str]] = []
-        self._rates = TokenRates()
+        self._owns_rates = rates is None
+        self._rates = rates if rates is not None else TokenRates()
         self._states: dict[str, PoolState] = {}
         self._saturated: set[tuple[str, str]] = set()
         self._rejected: int | None = None
@@ -194,9 +199,15 @@ class Tray(QObject):
         admission = getattr(settings, "admission", None)
         return getattr(admission, "queue_capacity", None)
 
+    @property
+    def rates(self) -> TokenRates:
+        """Return the token rates the tooltip shows."""
+        return self._rates
+
     def _on_sample(self, sample: Any) -> None:
         pools: list[PoolView] = list(sample.pools)
-        self._rates.update(sample.at, sample.tokens_out)
+        if self._owns_rates:
+            self._rates.update(sample.at, sample.tokens_out)
         capacity = self._queue_capacity()
         self._set_status(tray_status(pools, capacity), pools)
         for pool in pools:

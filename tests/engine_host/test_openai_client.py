@@ -14,9 +14,11 @@ from aiohttp import web
 
 from app.engine_host import process
 from app.engine_host.openai_client import (
+    MAX_LINE_CHARS,
     OpenAIStream,
     SseDecoder,
     SseEvent,
+    SseLineTooLong,
     error_code_for_status,
     open_stream,
     redact,
@@ -70,6 +72,27 @@ def test_decoder_gives_the_same_events_for_every_split_position() -> None:
     for cut in range(1, len(WIRE)):
         assert decode_all([WIRE[:cut], WIRE[cut:]]) == whole, f"split at byte {cut}"
     assert decode_all([WIRE[i : i + 1] for i in range(len(WIRE))]) == whole
+
+
+def test_decoder_keeps_long_lines_in_pieces_and_caps_them() -> None:
+    """A line cut into many chunks decodes whole; past the cap it fails, not grows."""
+    line = b"data: " + b"x" * 5000 + b"\n\n"
+    decoder = SseDecoder(max_line=6000)
+    events: list[SseEvent] = []
+    for start in range(0, len(line), 7):
+        events += decoder.feed(line[start : start + 7])
+    assert events == [SseEvent("message", "x" * 5000)]
+    capped = SseDecoder(max_line=1000)
+    with pytest.raises(SseLineTooLong):
+        for _ in range(200):
+            capped.feed(b"y" * 64)
+    many = SseDecoder(max_line=1000)  # many short data lines without a blank one
+    with pytest.raises(SseLineTooLong):
+        for _ in range(200):
+            many.feed(b"data: " + b"z" * 60 + b"\n")
+    split_cr = SseDecoder()  # "\r" ends a line even when the next chunk goes on
+    assert split_cr.feed(b"data: a\r\r") == []
+    assert split_cr.feed(b"data") == [SseEvent("message", "a")]
 
 
 def test_decoder_handles_multiline_data_event_names_and_a_missing_final_blank_line() -> None:
@@ -321,3 +344,26 @@ async def test_refused_connection_is_a_retriable_worker_reset() -> None:
             )
     assert caught.value.code is ErrorCode.WORKER_RESET
     assert caught.value.retriable
+
+
+async def test_a_huge_line_fails_only_that_stream_and_is_not_read_to_the_end() -> None:
+    """100 MB without a line end: the stream stops past the cap; the engine sees the close."""
+    total = 100 * 1024 * 1024
+    sent = [0]
+
+    async def script(response: web.StreamResponse, _: web.Request) -> None:
+        block = b"x" * (256 * 1024)
+        await response.write(b"data: ")
+        while sent[0] < total:
+            await response.write(block)
+            sent[0] += len(block)
+
+    engine = Engine(script)
+    async with open_against(engine) as (stream, finished):
+        with pytest.raises(EngineError) as caught:
+            await collect(stream)
+    assert caught.value.code is ErrorCode.INTERNAL
+    assert "stream line over 4 MiB" in caught.value.message
+    assert finished == [caught.value]
+    assert sent[0] < total // 2, "the stream should stop soon after the cap"
+    assert MAX_LINE_CHARS == 4 * 1024 * 1024

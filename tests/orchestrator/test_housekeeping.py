@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from app.engine_host.mock import MockEngine, MockSpec
-from app.orchestrator.contracts import TaskRequest
+from app.orchestrator.contracts import PlacementMode, PlacementOverrides, TaskRequest
 from app.orchestrator.errors import QueueFull
 from app.orchestrator.housekeeping import gpu_gauge_values
 from app.orchestrator.ports import GpuInfo, GpuInventory
@@ -75,10 +75,10 @@ async def test_expired_sessions_are_swept_without_anyone_asking() -> None:
         async for _ in orch.stream(str(task.task_id)):
             pass
     await asyncio.sleep(0.05)
-    assert len(orch.sessions) == 2
+    assert orch.session_count() == 2
     clock.now += 61.0
     await asyncio.sleep(0.1)
-    assert len(orch.sessions) == 0
+    assert orch.session_count() == 0
     await orch.shutdown()
 
 
@@ -97,16 +97,34 @@ async def test_gpu_gauges_follow_the_snapshot() -> None:
 
 
 async def test_every_metric_name_gets_a_sample() -> None:
-    orch = await _orch(ManualClock(), FixedProbe(gpu(0, 37.0, 4 * GIB)), queue_capacity=1)
-    done = orch.submit(TaskRequest(prompt="x", max_tokens=3))
-    async for _ in orch.stream(str(done.task_id)):
-        pass
-    await asyncio.sleep(0.02)
-    orch.submit(TaskRequest(prompt="x", max_tokens=50))  # takes the slot
-    orch.submit(TaskRequest(prompt="x", max_tokens=50))
+    """A short life of the core (a task done, a 429, a crash and restart, a GPU tick)
+    gives every declared metric at least one sample: no dead metric names."""
+    engines = [
+        MockEngine(MockSpec("a", tokens_per_s=0)),
+        MockEngine(MockSpec("c", tokens_per_s=0, crash_after_tokens=1, restart_delay_ms=10)),
+    ]
+    config = OrchestratorConfig(housekeeping_interval_s=0.02, queue_capacity=1)
+    probe = FixedProbe(gpu(0, 37.0, 4 * GIB))
+    orch = Orchestrator(engines, config, clock=ManualClock(), gpu_probe=probe)
+    await orch.start()
+    await asyncio.sleep(0.01)
+    pin_c = PlacementOverrides(mode=PlacementMode.PIN, pin_pool_id="c")
+    for req in (
+        TaskRequest(prompt="x", max_tokens=3, placement=PIN_A),
+        TaskRequest(prompt="x", max_tokens=3, placement=pin_c),
+    ):
+        task = orch.submit(req)
+        async for _ in orch.stream(str(task.task_id)):
+            pass
+    await asyncio.sleep(0.2)  # c crashed and restarts
+    orch.submit(TaskRequest(prompt="x", max_tokens=50, placement=PIN_A))  # takes the slot
+    orch.submit(TaskRequest(prompt="x", max_tokens=50, placement=PIN_A))
     with pytest.raises(QueueFull):
-        orch.submit(TaskRequest(prompt="x", max_tokens=50))
+        orch.submit(TaskRequest(prompt="x", max_tokens=50, placement=PIN_A))
     families = list(orch.metrics.registry.collect())
     dead = [f.name for f in families if not f.samples]
-    assert families and dead == []
+    assert len(families) > 10 and dead == []
     await orch.shutdown(deadline_s=0.1)
+
+
+PIN_A = PlacementOverrides(mode=PlacementMode.PIN, pin_pool_id="a")

@@ -10,7 +10,16 @@ import pytest
 from app.engine_host.mock import MockEngine, MockSpec
 from app.orchestrator.contracts import ErrorCode, TaskRequest, dump
 from app.orchestrator.errors import Conflict, InvalidParams, NotFound, OrchError, QueueFull
-from app.orchestrator.events import END, ERROR, STARTED, TOKEN, TaskEvent
+from app.orchestrator.events import (
+    END,
+    ERROR,
+    STARTED,
+    TOKEN,
+    DecisionMade,
+    PoolChanged,
+    TaskChanged,
+    TaskEvent,
+)
 from app.orchestrator.lifecycle import PoolState, TaskState
 from app.orchestrator.queues import FullPolicy
 from app.orchestrator.service import Orchestrator, OrchestratorConfig, on_time_probability
@@ -254,10 +263,13 @@ async def test_unopened_stream_is_canceled() -> None:
     await orch.shutdown()
 
 
+KINDS = {TaskChanged: "task", PoolChanged: "pool", DecisionMade: "decision"}
+
+
 async def test_observers_see_tasks_pools_and_decisions() -> None:
     orch = await _orch(MockSpec("a", tokens_per_s=0))
     seen: list[str] = []
-    unsubscribe = orch.subscribe(lambda kind, payload: seen.append(kind))
+    unsubscribe = orch.subscribe(lambda event: seen.append(KINDS[type(event)]))
     await _collect(orch, str(orch.submit(_req()).task_id))
     await asyncio.sleep(0.01)
     assert {"task", "decision", "pool"} <= set(seen)
@@ -292,3 +304,15 @@ async def test_failed_pool_moves_queued_tasks_that_allow_fallback() -> None:
     assert "too many crashes" in stuck[-1].data["message"]
     assert orch.task(str(movable.task_id)).pool_id == "b"
     await orch.shutdown(deadline_s=0)
+
+
+async def test_the_facade_hands_out_no_mutable_internals() -> None:
+    orch = await _orch(MockSpec("m0", tokens_per_s=0))
+    for internal in ("sessions", "decisions", "gpu_probe"):
+        assert not hasattr(orch, internal)
+    counters = orch.counters
+    counters["started"] = 99
+    assert orch.counters["started"] == 0
+    with pytest.raises(AttributeError):
+        orch.config = orch.config  # type: ignore[misc]
+    await orch.shutdown()

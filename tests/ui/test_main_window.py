@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QWidget
 
 from app.config import parse_settings
 from app.orchestrator.contracts import Priority, TaskView
+from app.ui.bridge import CoreSample
 from app.ui.main_window import MainWindow
 from app.ui.settings_dialog import SettingsDialog
 from tests.ui.conftest import QtAsync
@@ -203,3 +204,23 @@ def test_geometry_and_tab_are_remembered(
     second = make_window(FakeBridge(bridge.controls))
     assert second.tabs.currentIndex() == 3
     assert (second.width(), second.height()) == (640, 480)
+
+
+def test_tray_and_pools_view_show_one_token_rate(
+    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+) -> None:
+    window = make_window(bridge)
+    for at, tokens in ((10.0, 0), (12.0, 84)):
+        bridge.sampled.emit(
+            CoreSample(
+                at=at,
+                pools=bridge.pools(),
+                gpu=bridge.gpu(),
+                counters={"started": 0, "rejected": 0, "canceled": 0, "enqueued": 0},
+                tokens_out={"gpu0": tokens},
+                ttfts=[],
+            )
+        )
+    assert window.tray.rates is window.pools_view.rates
+    assert window.pools_view.rates.rates == {"gpu0": 42.0}
+    assert "42.0 tokens/s" in window.tray.tooltip
