@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check app tests bench
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy app
+	$(VENV)/bin/mypy app tests
 
 pytest: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)

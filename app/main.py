@@ -35,9 +35,12 @@ from app.config import (
 from app.logs import REDACTOR, setup_logging
 
 if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
+    from prometheus_client.registry import Collector
+
     from app.api.server import ApiServer
     from app.api.settings import ApiSettings
     from app.engine_host.gpu_poller import GpuPoller
+    from app.engine_host.llamacpp_stats import EngineStats
     from app.gui_controls import GuiControls
     from app.orchestrator.ports import EngineControl
     from app.orchestrator.service import Orchestrator, OrchestratorConfig
@@ -87,6 +90,7 @@ class Backend:
 
 def api_settings(settings: Settings) -> ApiSettings:
     """Return the app.api ApiSettings for ``settings``."""
+    from app.api.connections import ConnectionLimits
     from app.api.settings import ApiSettings
 
     host, port = settings.bind_host_port()
@@ -103,6 +107,12 @@ def api_settings(settings: Settings) -> ApiSettings:
         cors_origins=tuple(s.cors_origins),
         allowed_hosts=tuple(h.lower().rstrip(".") for h in s.allowed_hosts),
         trusted_proxies=tuple(s.trusted_proxies),
+        limits=ConnectionLimits(
+            head_timeout_s=s.request_head_timeout_s,
+            keepalive_s=s.keepalive_timeout_s,
+            per_peer=s.max_connections_per_peer,
+            total=s.max_connections,
+        ),
     )
 
 
@@ -198,6 +208,21 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Engin
     )
 
 
+def engine_metrics(engines: Sequence[EngineControl]) -> Collector:
+    """Return the collector that re-exports llama-server pools' own metrics with pool labels."""
+    from app.engine_host.llamacpp import LlamaCppEngine
+    from app.engine_host.llamacpp_stats import EngineMetrics
+
+    def sources() -> list[tuple[dict[str, str], EngineStats]]:
+        return [
+            ({"pool_id": e.descriptor.pool_id, "engine": "llamacpp"}, e.stats)
+            for e in engines
+            if isinstance(e, LlamaCppEngine)
+        ]
+
+    return EngineMetrics(sources)
+
+
 def nvml_gpu_indices() -> list[int]:
     """Return the indices of the GPUs NVML sees now (empty without NVML). Blocks on NVML."""
     from app.engine_host.nvml import NvmlInventory
@@ -225,6 +250,7 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
 
     poller = GpuPoller(NvmlInventory(engine_pids=engine_pids), dispatch=loop.call_soon_threadsafe)
     orch = Orchestrator(engines, orchestrator_config(settings), gpu_probe=poller)
+    orch.metrics.registry.register(engine_metrics(engines))
     api = ApiServer(orch, api_settings(settings))
     REDACTOR.add(settings.auth_token)
     return Backend(settings=settings, orch=orch, api=api, poller=poller, engines=engines)
@@ -266,6 +292,9 @@ def cmd_serve(config: Path, bind: str | None) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     setup_logging(settings.log_dir_path() / "llama-orch.log")
+    from app.api.connections import raise_open_file_limit
+
+    raise_open_file_limit()
     return asyncio.run(_serve(settings))
 
 
@@ -312,7 +341,10 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
         return _start_failed(f"The config file {config} has problems:\n{exc}", 2)
     log_file = settings.log_dir_path() / "llama-orch.log"
     setup_logging(log_file)
+    from app.api.connections import raise_open_file_limit
     from app.gui_controls import GuiControls
+
+    raise_open_file_limit()
     from app.ui.app import run_gui
 
     async def start() -> tuple[Orchestrator, GuiControls, Callable[[], Awaitable[None]]]:

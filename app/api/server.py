@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -9,6 +10,7 @@ import socket
 from aiohttp import web
 
 from app.api.app import make_app
+from app.api.connections import ConnectionGuard, GuardedSite, install_accept_error_reporter
 from app.api.settings import ApiSettings, check_bind
 from app.api.state import SETTINGS
 from app.orchestrator.service import Orchestrator
@@ -59,6 +61,7 @@ class ApiServer:
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
+        self._guard: ConnectionGuard | None = None
         self._port = settings.bind_port
 
     @property
@@ -90,8 +93,16 @@ class ApiServer:
         if self._runner is not None:
             return
         check_bind(self._settings)
+        install_accept_error_reporter(asyncio.get_running_loop())
         app = make_app(self._orch, self._settings)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        limits = self._settings.limits
+        self._guard = ConnectionGuard(limits)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            keepalive_timeout=limits.keepalive_s,
+        )
         await runner.setup()
         try:
             self._site, self._port = await self._open_site(runner, self._settings)
@@ -106,7 +117,8 @@ class ApiServer:
     ) -> tuple[web.SockSite, int]:
         sock = listen_socket(settings.bind_host, settings.bind_port)
         try:
-            site = web.SockSite(runner, sock)
+            assert self._guard is not None
+            site = GuardedSite(runner, sock, self._guard)
             await site.start()
         except BaseException:
             sock.close()

@@ -185,6 +185,18 @@ class ServerSettings(BaseModel):
     sse_channel_cap: int = Field(32, ge=4, le=65_536, description="4 .. 65536 events")
     sse_microbatch_ms: int = Field(0, ge=0, le=10_000, description="0 (off) .. 10000")
     unopened_stream_timeout_s: int = Field(30, ge=1, le=86_400, description="1 .. 86400 s")
+    request_head_timeout_s: float = Field(
+        10.0, ge=0.1, le=600, allow_inf_nan=False, description="0.1 .. 600 s"
+    )
+    keepalive_timeout_s: float = Field(
+        60.0, ge=1, le=3600, allow_inf_nan=False, description="1 .. 3600 s"
+    )
+    max_connections_per_peer: int = Field(
+        512, ge=0, le=1_000_000, description="0 (no cap) .. 1000000"
+    )
+    max_connections: int = Field(
+        0, ge=0, le=10_000_000, description="0 (from the open-file limit) or a count"
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description='origins such as "http://localhost:3000", or "*"'
     )

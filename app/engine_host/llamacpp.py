@@ -33,6 +33,7 @@ from app.engine_host.llamacpp_launch import (
     model_id_for,
     resolve_model_ref,
 )
+from app.engine_host.llamacpp_stats import EngineStats
 from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
@@ -95,6 +96,8 @@ class LlamaCppEngine(PublishedStatus):
         self._candidate_reply: asyncio.Future[str] | None = None
         self._timer: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[str] | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        self.stats = EngineStats()  # written by the stats task only
         self._retiring: set[asyncio.Task[int]] = set()
         self._hung: tuple[EngineProcess, str] | None = None
         self._last_crash = ""
@@ -121,6 +124,23 @@ class LlamaCppEngine(PublishedStatus):
         """Return the serving engine's loopback URL (without ``/v1``), None when none serves."""
         inst = self._inst
         return inst.base_url if inst is not None else None
+
+    @property
+    def engine_busy_slots(self) -> int | None:
+        """Return the busy slots the engine itself last reported (``/slots``), None if unknown."""
+        return self.stats.busy_slots if self._inst is not None else None
+
+    async def read_slots(self) -> list[dict[str, Any]]:
+        """Return the serving engine's ``/slots`` answer now ([] when none serves).
+
+        Raises aiohttp errors or TimeoutError when the engine does not answer.
+        """
+        inst = self._inst
+        if inst is None:
+            return []
+        stats = EngineStats()
+        await stats.refresh(self._http(), inst.base_url, inst.headers)
+        return stats.slots
 
     @property
     def api_key(self) -> str | None:
@@ -346,6 +366,8 @@ class LlamaCppEngine(PublishedStatus):
         self._inst = inst
         self._stop_watch()
         self._watch = asyncio.create_task(self._watch_health(inst))
+        poll = self.stats.poll(self._http, inst.base_url, inst.headers, self._spec.stats_interval_s)
+        self._stats_task = asyncio.create_task(poll)
         self._pool.descriptor = self._describe(inst.model_ref, inst.command)
         self._history = self._policy.on_ready(self._history, self._clock.monotonic())
         self._publish(PoolState.READY, detail)
@@ -373,6 +395,10 @@ class LlamaCppEngine(PublishedStatus):
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            self._stats_task = None
+            self.stats.clear()
 
     def _after_crash(self, detail: str) -> None:
         self._last_crash = detail

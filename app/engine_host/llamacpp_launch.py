@@ -25,6 +25,7 @@ import aiohttp
 
 from app.engine_host import process
 from app.engine_host.gguf_info import gguf_problem
+from app.engine_host.load_errors import summarize_load_output
 from app.engine_host.openai_client import open_stream
 from app.engine_host.restart_policy import classify_exit
 from app.orchestrator.contracts import ErrorCode
@@ -59,6 +60,7 @@ class LlamaCppSpec:
     tensor_split: tuple[float, ...] = ()
     health_interval_s: float = 10.0
     health_timeout_s: float = 5.0
+    stats_interval_s: float = 1.0
 
 
 def resolve_model_ref(model_ref: str) -> Path:
@@ -86,6 +88,9 @@ def load_failure_reason(returncode: int | None, tail: str) -> str:
     place that turns an engine's exit into words for API answers and the
     pool's ``detail``.
     """
+    summary = summarize_load_output(tail)
+    if summary is not None:
+        return summary
     cause = classify_exit(returncode, tail)
     return f"the engine could not load the model file ({cause}); see the pool's log"
 

@@ -150,6 +150,13 @@ def vram_need(pool: PoolRuntime, gpu: GpuInventory) -> int:
     return max(0, estimate - held)
 
 
+def busy_slots(pool: PoolRuntime) -> int:
+    """Return the pool's busy slots: the engine's own report (``engine_busy_slots``,
+    e.g. llama-server's ``/slots``) when it has one, never fewer than the tasks we run."""
+    reported = getattr(pool.engine, "engine_busy_slots", None)
+    return max(pool.busy, reported) if isinstance(reported, int) else pool.busy
+
+
 def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
     """Return the control-plane view of ``pool``."""
     d = pool.engine.descriptor
@@ -170,7 +177,7 @@ def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
         ready=st.state is PoolState.READY and not pool.draining,
         draining=pool.draining or st.state is PoolState.DRAINING,
         slots_total=d.slots,
-        slots_busy=pool.busy,
+        slots_busy=busy_slots(pool),
         queue=QueueDepth(
             interactive=pool.queues.depth(Priority.INTERACTIVE),
             batch=pool.queues.depth(Priority.BATCH),

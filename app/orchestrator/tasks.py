@@ -133,4 +133,20 @@ class TaskRecord:
             error=self.error,
             decision_summary=self.decision_summary,
             api=self.api,
+            prompt_start=prompt_start(self.request),
         )
+
+
+PROMPT_START_CHARS = 60
+
+
+def prompt_start(req: TaskRequest) -> str:
+    """Return the first words of the prompt, or of the last user message. Pure."""
+    text = req.prompt
+    if text is None:
+        users = [m.content for m in req.messages or () if m.role == "user"]
+        text = users[-1] if users else ""
+    words = " ".join(text[: PROMPT_START_CHARS * 4].split())
+    if len(words) <= PROMPT_START_CHARS:
+        return words
+    return words[: PROMPT_START_CHARS - 1].rstrip() + "…"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget
 
 from app.orchestrator.contracts import PoolView
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.chat_sidebar import ChatSidebar
 from app.ui.chat_store import ChatStore
 from app.ui.conversation import Clock, Conversation
@@ -25,14 +26,16 @@ class ChatPanel(QWidget):
     """Sidebar of saved chats and tabs of open ones; Ctrl+T opens one, Ctrl+W closes it.
 
     Emits ``navigate(action)`` for what the window handles (open Models, Settings,
-    Pools or the logs). ``store`` defaults to an in-memory database.
+    Pools or the logs) and ``taskLabelled(task_id, chat title)`` for each turn sent.
+    ``store`` defaults to an in-memory database.
     """
 
     navigate = Signal(str)
+    taskLabelled = Signal(str, str)
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         parent: QWidget | None = None,
         *,
         store: ChatStore | None = None,
@@ -60,7 +63,7 @@ class ChatPanel(QWidget):
         box = QVBoxLayout(self)
         box.setContentsMargins(0, 0, 0, 0)
         box.addWidget(splitter)
-        bridge.poolChanged.connect(self._on_pool)
+        bridge.poolsChanged.connect(self._on_pools)
         self._restore()
 
     def _build_tabs(self) -> None:
@@ -126,6 +129,7 @@ class ChatPanel(QWidget):
         self.tabs.setTabToolTip(index, title)
         conv.titleSuggested.connect(lambda t: self._retitle(conv, t))
         conv.saved.connect(self._on_saved)
+        conv.taskLabelled.connect(self.taskLabelled)
         conv.actionRequested.connect(lambda action, arg: self._on_action(conv, action, arg))
         self.tabs.setCurrentIndex(index)
         conv.prompt.setFocus()
@@ -151,7 +155,7 @@ class ChatPanel(QWidget):
     def _close_current(self) -> None:
         self.close_conversation(self.tabs.currentIndex())
 
-    def _on_pool(self, _pool: PoolView) -> None:
+    def _on_pools(self, _pools: Sequence[PoolView]) -> None:
         pools = self._bridge.pools()
         for conv in self.conversations:
             conv.set_pools(pools)

@@ -13,7 +13,7 @@ import contextlib
 import html
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -33,7 +33,7 @@ from app.orchestrator.contracts import (
 from app.orchestrator.errors import OrchError
 from app.orchestrator.events import END, ERROR, STARTED, TOKEN, EndData, TaskEvent
 from app.orchestrator.lifecycle import TaskState
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.chat_logic import (
     CONTEXT_CUT,
     answer_stats,
@@ -83,10 +83,11 @@ class Conversation(QWidget):
     titleSuggested = Signal(str)
     saved = Signal(str)
     actionRequested = Signal(str, str)
+    taskLabelled = Signal(str, str)  # task id, the chat's title
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         store: ChatStore,
         parent: QWidget | None = None,
         *,
@@ -100,6 +101,7 @@ class Conversation(QWidget):
         self.session_id = str(uuid.uuid4())
         self.messages: list[StoredMessage] = []
         self.task_id: str | None = None
+        self._sending = False
         self.last_stats = ""
         self.dropped = 0
         self._life = _Life()
@@ -114,7 +116,7 @@ class Conversation(QWidget):
         self._build(flush_ms)
         self._shortcuts()
         self.set_pools(bridge.pools())
-        bridge.taskChanged.connect(self._on_task)
+        bridge.tasksChanged.connect(self._on_tasks)
         if chat_id is not None:
             self._load(chat_id)
 
@@ -192,8 +194,8 @@ class Conversation(QWidget):
 
     @property
     def busy(self) -> bool:
-        """Return True while a task of this conversation is queued or running."""
-        return self.task_id is not None
+        """Return True while a message is being submitted or its task is queued or running."""
+        return self.task_id is not None or self._sending
 
     def set_pools(self, pools: list[PoolView]) -> None:
         """Offer ``pools`` in the pickers, keeping the current choices where possible."""
@@ -262,8 +264,7 @@ class Conversation(QWidget):
         text = self.prompt.toPlainText().strip()
         if self.busy or not text:
             return
-        if self._submit(text, self.history):
-            self.prompt.clear()
+        self._submit(text, self.history, clear_prompt=True)
 
     def regenerate(self) -> None:
         """Drop the last answer and ask for it again with the same message."""
@@ -291,38 +292,54 @@ class Conversation(QWidget):
         self.render_all()
         self._update_buttons()
 
-    def _submit(self, text: str, history: list[ChatMessage]) -> bool:
-        opts = None
+    def _submit(self, text: str, history: list[ChatMessage], *, clear_prompt: bool = False) -> None:
+        """Start submitting ``text`` as the next turn (busy until admitted or refused)."""
+        self._sending = True
+        self._update_buttons()
+        self._bridge.run(self._send_turn(text, history, clear_prompt), "sending the message")
+
+    async def _send_turn(self, text: str, history: list[ChatMessage], clear_prompt: bool) -> None:
         try:
             opts = self.opts.options()
             ctx = context_of(self._bridge.pools(), opts)
             system = self.system_prompt.toPlainText()
             trimmed = trim_to_context(system, paired(history), text, ctx, opts.max_tokens)
-            resp = self._admit(build_request(trimmed.messages, opts, self.session_id))
+            req = build_request(trimmed.messages, opts, self.session_id)
+            self.taskLabelled.emit(str(req.task_id), self._title_for(text))
+            resp = await self._admit(req)
         except OrchError as exc:
             self._show_error(exc.code, exc.message, exc.pool_id, exc.retry_after_ms)
             self.status.setText("Not sent.")
-            return False
+            return
         except ValueError as exc:  # our own option checks say what to change
             self.error_bar.show_offer(str(exc).splitlines()[0], [])
-            return False
+            return
+        finally:
+            self._sending = False
+            self._update_buttons()
+        if clear_prompt:
+            self.prompt.clear()
         self.error_bar.hide()
         self._max_tokens = opts.max_tokens
         self._show_trim(trimmed.dropped)
         self._save(StoredMessage("user", text))
         self._begin_turn(text, resp)
-        return True
 
-    def _admit(self, req: TaskRequest) -> AdmissionResponse:
+    def _title_for(self, text: str) -> str:
+        chat = self._store.get(self.chat_id) if self.chat_id else None
+        return f"Chat: {chat.title if chat else tab_title(text, 40)}"
+
+    async def _admit(self, req: TaskRequest) -> AdmissionResponse:
         """Submit; a refusal that a fresh session avoids (turn or budget limits of the
         session) is retried once with a new session id. Raises OrchError."""
         try:
-            return self._bridge.submit(req)
+            return await self._bridge.submit(req)
         except OrchError as exc:
             if exc.code != ErrorCode.ADMISSION_REJECT or exc.retry_after_ms:
                 raise
             self.session_id = str(uuid.uuid4())
-            return self._bridge.submit(req.model_copy(update={"session_id": self.session_id}))
+            retry = req.model_copy(update={"session_id": self.session_id})
+            return await self._bridge.submit(retry)
 
     def _show_trim(self, dropped: int) -> None:
         if dropped and not self.dropped:
@@ -362,16 +379,16 @@ class Conversation(QWidget):
         """Ask the core to stop this conversation's answer. Never blocks."""
         if self.task_id is None:
             return
-        with contextlib.suppress(OrchError):  # already finished: nothing to stop
-            self._bridge.cancel(self.task_id)
+        self._bridge.run(_quietly(self._bridge.cancel(self.task_id)), "stopping the answer")
         self.status.setText("Stopping…")
 
     # ---- streaming ------------------------------------------------------------------
 
     async def _consume(self, task_id: str) -> None:
         try:
-            async for event in self._bridge.stream(task_id):
-                self._on_event(event)
+            async for batch in self._bridge.stream(task_id):
+                for event in batch:
+                    self._on_event(event)
         except OrchError as exc:
             self.flush()
             self._show_error(exc.code, exc.message, exc.pool_id)
@@ -435,10 +452,10 @@ class Conversation(QWidget):
         self.last_stats = self.last_stats if self._answer else ""
         self._update_buttons()
 
-    def _on_task(self, view: TaskView) -> None:
+    def _on_tasks(self, views: Sequence[TaskView]) -> None:
         if self.task_id is None or self._header_shown or self._t_first is not None:
             return
-        own = view if view.task_id == self.task_id else self._own_view()
+        own = next((v for v in views if v.task_id == self.task_id), None) or self._own_view()
         if own is not None and own.state is TaskState.QUEUED and own.queue_position is not None:
             elapsed = (self._clock() - self._t_sent) * 1000
             eta = int(max(0.0, self._predicted_ms - elapsed))
@@ -474,7 +491,7 @@ class Conversation(QWidget):
 
     def _on_action(self, action: str, pool_id: str) -> None:
         if action == Action.RESUME_POOL and pool_id:
-            self._bridge.resume(pool_id)
+            self._bridge.run(self._bridge.resume(pool_id), f"resuming pool {pool_id}")
             self.status.setText(f"Pool {pool_id} resumed. Send again.")
         elif action == Action.REGENERATE:
             self._retry_last()
@@ -506,3 +523,9 @@ class Conversation(QWidget):
         self.cancel()
         self.transcript.stop_stream()
         self._life.end()
+
+
+async def _quietly(command: Awaitable[None]) -> None:
+    """Await ``command``; a refusal (the task already finished) needs no word."""
+    with contextlib.suppress(OrchError):
+        await command

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.banner import Banner
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.chat_panel import ChatPanel
 from app.ui.chat_store import ChatStore
 from app.ui.decisions_view import DecisionsView
@@ -61,7 +61,7 @@ class MainWindow(QMainWindow):
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         *,
         banner: str | None = None,
         ask: Ask = ask_yes_no,
@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
         self.chat = ChatPanel(b, store=store)
         self.chat.navigate.connect(self.navigate)
         self.decisions = DecisionsView(b)
+        self.chat.taskLabelled.connect(self.decisions.set_label)
         self.metrics = MetricsView(b)
         self.tasks = TasksView(b)
         self.tabs = QTabWidget()

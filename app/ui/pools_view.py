@@ -1,12 +1,12 @@
 """Pools view: one card per GPU with the pools on it, plus a "CPU / remote" card.
 
 Cards are rebuilt only when the set of GPUs or pools changes; otherwise their
-labels are updated in place from ``poolChanged`` and the 1 Hz ``sampled`` signal.
+labels are updated in place from ``poolsChanged`` and the 1 Hz ``sampled`` signal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from app.orchestrator.device_mask import device_indices
 from app.orchestrator.errors import OrchError
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import GpuInfo, GpuInventory
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.icons import RED, badge_stylesheet, state_colour
 
 ModelChooser = Callable[[QWidget, PoolView], str | None]
@@ -258,7 +258,7 @@ class PoolsView(QWidget):
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         parent: QWidget | None = None,
         *,
         choose_model: ModelChooser | None = None,
@@ -275,7 +275,7 @@ class PoolsView(QWidget):
         self.other_card: GpuCard | None = None
         self.pool_cards: dict[str, list[PoolCard]] = {}
         self._build()
-        bridge.poolChanged.connect(self._on_pool)
+        bridge.poolsChanged.connect(self._on_pools)
         bridge.gpuChanged.connect(self._on_gpu)
         bridge.sampled.connect(self._on_sample)
         self.set_state(bridge.pools(), self._inventory)
@@ -315,9 +315,9 @@ class PoolsView(QWidget):
             self._refresh()
         self._show_hint(inventory)
 
-    def _on_pool(self, pool: PoolView) -> None:
+    def _on_pools(self, changed: Sequence[PoolView]) -> None:
         pools = dict(self._pools)
-        pools[pool.pool_id] = pool
+        pools.update((p.pool_id, p) for p in changed)
         self.set_state(sorted(pools.values(), key=lambda p: p.pool_id), self._inventory)
 
     def _on_gpu(self, inventory: GpuInventory) -> None:
@@ -384,13 +384,17 @@ class PoolsView(QWidget):
     def toggle_drain(self, pool_id: str) -> None:
         """Drain a serving pool or resume a draining one. Never blocks."""
         pool = self._pools.get(pool_id)
+        if pool is not None and pool.draining:
+            command, done = self._bridge.resume(pool_id), f"Pool {pool_id} admits tasks again."
+        else:
+            command = self._bridge.drain(pool_id)
+            done = f"Pool {pool_id} is draining: no new tasks start on it."
+        self._bridge.run(self._command(pool_id, command, done), f"changing pool {pool_id}")
+
+    async def _command(self, pool_id: str, command: Awaitable[None], done: str) -> None:
         try:
-            if pool is not None and pool.draining:
-                self._bridge.resume(pool_id)
-                self.result.setText(f"Pool {pool_id} admits tasks again.")
-            else:
-                self._bridge.drain(pool_id)
-                self.result.setText(f"Pool {pool_id} is draining: no new tasks start on it.")
+            await command
+            self.result.setText(done)
         except OrchError as exc:
             self.result.setText(f"Could not change pool {pool_id}: {exc.message}")
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import re
+import resource
+import socket
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,3 +100,144 @@ mock_crash_after_tokens = 2
         assert _metric(text, "pool_restarts_total", pool_id="m0") == 1.0
     finally:
         end_process(proc)
+
+
+MOCK_POOL = """
+[[pools]]
+id = "m0"
+engine = "mock"
+model = "mock-a"
+"""
+
+
+def _nofile(soft: int, hard: int) -> Callable[[], None]:
+    """Return a child-side hook that sets the open-file limit before exec."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return limit
+
+
+def _idle_connections(
+    port: int, count: int, first: bytes = b"", timeout: float = 1.0
+) -> list[socket.socket]:
+    """Open up to ``count`` connections that send ``first`` (nothing by default) and wait."""
+    socks = []
+    for _ in range(count):
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        except OSError:
+            continue
+        if first:
+            sock.sendall(first)
+        socks.append(sock)
+    return socks
+
+
+def _close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()
+
+
+def _answers(port: int, within_s: float) -> bool:
+    """Return True once GET /v1/pools answers 200 within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if http_get(port, "/v1/pools", timeout=1.0)[0] == 200:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def test_idle_connections_past_the_soft_fd_limit_do_not_stop_the_server(tmp_path: Path) -> None:
+    """The soft open-file limit (here 256) is raised to the hard one at start."""
+    port = free_port()
+    cfg = _write(tmp_path, f'[server]\nbind = "127.0.0.1:{port}"\n{MOCK_POOL}')
+    proc = launch_serve(cfg, clean_env(tmp_path), preexec_fn=_nofile(256, 4096))
+    socks: list[socket.socket] = []
+    try:
+        wait_listening(proc, port)
+        socks = _idle_connections(port, 400)
+        assert len(socks) >= 300
+        assert _answers(port, 5.0), "serve stopped answering with 400 idle connections"
+    finally:
+        _close_all(socks)
+        end_process(proc)
+
+
+def test_connections_without_a_request_head_are_closed(tmp_path: Path) -> None:
+    """At a hard limit of 300 descriptors, silent and slow clients are cut after the timeout."""
+    port = free_port()
+    server = (
+        f'bind = "127.0.0.1:{port}"\nrequest_head_timeout_s = 1.0\nmax_connections_per_peer = 0'
+    )
+    cfg = _write(tmp_path, f"[server]\n{server}\n{MOCK_POOL}")
+    proc = launch_serve(cfg, clean_env(tmp_path), preexec_fn=_nofile(300, 300))
+    socks: list[socket.socket] = []
+    try:
+        wait_listening(proc, port)
+        started = time.monotonic()
+        socks = _idle_connections(port, 200) + _idle_connections(
+            port, 200, first=b"GET /v1/pools HTTP/1.1\r\nHost: localhost\r\n"
+        )
+        assert _answers(port, 10.0), "serve did not recover after the head timeout"
+        silent = socks[0]
+        silent.settimeout(5.0)
+        assert silent.recv(100) == b"", "a silent connection should be closed by the server"
+        assert time.monotonic() - started < 10.0
+    finally:
+        _close_all(socks)
+        end_process(proc)
+
+
+def test_one_peer_cannot_hold_more_than_its_share_of_connections(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = _write(
+        tmp_path,
+        f'[server]\nbind = "127.0.0.1:{port}"\nmax_connections_per_peer = 20\n{MOCK_POOL}',
+    )
+    proc = launch_serve(cfg, clean_env(tmp_path))
+    socks: list[socket.socket] = []
+    try:
+        wait_listening(proc, port)
+        assert _answers(port, 5.0)
+        socks = _idle_connections(port, 20)
+        assert len(socks) == 20
+        status, body = http_get(port, "/v1/pools")
+        assert status == 503 and b"Too many open connections" in body
+        socks[0].settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            socks[0].recv(100)  # the ones within the cap stay open
+        _close_all(socks)
+        assert _answers(port, 5.0)
+    finally:
+        _close_all(socks)
+        end_process(proc)
+
+
+def test_failed_accepts_make_one_rate_limited_log_line(tmp_path: Path) -> None:
+    """At descriptor exhaustion, stderr gets one line naming the fix, not a traceback each."""
+    port = free_port()
+    server = (
+        f'bind = "127.0.0.1:{port}"\nmax_connections = 100000\nmax_connections_per_peer = 0\n'
+        "request_head_timeout_s = 60.0"
+    )
+    cfg = _write(tmp_path, f"[server]\n{server}\n{MOCK_POOL}")
+    proc = launch_serve(cfg, clean_env(tmp_path), preexec_fn=_nofile(128, 128))
+    socks: list[socket.socket] = []
+    try:
+        wait_listening(proc, port)
+        started = time.monotonic()
+        socks = _idle_connections(port, 300, timeout=0.2)
+        time.sleep(2.0)
+        elapsed = time.monotonic() - started
+    finally:
+        _close_all(socks)
+        err = end_process(proc)
+    assert "Traceback" not in err
+    lines = err.count("cannot accept new connections")
+    assert 1 <= lines <= elapsed / 10 + 1, err[-2000:]
+    assert "ulimit -n" in err
+    assert len(err) < 20_000

@@ -18,9 +18,30 @@ from app.orchestrator.events import (
     TokenEvent,
 )
 
+STARTED_EV = StartedEvent(
+    STARTED, {"queue_position": 0, "predicted_start_ms": 0, "pool_id": "p", "correlation_id": "c"}
+)
+METRICS_EV = MetricsEvent(
+    METRICS,
+    {
+        "queue_depth": 0,
+        "on_time_probability": None,
+        "kv_warmth": False,
+        "tokens_budget_remaining": None,
+        "time_budget_remaining_ms": None,
+        "cost_budget_remaining": None,
+    },
+)
+
+
+def _end(reason: str = "stop") -> EndEvent:
+    return EndEvent(
+        END, {"tokens_out": 0, "decode_time_ms": 0, "decode_ms": 0, "finish_reason": reason}
+    )
+
 
 def _drain_all(ch: EventChannel) -> list[TaskEvent]:
-    out = []
+    out: list[TaskEvent] = []
     while (ev := ch.get_nowait()) is not None:
         out.append(ev)
     return out
@@ -31,7 +52,7 @@ def test_random_interleavings_of_cancel_and_tokens() -> None:
     rng = random.Random(1234)
     for _ in range(10_000):
         ch = EventChannel(cap=rng.randint(1, 8))
-        ch.offer_unbounded(StartedEvent(STARTED, {}))
+        ch.offer_unbounded(STARTED_EV)
         delivered: list[TaskEvent] = []
         canceled_at: int | None = None
         for i in range(rng.randint(0, 30)):
@@ -39,18 +60,18 @@ def test_random_interleavings_of_cancel_and_tokens() -> None:
             if op < 0.45:
                 ch.offer_unbounded(TokenEvent(TOKEN, {"t": "x", "i": i}))
             elif op < 0.55:
-                ch.offer(MetricsEvent(METRICS, {}))
+                ch.offer(METRICS_EV)
             elif op < 0.9:
                 ev = ch.get_nowait()
                 if ev is not None:
                     delivered.append(ev)
             elif canceled_at is None:
-                ch.cancel(EndEvent(END, {"finish_reason": "canceled"}))
+                ch.cancel(_end("canceled"))
                 canceled_at = len(delivered)
             else:
-                assert not ch.cancel(EndEvent(END, {"finish_reason": "canceled"}))
+                assert not ch.cancel(_end("canceled"))
         if canceled_at is None:
-            ch.cancel(EndEvent(END, {"finish_reason": "canceled"}))
+            ch.cancel(_end("canceled"))
             canceled_at = len(delivered)
         ch.offer_unbounded(TokenEvent(TOKEN, {"t": "late", "i": 99}))
         delivered.extend(_drain_all(ch))
@@ -67,7 +88,7 @@ async def test_put_waits_for_room_and_never_drops_tokens() -> None:
     async def produce() -> None:
         for i in range(50):
             assert await ch.put(TokenEvent(TOKEN, {"t": "x", "i": i}))
-        ch.close(EndEvent(END, {}))
+        ch.close(_end())
 
     async def consume() -> None:
         while (ev := await ch.get()) is not None:
@@ -82,19 +103,19 @@ async def test_put_waits_for_room_and_never_drops_tokens() -> None:
 
 async def test_put_returns_false_once_closed_and_wakes_a_blocked_producer() -> None:
     ch = EventChannel(cap=1)
-    assert await ch.put(TokenEvent(TOKEN, {"i": 0}))
-    blocked = asyncio.ensure_future(ch.put(TokenEvent(TOKEN, {"i": 1})))
+    assert await ch.put(TokenEvent(TOKEN, {"t": "x", "i": 0}))
+    blocked = asyncio.ensure_future(ch.put(TokenEvent(TOKEN, {"t": "x", "i": 1})))
     await asyncio.sleep(0)
     assert not blocked.done()
-    ch.cancel(EndEvent(END, {}))
+    ch.cancel(_end())
     assert await blocked is False
     assert [e.kind for e in _drain_all(ch)] == [END]
 
 
 def test_metrics_are_dropped_when_full_but_terminal_always_fits() -> None:
     ch = EventChannel(cap=1)
-    assert ch.offer(MetricsEvent(METRICS, {}))
-    assert not ch.offer(MetricsEvent(METRICS, {}))
-    assert ch.close(EndEvent(END, {}))
-    assert not ch.close(EndEvent(END, {}))
+    assert ch.offer(METRICS_EV)
+    assert not ch.offer(METRICS_EV)
+    assert ch.close(_end())
+    assert not ch.close(_end())
     assert [e.kind for e in _drain_all(ch)] == [METRICS, END]

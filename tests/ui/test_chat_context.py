@@ -12,10 +12,11 @@ from app.engine_host.mock import MockEngine, MockSpec
 from app.orchestrator.contracts import ChatMessage
 from app.orchestrator.events import END, EndEvent
 from app.orchestrator.service import Orchestrator
-from app.ui.bridge import OrchestratorBridge
+from app.ui.backend_thread import BackendThread
 from app.ui.chat_logic import CONTEXT_CUT, paired, trim_to_context
 from app.ui.chat_panel import ChatPanel
 from app.ui.conversation import TRIM_MARKER
+from app.ui.embedded_bridge import EmbeddedBridge
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, FakeControls
 from tests.ui.test_chat_panel import script, type_and_send
@@ -46,14 +47,27 @@ def test_unanswered_user_turns_are_not_sent_again() -> None:
     assert paired([lost, u, a]) == [u, a]
 
 
-@pytest.fixture
-def core(qloop: QtAsync) -> Iterator[Orchestrator]:
+Core = tuple[Orchestrator, BackendThread[Orchestrator]]
+
+
+async def start_core() -> tuple[Orchestrator, Any]:
     engines = [MockEngine(MockSpec("mock0", ctx=512, slots=1, tokens_per_s=400))]
     orch = Orchestrator(engines)  # sessions keep their default limit of 8 turns
-    qloop.run(orch.start())
-    qloop.wait_until(lambda: orch.pool_view("mock0").ready)
-    yield orch
-    qloop.run(orch.shutdown(deadline_s=1.0), timeout=10)
+    await orch.start()
+
+    async def stop() -> None:
+        await orch.shutdown(deadline_s=1.0)
+
+    return orch, stop
+
+
+@pytest.fixture
+def core(qloop: QtAsync) -> Iterator[Core]:
+    """The core on its own thread, as in the app."""
+    thread: BackendThread[Orchestrator] = BackendThread(start_core)
+    orch = thread.start(timeout=20)
+    yield orch, thread
+    thread.stop(timeout=20)
 
 
 def send_on_loop(conv: Any, text: str, qloop: QtAsync) -> None:
@@ -68,17 +82,18 @@ def send_on_loop(conv: Any, text: str, qloop: QtAsync) -> None:
     qloop.sleep(0.01)
 
 
-def real_panel(qtbot: Any, orch: Orchestrator) -> tuple[ChatPanel, OrchestratorBridge]:
-    bridge = OrchestratorBridge(orch, FakeControls())
+def real_panel(qtbot: Any, qloop: QtAsync, core: Core) -> tuple[ChatPanel, EmbeddedBridge]:
+    bridge = EmbeddedBridge(core[0], FakeControls(), core[1])
+    qloop.wait_until(lambda: all(p.ready for p in bridge.pools()))
     panel = ChatPanel(bridge)
     qtbot.addWidget(panel)
     return panel, bridge
 
 
 def test_the_20th_turn_is_sent_trimmed_with_the_marker(
-    qtbot: Any, qloop: QtAsync, core: Orchestrator
+    qtbot: Any, qloop: QtAsync, core: Core
 ) -> None:
-    panel, bridge = real_panel(qtbot, core)
+    panel, bridge = real_panel(qtbot, qloop, core)
     conv = panel.current()
     conv.max_tokens.setValue(24)
     conv.system_prompt.setPlainText("You are terse.")
@@ -88,7 +103,7 @@ def test_the_20th_turn_is_sent_trimmed_with_the_marker(
         assert conv.error_bar.isHidden(), conv.error_bar.sentence.text()
     assert len(conv.messages) == 40
     assert [m.role for m in conv.history].count("assistant") == 20
-    last = core.tasks(1)[0]
+    last = bridge.tasks(1)[0]
     assert last.state == "done" and last.tokens_out == 24
     assert conv.dropped > 0 and not conv.trim_label.isHidden()
     assert TRIM_MARKER in conv.trim_label.text()
@@ -97,9 +112,9 @@ def test_the_20th_turn_is_sent_trimmed_with_the_marker(
 
 
 def test_queued_status_shows_the_position_then_started(
-    qtbot: Any, qloop: QtAsync, core: Orchestrator
+    qtbot: Any, qloop: QtAsync, core: Core
 ) -> None:
-    panel, bridge = real_panel(qtbot, core)
+    panel, bridge = real_panel(qtbot, qloop, core)
     convs = [panel.current(), panel.new_conversation(), panel.new_conversation()]
     for conv in convs:
         conv.max_tokens.setValue(200)  # ~0.5 s each on the single slot
@@ -110,6 +125,7 @@ def test_queued_status_shows_the_position_then_started(
             conv.send_button.click()
 
     qloop.run(click_all())
+    qloop.wait_until(lambda: all(c.task_id for c in convs))  # admitted on the backend
     waiting = convs[2]
     assert waiting.status.text().startswith("2nd in line on mock0, about ")
     assert "Starting" not in waiting.status.text()
@@ -128,7 +144,7 @@ def test_an_answer_cut_by_the_context_says_so_and_offers_a_new_chat(
         END, {"tokens_out": 3, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
     )
     bridge.default_script = events
-    panel = ChatPanel(bridge)
+    panel = ChatPanel(bridge)  # type: ignore[arg-type]
     qtbot.addWidget(panel)
     conv = panel.current()
     conv.system_prompt.setPlainText("Be kind.")
@@ -156,7 +172,7 @@ def test_an_answer_at_max_tokens_is_not_called_cut(qtbot: Any, qloop: QtAsync) -
         END, {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
     )
     bridge.default_script = events
-    panel = ChatPanel(bridge)
+    panel = ChatPanel(bridge)  # type: ignore[arg-type]
     qtbot.addWidget(panel)
     conv = panel.current()
     conv.max_tokens.setValue(2)

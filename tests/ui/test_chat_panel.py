@@ -89,7 +89,7 @@ def make_panel(qtbot: Any) -> Iterator[Callable[..., ChatPanel]]:
     alive: list[ChatPanel] = []
 
     def build(bridge: FakeBridge, **kw: Any) -> ChatPanel:
-        panel = ChatPanel(bridge, **kw)
+        panel = ChatPanel(bridge, **kw)  # type: ignore[arg-type]
         qtbot.addWidget(panel)
         alive.append(panel)
         return panel
@@ -156,7 +156,12 @@ def test_seed_parsing_and_answer_stats() -> None:
     for bad in ("-1", "x", str(2**32)):
         with pytest.raises(ValueError, match="Seed"):
             parse_seed(bad)
-    end = {"tokens_out": 64, "decode_time_ms": 800, "finish_reason": "stop"}
+    end: EndData = {
+        "tokens_out": 64,
+        "decode_time_ms": 800,
+        "decode_ms": 800,
+        "finish_reason": "stop",
+    }
     assert answer_stats(35.2, end) == "TTFT 35 ms · 80.0 tokens/s · 64 tokens · stop"
 
 
@@ -181,7 +186,8 @@ def test_send_builds_the_request_from_the_pickers(make_panel: Any, qloop: QtAsyn
     assert req.model_ref == "llama"
     assert req.priority is Priority.BATCH
     assert req.placement == PlacementOverrides(mode=PlacementMode.PIN, pin_pool_id="gpu1")
-    assert (req.seed, req.max_tokens, req.temperature) == (1234, 77, pytest.approx(0.3))
+    assert (req.seed, req.max_tokens) == (1234, 77)
+    assert req.temperature == pytest.approx(0.3)
     assert req.session_id == conv.session_id
     assert conv.prompt.toPlainText() == ""
 
@@ -228,7 +234,7 @@ def test_multi_turn_sends_the_conversation_in_one_session(make_panel: Any, qloop
         kv_warmth=True,
         budgets=SessionBudgets(),
     )
-    bridge.session = lambda _sid: info  # type: ignore[method-assign]
+    bridge.session = lambda session_id: info  # type: ignore[method-assign]
     conv = make_panel(bridge).current()
     type_and_send(conv, "first", qloop)
     qloop.wait_until(lambda: not conv.busy)
@@ -338,8 +344,8 @@ def test_paced_tokens_are_flushed_on_the_timer_not_per_token(
 
 def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAsync) -> None:
     class Queued(FakeBridge):
-        def submit(self, req: TaskRequest) -> AdmissionResponse:
-            super().submit(req)
+        async def submit(self, req: TaskRequest) -> AdmissionResponse:
+            await super().submit(req)
             record = DecisionRecord(
                 at=0.0,
                 task_id=str(req.task_id),
@@ -389,7 +395,7 @@ def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAs
         error=None,
         decision_summary="",
     )
-    bridge.taskChanged.emit(moved)
+    bridge.tasksChanged.emit((moved,))
     assert conv.status.text().startswith("2nd in line on gpu1, about ")
     assert "starting" not in conv.status.text().lower()
     qloop.wait_until(lambda: conv.status.text().startswith("Starting on gpu1"))
@@ -582,7 +588,7 @@ def test_new_pools_appear_in_the_pickers(make_panel: Any, qloop: QtAsync) -> Non
     conv = panel.current()
     conv.target.setCurrentIndex(conv.target.findData("pool:gpu0"))
     bridge.pool_list = two_pools()
-    bridge.poolChanged.emit(bridge.pool_list[1])
+    bridge.poolsChanged.emit((bridge.pool_list[1],))
     assert conv.target.findData("pool:gpu1") >= 0
     assert conv.target.findData("model:llama") >= 0
     assert conv.target.currentData() == "pool:gpu0"

@@ -63,7 +63,7 @@ def test_chats_survive_a_restart(tmp_path: Path, qtbot: Any, qloop: QtAsync) -> 
     path = tmp_path / "chats.sqlite3"
     bridge = FakeBridge()
     bridge.default_script = script(["**Use", " a 3090**"])
-    first = ChatPanel(bridge, store=ChatStore(path))
+    first = ChatPanel(bridge, store=ChatStore(path))  # type: ignore[arg-type]
     qtbot.addWidget(first)
     conv = first.current()
     conv.system_prompt.setPlainText("Be brief.")
@@ -71,7 +71,8 @@ def test_chats_survive_a_restart(tmp_path: Path, qtbot: Any, qloop: QtAsync) -> 
     qloop.wait_until(lambda: not conv.busy)
     assert first.sidebar.list.count() == 1
 
-    second = ChatPanel(FakeBridge(), store=ChatStore(path))  # the app started again
+    # the app started again
+    second = ChatPanel(FakeBridge(), store=ChatStore(path))  # type: ignore[arg-type]
     qtbot.addWidget(second)
     row = second.sidebar.list.item(0).text()
     assert row.startswith("Which GPU for a 7B model?\n") and "gpu0" in row

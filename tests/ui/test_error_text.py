@@ -32,7 +32,7 @@ def plain(sentence: str) -> None:
 def test_every_code_has_a_plain_sentence(code: ErrorCode) -> None:
     assert code in ERRORS
     for kw in ({}, {"pool_id": "gpu0"}, {"retry_after_ms": 1500}, {"paused_pool": "demo"}):
-        explained = explain(code, RAW, **kw)  # type: ignore[arg-type]
+        explained = explain(code, RAW, **kw)
         plain(explained.sentence)
         assert explained.details == f"{code}: {RAW}"
         assert "{" not in explained.sentence

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QMenu, QWidget
 
 from app.config import parse_settings
 from app.orchestrator.contracts import Priority, TaskView
@@ -66,7 +66,7 @@ def make_window(qtbot: Any, tmp_path: Path) -> Iterator[Callable[..., MainWindow
     def build(bridge: FakeBridge, **kw: Any) -> MainWindow:
         kw.setdefault("tray_available", lambda: False)
         kw.setdefault("settings", QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
-        window = MainWindow(bridge, **kw)  # type: ignore[arg-type]
+        window = MainWindow(bridge, **kw)
         qtbot.addWidget(window)
         alive.append(window)
         return window
@@ -88,7 +88,9 @@ def test_builds_with_every_tab_menu_and_the_api_url(
     assert titles == ["Pools", "Chat", "Decisions", "Metrics", "Tasks & logs"]
     menu_texts = [a.text() for a in window.menuBar().actions()]
     assert menu_texts == ["&File", "&View"]
-    file_actions = [a.text() for a in window.menuBar().actions()[0].menu().actions()]
+    file_menu = window.menuBar().actions()[0].menu()
+    assert isinstance(file_menu, QMenu)
+    file_actions = [a.text() for a in file_menu.actions()]
     assert file_actions == ["&Settings…", "Pause admissions", "", "&Quit"]
     assert window.api_label.text() == "API: http://127.0.0.1:8080"
     assert window.banner is None
@@ -123,7 +125,7 @@ def test_banner_is_shown_and_dismissible(
 
 
 def test_pause_admissions_drains_all_then_resumes(
-    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+    bridge: FakeBridge, make_window: Callable[..., MainWindow], qloop: QtAsync
 ) -> None:
     window = make_window(bridge)
     window.pause_action.trigger()
