@@ -96,7 +96,9 @@ class Dispatcher:
             if rec.lifecycle.terminal:
                 return
             rec.lifecycle.to(TaskState.STREAMING)
+            note_kv_warmth(rec, stream)
             await self._forward(rec, stream)
+            note_kv_warmth(rec, stream)
             if not rec.lifecycle.terminal:
                 reason = (
                     FinishReason.LENGTH if stream.finish_reason == "length" else (FinishReason.STOP)
@@ -325,3 +327,10 @@ class Dispatcher:
         while len(st.done) > st.config.history:
             st.done.popitem(last=False)
         st.update_queue_gauge(st.pools[rec.pool_id])
+
+
+def note_kv_warmth(rec: TaskRecord, stream: object) -> None:
+    """Take the engine's own word on KV warmth (a stream's ``kv_warm``) when it gives one."""
+    reported = getattr(stream, "kv_warm", None)
+    if isinstance(reported, bool):
+        rec.kv_warm = reported

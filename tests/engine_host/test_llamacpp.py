@@ -24,6 +24,7 @@ from app.engine_host.restart_policy import RestartPolicy
 from app.orchestrator.contracts import ChatMessage, ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import EngineControl, EngineError, EngineRequest, PoolStatus
+from tests.engine_host.support import alive
 from tests.support.gguf_files import BAD_KINDS, with_tensors, write_bad
 
 pytestmark = pytest.mark.engine
@@ -33,15 +34,6 @@ shared_loop = pytest.mark.asyncio(loop_scope="module")
 FAST_POLICY = RestartPolicy(base_s=0.05, cap_s=0.2, jitter=0.0)
 READY_TIMEOUT_S = 60.0
 LONG = 16384
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def state_of(pool: LlamaCppEngine) -> PoolState:

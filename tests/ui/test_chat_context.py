@@ -19,7 +19,7 @@ from app.ui.conversation import TRIM_MARKER
 from app.ui.embedded_bridge import EmbeddedBridge
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, FakeControls
-from tests.ui.test_chat_panel import script, type_and_send
+from tests.ui.support import script, type_and_send
 
 
 def test_trimming_keeps_the_system_prompt_and_drops_the_oldest_turns() -> None:

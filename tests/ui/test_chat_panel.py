@@ -27,15 +27,9 @@ from app.orchestrator.errors import OrchError, QueueFull
 from app.orchestrator.events import (
     END,
     ERROR,
-    STARTED,
-    TOKEN,
     EndData,
     EndEvent,
     ErrorEvent,
-    StartedData,
-    StartedEvent,
-    TaskEvent,
-    TokenEvent,
 )
 from app.ui.chat_logic import (
     ChatOptions,
@@ -48,28 +42,9 @@ from app.ui.chat_logic import (
 from app.ui.chat_panel import ChatPanel, Conversation
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, pool_view
+from tests.ui.support import script, type_and_send
 
 TOKENS = [f"tok{i} " for i in range(200)]
-
-
-def script(tokens: list[str], pool_id: str = "gpu0") -> list[TaskEvent]:
-    started: StartedData = {
-        "queue_position": 0,
-        "predicted_start_ms": 0,
-        "pool_id": pool_id,
-        "correlation_id": "c-1",
-    }
-    end: EndData = {
-        "tokens_out": len(tokens),
-        "decode_time_ms": 500,
-        "decode_ms": 500,
-        "finish_reason": "stop",
-    }
-    return [
-        StartedEvent(STARTED, started),
-        *(TokenEvent(TOKEN, {"t": t, "i": i}) for i, t in enumerate(tokens)),
-        EndEvent(END, end),
-    ]
 
 
 class StepClock:
@@ -96,14 +71,6 @@ def make_panel(qtbot: Any) -> Iterator[Callable[..., ChatPanel]]:
 
     yield build
     alive.clear()
-
-
-def type_and_send(conv: Conversation, text: str, qloop: QtAsync) -> None:
-    """Send ``text`` and let the loop start the stream task (Qt events processed later
-    outside the loop must not be the first to step it)."""
-    conv.prompt.setPlainText(text)
-    conv.send_button.click()
-    qloop.sleep(0.01)
 
 
 def transcript(conv: Conversation) -> str:

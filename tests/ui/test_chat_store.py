@@ -16,7 +16,7 @@ from app.ui.chat_sidebar import ChatSidebar
 from app.ui.chat_store import ChatStore, StoredMessage, default_path
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge
-from tests.ui.test_chat_panel import script, type_and_send
+from tests.ui.support import script, type_and_send
 
 
 def test_store_roundtrip_search_rename_truncate_delete(tmp_path: Path) -> None:
