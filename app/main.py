@@ -30,6 +30,7 @@ from app.config import (
     default_config_path,
     default_settings,
     load_settings,
+    remove_stale_temporaries,
     save_settings,
 )
 from app.logs import REDACTOR, setup_logging
@@ -277,8 +278,10 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
 def load_or_create_settings(path: Path, env: dict[str, str] | None = None) -> tuple[Settings, bool]:
     """Load ``path``; when it does not exist, write the default config (one pool
     per GPU found plus the demo pool) and return it with ``True``. Raises
-    ConfigError. Blocks (disk, NVML)."""
+    ConfigError. Blocks (disk, NVML). Temporaries of a killed save are removed first."""
     env = dict(os.environ) if env is None else env
+    for stale in remove_stale_temporaries(path):
+        log.info("removed %s, left by an interrupted config save", stale)
     if path.exists():
         return load_settings(path, env), False
     from app.engine_host.demo_model import default_demo_model_path, ensure_demo_model
@@ -299,12 +302,15 @@ def cmd_serve(config: Path, bind: str | None) -> int:
     """Run the orchestrator headless until SIGTERM/SIGINT. Returns the exit code."""
     try:
         settings, _ = load_or_create_settings(config)
+        warnings = settings.warnings
         if bind:
             settings = settings.with_bind(bind)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     setup_logging(settings.log_dir_path() / "llama-orch.log")
+    for warning in warnings:
+        log.warning("%s", warning)
     from app.api.connections import raise_open_file_limit
 
     raise_open_file_limit()

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ui.api_urls import api_urls
 from app.ui.banner import Banner
 from app.ui.bridge import Bridge
 from app.ui.chat_panel import ChatPanel
@@ -173,9 +174,11 @@ class MainWindow(QMainWindow):
     # ---- status bar and errors ---------------------------------------------------------
 
     def _update_api_label(self) -> None:
-        text = f"API: {self._bridge.controls.api_url()}"
+        urls = api_urls(self._bridge.controls.api_url())
+        text = "API: " + " · ".join(urls)
         if self.api_label.text() != text:
             self.api_label.setText(text)
+            self.api_label.setToolTip("\n".join(urls))
 
     def _on_sample(self, _sample: Any) -> None:
         self._update_api_label()
