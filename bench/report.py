@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import engines_bench
+
 NOT_SERVED = "not measured: OpenAI-compatible routes not served yet"
 GUI_NOT_YET = "not measured yet"
 
@@ -314,6 +316,7 @@ def markdown(fig: dict[str, Any]) -> str:
         "",
         table(rows),
         "",
+        *engines_bench.markdown(fig.get("engines")),
         *_waiting_notes(fig),
         _contention(fig.get("contention", {})),
         "",
