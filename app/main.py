@@ -32,6 +32,7 @@ from app.config import (
     save_settings,
 )
 from app.logs import REDACTOR, setup_logging
+from app.models_wiring import add_model_commands
 
 log = logging.getLogger("llama_orch.main")
 
@@ -53,10 +54,13 @@ class Backend:
     api: Any
     poller: Any
     engines: list[Any] = field(default_factory=list)
+    models: Any = None
+    _fetching: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
-        """Start the GPU poller, the engines and the API server. Raises on failure
-        (UnsafeBind, OSError for a port in use) after stopping what started."""
+        """Start the GPU poller, the engines and the API server (and, with
+        ``[models] auto_fetch``, the downloads of missing pool models). Raises on
+        failure (UnsafeBind, OSError for a port in use) after stopping what started."""
         self.poller.start()
         await self.orch.start()
         try:
@@ -65,10 +69,18 @@ class Backend:
             await self.orch.shutdown(deadline_s=0)
             self.poller.stop()
             raise
+        if self.models is not None and self.settings.models.auto_fetch:
+            from app.models_wiring import auto_fetch
+
+            task = asyncio.create_task(auto_fetch(self.settings, self.models, self.orch))
+            self._fetching.add(task)
+            task.add_done_callback(self._fetching.discard)
 
     async def stop(self, deadline_s: float = 10.0) -> None:
         """Stop admitting, drain in-flight work until ``deadline_s``, close live
         streams, stop the engines (no orphans) and the poller."""
+        if self.models is not None:
+            await self.models.close()
         await self.orch.shutdown(deadline_s=deadline_s)
         await self.api.stop()
         await asyncio.to_thread(self.poller.stop)
@@ -159,13 +171,15 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
             )
         )
     from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
+    from app.models_wiring import open_catalog, pool_model
 
-    model = settings.model_path(pool)
+    model, needs = pool_model(settings, pool, open_catalog())
     binary = settings.engines.llama_server or None
     return LlamaCppEngine(
         LlamaCppSpec(
             pool_id=pool.id,
-            model_ref=str(model) if model else None,
+            model_ref=model,
+            needs_model_detail=needs,
             ctx=pool.ctx,
             slots=pool.slots,
             device_mask=pool.device_mask,
@@ -185,6 +199,7 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
     from app.api.server import ApiServer
     from app.engine_host.gpu_poller import GpuPoller
     from app.engine_host.nvml import NvmlInventory
+    from app.models_wiring import build_model_store
     from app.orchestrator.service import Orchestrator
 
     loop = loop or asyncio.get_running_loop()
@@ -196,9 +211,13 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
 
     poller = GpuPoller(NvmlInventory(engine_pids=engine_pids), dispatch=loop.call_soon_threadsafe)
     orch = Orchestrator(engines, orchestrator_config(settings), gpu_probe=poller)
-    api = ApiServer(orch, api_settings(settings))
+    models = build_model_store(settings, orch)
+    api = ApiServer(orch, api_settings(settings), models=models)
     REDACTOR.add(settings.auth_token)
-    return Backend(settings=settings, orch=orch, api=api, poller=poller, engines=engines)
+    REDACTOR.add(os.environ.get("HF_TOKEN"))
+    return Backend(
+        settings=settings, orch=orch, api=api, poller=poller, engines=engines, models=models
+    )
 
 
 # ---- configuration on first start ------------------------------------------------------
@@ -420,8 +439,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     cc = sub.add_parser("check-config", help="validate a config file (exit 2 on problems)")
     cc.add_argument("path")
     _add_ask_parser(sub)
+    add_model_commands(sub)
     p.add_argument("--config", type=Path, default=None, help="config file (TOML)")
     return p.parse_args(argv)
+
+
+def _model_command(command: str, args: argparse.Namespace, config: Path) -> int:
+    from app.models_wiring import cmd_models, cmd_pull, cmd_rm
+
+    if command == "models":
+        return cmd_models(args.json)
+    if command == "rm":
+        return cmd_rm(args.model_id)
+    try:
+        settings = load_settings(config) if config.exists() else load_settings(None)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return cmd_pull(args.ref, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -449,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config_main(args.path)
     if command == "ask":
         return cmd_ask(args)
+    if command in ("pull", "models", "rm"):
+        return _model_command(command, args, config)
     return cmd_gui(config, minimized=getattr(args, "minimized", False))
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from app.api.app import make_app
 from app.api.settings import ApiSettings, check_bind
 from app.api.state import SETTINGS, STREAMS
+from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.service import Orchestrator
 
 log = logging.getLogger("llama_orch.api")
@@ -53,9 +54,12 @@ class ApiServer:
     All methods run on the caller's (already running) event loop.
     """
 
-    def __init__(self, orch: Orchestrator, settings: ApiSettings) -> None:
+    def __init__(
+        self, orch: Orchestrator, settings: ApiSettings, models: ModelCatalog | None = None
+    ) -> None:
         self._orch = orch
         self._settings = settings
+        self._models = models
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
@@ -90,7 +94,7 @@ class ApiServer:
         if self._runner is not None:
             return
         check_bind(self._settings)
-        app = make_app(self._orch, self._settings)
+        app = make_app(self._orch, self._settings, models=self._models)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         try:

@@ -52,6 +52,8 @@ class LlamaCppSpec:
     connect_timeout_s: float = 5.0
     extra_args: tuple[str, ...] = ()
     stop_grace_s: float = 5.0
+    needs_model_detail: str = ""
+    """What the pool says while it has no model (e.g. the ref to download)."""
     health_interval_s: float = 10.0
     health_timeout_s: float = 5.0
 

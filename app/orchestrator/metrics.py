@@ -66,6 +66,18 @@ class OrchMetrics:
             ["outcome", "pinned", "fallback"],
             registry=r,
         )
+        self.catalog_verifications = Counter(
+            "catalog_verifications",
+            "Catalog model verifications (digest and GGUF checks).",
+            ["result", "reason", "engine"],
+            registry=r,
+        )
+        self.model_state = Gauge(
+            "model_state",
+            "1 for a catalog model's current state.",
+            ["model_id", "state"],
+            registry=r,
+        )
         self.placement_candidates_considered = Histogram(
             "placement_candidates_considered",
             "Pools considered per placement decision.",
