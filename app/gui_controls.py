@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.config import ConfigError, Settings, parse_settings, save_settings, to_toml
 from app.logs import REDACTOR
 from app.orchestrator.queues import FullPolicy
+
+if TYPE_CHECKING:
+    from app.api.settings import ApiSettings
+    from app.main import Backend
 
 
 class GuiControls:
@@ -21,10 +25,10 @@ class GuiControls:
 
     def __init__(
         self,
-        backend: Any,
+        backend: Backend,
         config_path: Path,
         log_file: Path,
-        api_settings: Callable[[Settings], Any],
+        api_settings: Callable[[Settings], ApiSettings],
     ) -> None:
         self._backend = backend
         self._config_path = config_path
@@ -41,7 +45,7 @@ class GuiControls:
         return str(self._log_file)
 
     def current_settings(self) -> Settings:
-        return self._backend.settings  # type: ignore[no-any-return]
+        return self._backend.settings
 
     async def apply_settings(self, settings: Settings) -> None:
         """Validate, save (worker thread) and apply ``settings`` without a restart.

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.config import (
     ConfigError,
@@ -32,7 +32,21 @@ from app.config import (
     save_settings,
 )
 from app.logs import REDACTOR, setup_logging
-from app.models_wiring import add_model_commands
+from app.models_wiring import add_model_commands, run_model_command
+
+if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
+    from prometheus_client.registry import Collector
+
+    from app.api.server import ApiServer
+    from app.api.settings import ApiSettings
+    from app.engine_host.gpu_poller import GpuPoller
+    from app.engine_host.llamacpp_stats import EngineStats
+    from app.engine_host.model_store import ModelStore
+    from app.gui_controls import GuiControls
+    from app.orchestrator.ports import EngineControl
+    from app.orchestrator.service import Orchestrator, OrchestratorConfig
+
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 log = logging.getLogger("llama_orch.main")
 
@@ -50,11 +64,11 @@ class Backend:
     """Everything ``serve`` and the GUI run: engines, core, API server, GPU poller."""
 
     settings: Settings
-    orch: Any
-    api: Any
-    poller: Any
-    engines: list[Any] = field(default_factory=list)
-    models: Any = None
+    orch: Orchestrator
+    api: ApiServer
+    poller: GpuPoller
+    engines: list[EngineControl] = field(default_factory=list)
+    models: ModelStore | None = None
     _fetching: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -86,8 +100,9 @@ class Backend:
         await asyncio.to_thread(self.poller.stop)
 
 
-def api_settings(settings: Settings) -> Any:
+def api_settings(settings: Settings) -> ApiSettings:
     """Return the app.api ApiSettings for ``settings``."""
+    from app.api.connections import ConnectionLimits
     from app.api.settings import ApiSettings
 
     host, port = settings.bind_host_port()
@@ -104,10 +119,16 @@ def api_settings(settings: Settings) -> Any:
         cors_origins=tuple(s.cors_origins),
         allowed_hosts=tuple(h.lower().rstrip(".") for h in s.allowed_hosts),
         trusted_proxies=tuple(s.trusted_proxies),
+        limits=ConnectionLimits(
+            head_timeout_s=s.request_head_timeout_s,
+            keepalive_s=s.keepalive_timeout_s,
+            per_peer=s.max_connections_per_peer,
+            total=s.max_connections,
+        ),
     )
 
 
-def orchestrator_config(settings: Settings) -> Any:
+def orchestrator_config(settings: Settings) -> OrchestratorConfig:
     """Return the core's OrchestratorConfig for ``settings``."""
     from app.orchestrator.queues import FullPolicy
     from app.orchestrator.service import OrchestratorConfig
@@ -130,7 +151,7 @@ def orchestrator_config(settings: Settings) -> Any:
     )
 
 
-def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
+def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> EngineControl:
     """Return the EngineControl adapter for one ``[[pools]]`` entry."""
     if pool.engine == "mock":
         from app.engine_host.mock import MockEngine, MockSpec
@@ -187,11 +208,44 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Any:
             demo=pool.demo,
             startup_timeout_s=float(settings.engines.startup_timeout_s),
             decode_timeout_s=float(settings.engines.decode_timeout_s),
+            gpu_layers=pool.gpu_layers,
+            flash_attn=pool.flash_attn,
+            cache_type_k=pool.cache_type_k,
+            cache_type_v=pool.cache_type_v,
+            tensor_split=tuple(pool.tensor_split),
+            extra_args=tuple(pool.extra_args),
             health_interval_s=settings.engines.health_interval_s,
             health_timeout_s=settings.engines.health_timeout_s,
         ),
         log_dir=log_dir,
+        gpu_indices=nvml_gpu_indices,
     )
+
+
+def engine_metrics(engines: Sequence[EngineControl]) -> Collector:
+    """Return the collector that re-exports llama-server pools' own metrics with pool labels."""
+    from app.engine_host.llamacpp import LlamaCppEngine
+    from app.engine_host.llamacpp_stats import EngineMetrics
+
+    def sources() -> list[tuple[dict[str, str], EngineStats]]:
+        return [
+            ({"pool_id": e.descriptor.pool_id, "engine": "llamacpp"}, e.stats)
+            for e in engines
+            if isinstance(e, LlamaCppEngine)
+        ]
+
+    return EngineMetrics(sources)
+
+
+def nvml_gpu_indices() -> list[int]:
+    """Return the indices of the GPUs NVML sees now (empty without NVML). Blocks on NVML."""
+    from app.engine_host.nvml import NvmlInventory
+
+    reader = NvmlInventory()
+    try:
+        return [gpu.index for gpu in reader.read(with_processes=False).gpus]
+    finally:
+        reader.close()
 
 
 def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None = None) -> Backend:
@@ -211,6 +265,7 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
 
     poller = GpuPoller(NvmlInventory(engine_pids=engine_pids), dispatch=loop.call_soon_threadsafe)
     orch = Orchestrator(engines, orchestrator_config(settings), gpu_probe=poller)
+    orch.metrics.registry.register(engine_metrics(engines))
     models = build_model_store(settings, orch)
     api = ApiServer(orch, api_settings(settings), models=models)
     REDACTOR.add(settings.auth_token)
@@ -254,6 +309,9 @@ def cmd_serve(config: Path, bind: str | None) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     setup_logging(settings.log_dir_path() / "llama-orch.log")
+    from app.api.connections import raise_open_file_limit
+
+    raise_open_file_limit()
     return asyncio.run(_serve(settings))
 
 
@@ -281,7 +339,7 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-def _add_gui_options(sp: Any) -> None:
+def _add_gui_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--minimized", action="store_true", help="start in the tray (used at login)")
 
 
@@ -300,10 +358,13 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
         return _start_failed(f"The config file {config} has problems:\n{exc}", 2)
     log_file = settings.log_dir_path() / "llama-orch.log"
     setup_logging(log_file)
+    from app.api.connections import raise_open_file_limit
     from app.gui_controls import GuiControls
+
+    raise_open_file_limit()
     from app.ui.app import run_gui
 
-    async def start() -> tuple[Any, Any, Callable[[], Awaitable[None]]]:
+    async def start() -> tuple[Orchestrator, GuiControls, Callable[[], Awaitable[None]]]:
         backend = build_backend(settings)
         try:
             await backend.start()
@@ -379,7 +440,7 @@ exit codes:
   130  interrupted with Ctrl-C (the task was canceled on the server)"""
 
 
-def _add_ask_parser(sub: Any) -> None:
+def _add_ask_parser(sub: SubParsers) -> None:
     ap = sub.add_parser(
         "ask",
         help="ask a running server; stream the answer to stdout",
@@ -444,21 +505,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _model_command(command: str, args: argparse.Namespace, config: Path) -> int:
-    from app.models_wiring import cmd_models, cmd_pull, cmd_rm
-
-    if command == "models":
-        return cmd_models(args.json)
-    if command == "rm":
-        return cmd_rm(args.model_id)
-    try:
-        settings = load_settings(config) if config.exists() else load_settings(None)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    return cmd_pull(args.ref, settings)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llama-orch`` console script. Returns the exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -485,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "ask":
         return cmd_ask(args)
     if command in ("pull", "models", "rm"):
-        return _model_command(command, args, config)
+        return run_model_command(command, args, config)
     return cmd_gui(config, minimized=getattr(args, "minimized", False))
 
 

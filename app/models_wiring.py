@@ -181,6 +181,22 @@ def cmd_rm(model_id: str, out: TextIO = sys.stderr) -> int:
     return 0
 
 
+def run_model_command(command: str, args: Any, config: Path) -> int:
+    """Run ``pull``, ``models`` or ``rm`` from the parsed command line; returns the exit code."""
+    from app.config import ConfigError, load_settings
+
+    if command == "models":
+        return cmd_models(args.json)
+    if command == "rm":
+        return cmd_rm(args.model_id)
+    try:
+        settings = load_settings(config) if config.exists() else load_settings(None)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return cmd_pull(args.ref, settings)
+
+
 def add_model_commands(sub: Any) -> None:
     """Add ``pull``, ``models`` and ``rm`` to the CLI's subparsers."""
     pull = sub.add_parser("pull", help="download a model into the catalog")

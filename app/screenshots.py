@@ -217,20 +217,27 @@ async def render(out: Path, folder: Path) -> list[Path]:
     from app.gui_controls import GuiControls
     from app.logs import setup_logging
     from app.main import FIRST_START_BANNER, api_settings, build_backend
-    from app.ui.bridge import OrchestratorBridge
+    from app.ui.backend_thread import BackendThread
+    from app.ui.embedded_bridge import EmbeddedBridge
     from app.ui.main_window import MainWindow
 
     env = {k: v for k, v in os.environ.items() if k not in _ENV_OVERRIDES}
     settings = await asyncio.to_thread(demo_settings, folder, env)
     log_file = folder / "logs" / "llama-orch.log"
     setup_logging(log_file, stream=None)
-    backend = build_backend(settings)
-    await backend.start()
+
+    async def start() -> Any:
+        backend = build_backend(settings)
+        await backend.start()
+        controls = GuiControls(backend, folder / "config.toml", log_file, api_settings)
+        return (backend, controls), lambda: backend.stop(deadline_s=2.0)
+
+    thread: BackendThread[Any] = BackendThread(start)
+    backend, controls = await asyncio.to_thread(thread.start)
     bridge = None
     traffic = Traffic(backend.api.url)
     try:
-        controls = GuiControls(backend, folder / "config.toml", log_file, api_settings)
-        bridge = OrchestratorBridge(backend.orch, controls)
+        bridge = EmbeddedBridge(backend.orch, controls, thread)
         ini = QSettings(str(folder / "window.ini"), QSettings.Format.IniFormat)
         window = MainWindow(
             bridge, banner=FIRST_START_BANNER, tray_available=lambda: False, settings=ini
@@ -238,7 +245,7 @@ async def render(out: Path, folder: Path) -> list[Path]:
         window.resize(1280, 860)
         window.show()
         await _until(lambda: _settled(bridge), READY_TIMEOUT_S, "the pools to start")
-        bridge.drain("mock1", 3_600_000)  # a draining pool, so decisions show a filter
+        await bridge.drain("mock1", 3_600_000)  # a draining pool, so decisions show a filter
         conversation = await _chat(window)
         running = asyncio.ensure_future(traffic.run(HISTORY_S))
         await asyncio.sleep(HISTORY_S - 8.0)
@@ -256,7 +263,7 @@ async def render(out: Path, folder: Path) -> list[Path]:
         await traffic.close()
         if bridge is not None:
             bridge.close()
-        await backend.stop(deadline_s=2.0)
+        await asyncio.to_thread(thread.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

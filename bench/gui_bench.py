@@ -1,14 +1,15 @@
 """GUI scenario: the offscreen window under 1,000 and 5,000 tokens/s, with an API client.
 
 Runs in its own process (``QT_QPA_PLATFORM=offscreen``): the real backend
-(core, API server, an ``openai`` pool on a paced engine) and the real
-``MainWindow`` share one qasync loop on the GUI thread, as in the app. For each
+(core, API server, an ``openai`` pool on a paced engine) runs on its own thread
+and loop and the real ``MainWindow`` on the Qt thread's qasync loop, as in the app. For each
 rate, chat conversations (one stream each, 50 tokens/s per stream) stream at
 once while a separate process streams through the HTTP API. Measured over a
-window in the middle of the streams: the GUI thread's CPU share
-(``time.thread_time``), the asyncio loop lag p99 (a probe sleeping 5 ms), and
-the API client's inter-token gap p99. The same load read by plain coroutines
-instead of the widgets gives the baseline; the difference is the GUI's own cost.
+window in the middle of the streams: the Qt thread's CPU share
+(``time.thread_time``), the backend thread's, the backend loop's lag p99 (a
+probe sleeping 5 ms), and the API client's inter-token gap p99. The same load
+read by plain coroutines on the backend loop, with no window attached, gives the
+baseline for the backend figures.
 
 ``run_isolated`` starts the scenario and returns its figures, or why it was
 not measured.
@@ -112,29 +113,26 @@ class LagProbe:
         return percentile(self.lags_ms, 0.99)
 
 
-async def measure(orch: Any, plan: Plan, api_url: str) -> dict[str, Any]:
-    """Measure the window once streams run: CPU share, loop lag, rate, API client gaps."""
+async def measure(backend: Any, plan: Plan, api_url: str) -> dict[str, Any]:
+    """Measure once streams run: the Qt thread's and the backend thread's CPU share, the
+    backend loop's lag, the token rate and the API client's gaps."""
     api = _api_client(api_url, plan.ramp_s + plan.window_s + 1.0)
     await asyncio.sleep(plan.ramp_s)
     probe = LagProbe()
-    probe.start()
-    tokens0, cpu0, wall0 = (
-        sum(orch.tokens_out_by_pool().values()),
-        time.thread_time(),
-        time.perf_counter(),
-    )
+    await on_backend(backend, _start_probe(probe))
+    before = await on_backend(backend, _reading(backend.orch))
+    qt_cpu0, wall0 = time.thread_time(), time.perf_counter()
     await asyncio.sleep(plan.window_s)
-    tokens1, cpu1, wall1 = (
-        sum(orch.tokens_out_by_pool().values()),
-        time.thread_time(),
-        time.perf_counter(),
-    )
-    lag = probe.stop()
+    after = await on_backend(backend, _reading(backend.orch))
+    qt_cpu1, wall1 = time.thread_time(), time.perf_counter()
+    lag = await on_backend(backend, _stop_probe(probe))
     out, _ = await asyncio.get_running_loop().run_in_executor(None, api.communicate)
     api_figures = json.loads(out.decode() or "{}")
+    wall = wall1 - wall0
     return {
-        "tokens_per_s": (tokens1 - tokens0) / (wall1 - wall0),
-        "gui_thread_cpu_share": (cpu1 - cpu0) / (wall1 - wall0),
+        "tokens_per_s": (after[0] - before[0]) / wall,
+        "gui_thread_cpu_share": (qt_cpu1 - qt_cpu0) / wall,
+        "backend_thread_cpu_share": (after[1] - before[1]) / wall,
         "loop_lag_p99_ms": lag,
         "loop_lag_samples": len(probe.lags_ms),
         "api_gap_p99_ms": api_figures.get("gap_p99_ms"),
@@ -142,28 +140,50 @@ async def measure(orch: Any, plan: Plan, api_url: str) -> dict[str, Any]:
     }
 
 
+async def on_backend(backend: Any, coro: Any) -> Any:
+    """Run ``coro`` on the backend thread's loop; return its result."""
+    return await asyncio.wrap_future(backend.thread.call(coro))
+
+
+async def _reading(orch: Any) -> tuple[int, float]:
+    return sum(orch.tokens_out_by_pool().values()), time.thread_time()
+
+
+async def _start_probe(probe: LagProbe) -> None:
+    probe.start()
+
+
+async def _stop_probe(probe: LagProbe) -> float:
+    return probe.stop()
+
+
 def _api_client(url: str, seconds: float) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "bench.gui_bench", "--api-client", url, "--seconds", f"{seconds}"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE)
 
 
-async def headless_round(orch: Any, plan: Plan, streams: int, api_url: str) -> dict[str, Any]:
-    """The baseline: the same streams read by plain coroutines on the GUI thread."""
+async def headless_round(backend: Any, plan: Plan, streams: int, api_url: str) -> dict[str, Any]:
+    """The baseline: the same streams read by plain coroutines on the backend loop."""
     from app.orchestrator.contracts import TaskRequest
+
+    orch = backend.orch
 
     async def consume() -> None:
         resp = orch.submit(TaskRequest(prompt=client.PROMPT, max_tokens=plan.tokens))
         async for _event in orch.stream(str(resp.task_id)):
             pass
 
-    tasks = [asyncio.ensure_future(consume()) for _ in range(streams)]
-    figures = await measure(orch, plan, api_url)
-    await asyncio.gather(*tasks)
+    async def consume_all() -> None:
+        await asyncio.gather(*(consume() for _ in range(streams)))
+
+    running = asyncio.ensure_future(on_backend(backend, consume_all()))
+    figures = await measure(backend, plan, api_url)
+    await running
     return figures
 
 
 async def gui_round(
-    window: Any, orch: Any, plan: Plan, streams: int, api_url: str
+    window: Any, backend: Any, plan: Plan, streams: int, api_url: str
 ) -> dict[str, Any]:
     """Conversations of the chat panel stream at once; returns the window's figures."""
     chat = window.chat
@@ -173,7 +193,7 @@ async def gui_round(
         conv.prompt.setPlainText(client.PROMPT)
         conv.max_tokens.setValue(plan.tokens)
         conv.send()
-    figures = await measure(orch, plan, api_url)
+    figures = await measure(backend, plan, api_url)
     for _ in range(600):  # the streams end a few seconds after the window
         if not any(c.busy for c in convs):
             break
@@ -184,13 +204,14 @@ async def gui_round(
 
 
 async def scenario(work: Path, plan: Plan) -> dict[str, Any]:
-    """Start the backend and the window, run every rate; returns the figures."""
+    """Start the backend (its own thread) and the window, run every rate; returns the figures."""
     from PySide6.QtCore import QSettings
 
     from app.config import load_settings
     from app.gui_controls import GuiControls
     from app.main import api_settings, build_backend
-    from app.ui.bridge import OrchestratorBridge
+    from app.ui.backend_thread import BackendThread
+    from app.ui.embedded_bridge import EmbeddedBridge
     from app.ui.main_window import MainWindow
 
     engine = procs.start_paced_engine(work, gap_ms=GAP_MS, tokens=plan.tokens, name="gui-engine")
@@ -201,12 +222,19 @@ async def scenario(work: Path, plan: Plan) -> dict[str, Any]:
         cfg = procs.OrchConfig(engine.url, queue_capacity=1024)
         path.write_text(procs.config_text(cfg, procs.free_port(), work))
         settings = load_settings(path, {"HOME": str(work)})
-        backend = build_backend(settings)
-        await backend.start()
-        try:
+
+        async def start() -> Any:
+            backend = build_backend(settings)
+            await backend.start()
             await _until_ready(backend.orch)
             controls = GuiControls(backend, path, work / "gui.log", api_settings)
-            bridge = OrchestratorBridge(backend.orch, controls)
+            return (backend, controls), lambda: backend.stop(deadline_s=2)
+
+        thread: BackendThread[Any] = BackendThread(start)
+        backend, controls = await asyncio.to_thread(thread.start)
+        backend.thread = thread
+        try:
+            bridge = EmbeddedBridge(backend.orch, controls, thread)
             qsettings = QSettings(str(work / "qt.ini"), QSettings.Format.IniFormat)
             window = MainWindow(bridge, settings=qsettings, tray_available=lambda: False)
             window.show()
@@ -215,19 +243,18 @@ async def scenario(work: Path, plan: Plan) -> dict[str, Any]:
             url = backend.api.url
             for rate in plan.rates:
                 streams = max(1, round(rate * GAP_MS / 1000))
-                base = await headless_round(backend.orch, plan, streams, url)
-                gui = await gui_round(window, backend.orch, plan, streams, url)
-                gui["baseline_cpu_share"] = base["gui_thread_cpu_share"]
+                base = await headless_round(backend, plan, streams, url)
+                gui = await gui_round(window, backend, plan, streams, url)
+                gui["baseline_cpu_share"] = base["backend_thread_cpu_share"]
                 gui["baseline_loop_lag_p99_ms"] = base["loop_lag_p99_ms"]
-                gui["widgets_cpu_share"] = (
-                    gui["gui_thread_cpu_share"] - base["gui_thread_cpu_share"]
-                )
+                gui["baseline_api_gap_p99_ms"] = base["api_gap_p99_ms"]
+                gui["widgets_cpu_share"] = gui["gui_thread_cpu_share"]
                 gui["streams"] = streams
                 rates[str(rate)] = gui
             window.hide()
             bridge.close()
         finally:
-            await backend.stop(deadline_s=2)
+            await asyncio.to_thread(thread.stop)
     finally:
         engine.stop()
     return {"rates": rates, "api_streams": API_STREAMS, "plan": plan.__dict__}

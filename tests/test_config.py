@@ -94,6 +94,29 @@ INVALID = [
     ("[[pools]]\nid = 'a'\nengine = 'vllm'", "pools[0].engine", "'llamacpp', 'openai' or 'mock'"),
     ("[[pools]]\nid = 'a'\ndevice_mask = 'gpu0'", "pools[0].device_mask", 'like "0" or "0,1"'),
     ("[[pools]]\nid = 'a'\ndevice_mask = '0,0'", "pools[0].device_mask", "list each index once"),
+    ("[[pools]]\nid = 'a'\ngpu_layers = -2", "pools[0].gpu_layers", "-1 (all layers)"),
+    ("[[pools]]\nid = 'a'\nflash_attn = 'yes'", "pools[0].flash_attn", "'auto', 'on' or 'off'"),
+    ("[[pools]]\nid = 'a'\ncache_type_k = 'q3'", "pools[0].cache_type_k", "q8_0"),
+    ("[[pools]]\nid = 'a'\ncache_type_v = 'f8'", "pools[0].cache_type_v", "q8_0"),
+    ("[[pools]]\nid = 'a'\ntensor_split = [0, 0]", "pools[0].tensor_split", "not all zero"),
+    (
+        "[[pools]]\nid = 'a'\ndevice_mask = '0,1'\ntensor_split = [1]",
+        "pools[0].tensor_split",
+        "tensor_split has 1 shares but device_mask '0,1' names 2 GPU(s)",
+    ),
+    (
+        "[[pools]]\nid = 'a'\nextra_args = ['--mlock', '--port=9000']",
+        "pools[0].extra_args",
+        "extra_args may not contain --port: the orchestrator picks a free loopback port",
+    ),
+    ("[[pools]]\nid = 'a'\nextra_args = ['-np', '4']", "pools[0].extra_args", "slots key"),
+    ("[[pools]]\nid = 'a'\nextra_args = ['--api-key', 'k']", "pools[0].extra_args", "key of"),
+    ("[[pools]]\nid = 'a'\nextra_args = ['--host']", "pools[0].extra_args", "loopback only"),
+    (
+        "[[pools]]\nid = 'm'\nengine = 'mock'\ngpu_layers = 10",
+        "pools[0].gpu_layers",
+        "'gpu_layers' applies to llamacpp pools only",
+    ),
     (
         "[[pools]]\nid = 'big'\ndevice_mask = 'cpu'",
         "pools[0].device_mask",
@@ -630,6 +653,33 @@ def test_check_config_main_prints_one_line_per_problem(
         "admission.queue_capacity: "
     )
     assert any(line.startswith("bogus: unknown key 'bogus'") for line in lines)
+
+
+def test_check_config_refuses_a_port_in_extra_args(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "[[pools]]\nid = 'g'\nextra_args = ['--port', '9000']\n")
+
+    assert check_config_main(str(path), NO_ENV) == 2
+    assert capsys.readouterr().err == (
+        "pools[0].extra_args: extra_args may not contain --port: the orchestrator picks "
+        "a free loopback port; remove it\n"
+    )
+
+
+def test_llamacpp_tuning_keys_round_trip_through_the_file(tmp_path: Path) -> None:
+    text = (
+        "[[pools]]\nid = 'g'\ndevice_mask = '0,1'\ngpu_layers = 20\nflash_attn = 'on'\n"
+        "cache_type_k = 'q8_0'\ncache_type_v = 'q4_0'\ntensor_split = [3, 1]\n"
+        "extra_args = ['--mlock']\n"
+    )
+    settings = load_settings(write(tmp_path, text), NO_ENV)
+    save_settings(settings, tmp_path / "again.toml")
+    (pool,) = load_settings(tmp_path / "again.toml", NO_ENV).pools
+    assert (pool.gpu_layers, pool.flash_attn) == (20, "on")
+    assert (pool.cache_type_k, pool.cache_type_v) == ("q8_0", "q4_0")
+    assert pool.tensor_split == [3.0, 1.0]
+    assert pool.extra_args == ["--mlock"]
 
 
 def test_check_config_main_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ from the ``request_context`` middleware.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -56,7 +56,8 @@ ProcessCollector(registry=_PROCESS_REGISTRY)
 async def read_json(request: web.Request) -> Any:
     """Return the parsed JSON body, None when the body is empty. Awaits the body.
 
-    Raises ApiError 413 over ``max_body_bytes`` and InvalidParams for bad JSON.
+    Raises ApiError 413 over ``max_body_bytes`` and InvalidParams for bad JSON,
+    including JSON nested too deep to parse.
     """
     limit = request.app[SETTINGS].current.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -76,6 +77,11 @@ async def read_json(request: web.Request) -> Any:
         ) from None
     except UnicodeDecodeError:
         raise InvalidParams("request body is not UTF-8 encoded JSON") from None
+    except RecursionError:
+        raise InvalidParams(
+            "request body has JSON nested deeper than the server accepts (hundreds of "
+            "levels); send a flatter body"
+        ) from None
 
 
 def _too_large(limit: int) -> ApiError:
@@ -305,18 +311,13 @@ async def _close_streams(app: web.Application) -> None:
     await app[STREAMS].close_all()
 
 
-async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
-    await app[STREAMS].close_all()
-
-
 def make_app(
     orch: Orchestrator, settings: ApiSettings, *, models: ModelCatalog | None = None
 ) -> web.Application:
     """Return the application serving ``orch`` with ``settings``. Never blocks.
 
-    Live streams are closed with an ``error`` frame at shutdown (on_shutdown,
-    while connections are still open; cleanup_ctx sweeps again at cleanup).
+    Live streams are closed with an ``error`` frame once, at shutdown (on_shutdown
+    runs after the listeners stopped, while connections are still open).
     The OpenAI-compatible routes (``app.api.openai``) answer errors in OpenAI's shape.
     """
     app = web.Application(
@@ -329,7 +330,6 @@ def make_app(
     app[OPENAPI_JSON] = dumps(build_openapi(catalog=models is not None))
     app.on_response_prepare.append(stamp_headers)
     app.on_shutdown.append(_close_streams)
-    app.cleanup_ctx.append(_streams_ctx)
     routes = ROUTES
     if models is not None:
         app[MODELS] = models

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -9,8 +10,9 @@ import socket
 from aiohttp import web
 
 from app.api.app import make_app
+from app.api.connections import ConnectionGuard, GuardedSite, install_accept_error_reporter
 from app.api.settings import ApiSettings, check_bind
-from app.api.state import SETTINGS, STREAMS
+from app.api.state import SETTINGS
 from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.service import Orchestrator
 
@@ -63,6 +65,7 @@ class ApiServer:
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
+        self._guard: ConnectionGuard | None = None
         self._port = settings.bind_port
 
     @property
@@ -94,8 +97,16 @@ class ApiServer:
         if self._runner is not None:
             return
         check_bind(self._settings)
+        install_accept_error_reporter(asyncio.get_running_loop())
         app = make_app(self._orch, self._settings, models=self._models)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        limits = self._settings.limits
+        self._guard = ConnectionGuard(limits)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            keepalive_timeout=limits.keepalive_s,
+        )
         await runner.setup()
         try:
             self._site, self._port = await self._open_site(runner, self._settings)
@@ -110,7 +121,8 @@ class ApiServer:
     ) -> tuple[web.SockSite, int]:
         sock = listen_socket(settings.bind_host, settings.bind_port)
         try:
-            site = web.SockSite(runner, sock)
+            assert self._guard is not None
+            site = GuardedSite(runner, sock, self._guard)
             await site.start()
         except BaseException:
             sock.close()
@@ -118,13 +130,13 @@ class ApiServer:
         return site, int(sock.getsockname()[1])
 
     async def stop(self) -> None:
-        """End live streams with an ``error`` frame, then stop listening. Awaits both.
+        """Stop listening and end live streams with an ``error`` frame (the app's
+        on_shutdown hook). Awaits both.
 
         Never raises for a server that is not running.
         """
         if self._app is None or self._runner is None:
             return
-        await self._app[STREAMS].close_all(SHUTDOWN_TIMEOUT_S)
         await self._runner.cleanup()
         self._app = self._runner = self._site = None
         log.info("API stopped")

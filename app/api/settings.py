@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from app.api.connections import ConnectionLimits
 from app.orchestrator.loopback import is_loopback_host
 
 
@@ -31,6 +32,7 @@ class ApiSettings:
     cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def is_loopback(self) -> bool:
         """Return True when the bind address only accepts local connections."""

@@ -20,14 +20,14 @@ from typing import Any
 
 from aiohttp import web
 
-from app.orchestrator.events import TERMINAL_KINDS, TOKEN, TaskEvent
+from app.orchestrator.events import ERROR, TERMINAL_KINDS, TOKEN, TaskEvent, TokenEvent
 from app.orchestrator.service import StreamHandle
 
 log = logging.getLogger("llama_orch.api")
 
 HEARTBEAT = b": keep-alive\n\n"
 DISCONNECT_POLL_S = 0.25
-SHUTDOWN_ERROR = {
+SHUTDOWN_ERROR: dict[str, str | bool] = {
     "code": "POOL_UNAVAILABLE",
     "message": "server shutting down",
     "retriable": True,
@@ -43,7 +43,7 @@ _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 MAX_EVENTS_PER_WRITE = 64
 
 
-def frame(kind: str, data: Mapping[str, Any]) -> bytes:
+def frame(kind: str, data: Mapping[str, object]) -> bytes:
     """Return one SSE frame for ``kind`` with ``data`` as compact JSON."""
     return f"event: {kind}\ndata: {_ENCODE(data)}\n\n".encode()
 
@@ -219,6 +219,17 @@ class SseWriter:
         finally:
             self._poll.close()
 
+    def render(self, event: TaskEvent) -> bytes:
+        """Return the bytes ``event`` is sent as: its OrchQueue SSE frame.
+
+        A subclass renders another format (b"" sends nothing). Called per token.
+        """
+        return frame(event.kind, event.data)
+
+    def shutdown_bytes(self) -> bytes:
+        """Return what ends a stream at server shutdown: the OrchQueue ``error`` frame."""
+        return frame(ERROR, SHUTDOWN_ERROR)
+
     async def _pump(self) -> None:
         get_nowait = self._handle.channel.get_nowait
         while True:
@@ -227,33 +238,37 @@ class SseWriter:
                 return
             if event.kind == TOKEN and self._batch_s > 0:
                 event = await self._coalesce(event)
-                data = frame(event.kind, event.data)
+                data = self.render(event)
             else:
                 event, data = self._with_buffered(event, get_nowait)
-            await self._write(data)
             if event.kind in TERMINAL_KINDS:
-                self.finished = True
-                await self._response.write_eof()
+                await self._end(data)
                 return
+            if data:
+                await self._write(data)
 
-    @staticmethod
     def _with_buffered(
-        event: TaskEvent, get_nowait: Callable[[], TaskEvent | None]
+        self, event: TaskEvent, get_nowait: Callable[[], TaskEvent | None]
     ) -> tuple[TaskEvent, bytes]:
-        """Return the last event taken and the frames of ``event`` plus the events
+        """Return the last event taken and the bytes of ``event`` plus the events
         already buffered behind it (up to a terminal one), for one write."""
-        frames = [frame(event.kind, event.data)]
+        render = self.render
+        frames = [render(event)]
         while event.kind not in TERMINAL_KINDS and len(frames) < MAX_EVENTS_PER_WRITE:
             nxt = get_nowait()
             if nxt is None:
                 break
             event = nxt
-            frames.append(frame(event.kind, event.data))
+            frames.append(render(event))
         return event, frames[0] if len(frames) == 1 else b"".join(frames)
 
     async def write_shutdown_error(self) -> None:
-        """Write the ``error`` frame of a server shutdown and end the body."""
-        await self._write(frame("error", SHUTDOWN_ERROR))
+        """Write the shutdown bytes (``shutdown_bytes``) and end the body."""
+        await self._end(self.shutdown_bytes())
+
+    async def _end(self, data: bytes) -> None:
+        """Write the last bytes of the stream and end the body."""
+        await self._write(data)
         self.finished = True
         await self._response.write_eof()
 
@@ -279,7 +294,7 @@ class SseWriter:
             except TimeoutError:
                 continue
 
-    async def _coalesce(self, first: TaskEvent) -> TaskEvent:
+    async def _coalesce(self, first: TokenEvent) -> TokenEvent:
         """Return one token event holding the texts of tokens within the window."""
         texts = [first.data["t"]]
         deadline = self._loop.time() + self._batch_s
@@ -303,7 +318,7 @@ class SseWriter:
             texts.append(event.data["t"])
         if len(texts) == 1:
             return first
-        return TaskEvent(TOKEN, {"t": "".join(texts), "i": first.data["i"]})
+        return TokenEvent(TOKEN, {"t": "".join(texts), "i": first.data["i"]})
 
 
 @dataclass(frozen=True, slots=True)

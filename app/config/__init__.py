@@ -32,6 +32,7 @@ from app.config.load import (
 )
 from app.config.schema import (
     INVALID_CONFIG,
+    LLAMACPP_KEYS,
     MOCK_KEYS,
     NON_LOOPBACK_WITHOUT_TOKEN,
     OPENAI_KEYS,
@@ -54,6 +55,7 @@ from app.config.validate import parse_settings
 
 __all__ = [
     "INVALID_CONFIG",
+    "LLAMACPP_KEYS",
     "MOCK_KEYS",
     "NON_LOOPBACK_WITHOUT_TOKEN",
     "OPENAI_KEYS",

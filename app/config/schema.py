@@ -24,6 +24,38 @@ INVALID_CONFIG = "INVALID_CONFIG"
 NON_LOOPBACK_WITHOUT_TOKEN = "NON_LOOPBACK_WITHOUT_TOKEN"
 PROXY_AUTH_ON_LAN = "PROXY_AUTH_ON_LAN"
 Engine = Literal["llamacpp", "openai", "mock"]
+KvCacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+_KV_TYPES = '"f16" (default), "q8_0", "q4_0", ... (llama-server\'s -ctk/-ctv values)'
+
+# llama-server flags the orchestrator sets itself: extra_args may not carry them.
+CONTROL_FLAGS: dict[str, str] = {
+    "--host": "the engine listens on loopback only",
+    "--port": "the orchestrator picks a free loopback port",
+    "--api-key": "the orchestrator gives each engine a key of its own",
+    "--api-key-file": "the orchestrator gives each engine a key of its own",
+    "-np": "use the pool's slots key",
+    "--parallel": "use the pool's slots key",
+    "-m": "use the pool's model key",
+    "--model": "use the pool's model key",
+    "-c": "use the pool's ctx key (per slot)",
+    "--ctx-size": "use the pool's ctx key (per slot)",
+    "--api-prefix": "the orchestrator calls the engine's own paths",
+    "--no-slots": "the pool reads busy slots from /slots",
+    "--alias": "the pool serves the model under its file name",
+}
+
+
+def control_flag_problems(args: Sequence[str]) -> list[str]:
+    """Return one sentence per argument of ``args`` that is a flag the orchestrator controls.
+
+    ``--port=9000`` counts as ``--port``. Pure.
+    """
+    found = []
+    for arg in args:
+        flag = arg.partition("=")[0]
+        if flag in CONTROL_FLAGS:
+            found.append(f"extra_args may not contain {flag}: {CONTROL_FLAGS[flag]}; remove it")
+    return found
 
 
 @dataclass(frozen=True)
@@ -153,6 +185,18 @@ class ServerSettings(BaseModel):
     sse_channel_cap: int = Field(32, ge=4, le=65_536, description="4 .. 65536 events")
     sse_microbatch_ms: int = Field(0, ge=0, le=10_000, description="0 (off) .. 10000")
     unopened_stream_timeout_s: int = Field(30, ge=1, le=86_400, description="1 .. 86400 s")
+    request_head_timeout_s: float = Field(
+        10.0, ge=0.1, le=600, allow_inf_nan=False, description="0.1 .. 600 s"
+    )
+    keepalive_timeout_s: float = Field(
+        60.0, ge=1, le=3600, allow_inf_nan=False, description="1 .. 3600 s"
+    )
+    max_connections_per_peer: int = Field(
+        512, ge=0, le=1_000_000, description="0 (no cap) .. 1000000"
+    )
+    max_connections: int = Field(
+        0, ge=0, le=10_000_000, description="0 (from the open-file limit) or a count"
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description='origins such as "http://localhost:3000", or "*"'
     )
@@ -262,6 +306,16 @@ class PoolSettings(BaseModel):
     demo: bool = Field(False, description="true or false")
     base_url: str = Field("", description='"http(s)://host:port/v1" (openai pools)')
     api_key_env: str = Field("", description="the NAME of an environment variable")
+    gpu_layers: int = Field(-1, ge=-1, le=100_000, description="-1 (all layers) or a count")
+    flash_attn: Literal["auto", "on", "off"] = Field("auto", description='"auto" | "on" | "off"')
+    cache_type_k: KvCacheType = Field("f16", description=_KV_TYPES)
+    cache_type_v: KvCacheType = Field("f16", description=_KV_TYPES)
+    tensor_split: list[float] = Field(
+        default_factory=list, description="one share per GPU of device_mask, e.g. [3, 1]"
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description='more llama-server flags, e.g. ["--mlock"]'
+    )
     mock_tokens_per_s: float = Field(50.0, gt=0, allow_inf_nan=False, description="> 0")
     mock_first_token_ms: int = Field(0, ge=0, description="0 or more ms")
     mock_fail_after_tokens: int = Field(-1, ge=-1, description="-1 (never) or a count")
@@ -280,6 +334,23 @@ class PoolSettings(BaseModel):
         if mask != "cpu" and len(set(mask.split(","))) != len(mask.split(",")):
             raise ValueError(f"device_mask {mask!r} lists a GPU twice; list each index once")
         return mask
+
+    @field_validator("tensor_split")
+    @classmethod
+    def _check_split(cls, shares: list[float]) -> list[float]:
+        if any(not 0 <= share < float("inf") for share in shares) or (shares and not any(shares)):
+            raise ValueError(
+                "tensor_split needs non-negative shares, not all zero, one per GPU, e.g. [3, 1]"
+            )
+        return shares
+
+    @field_validator("extra_args")
+    @classmethod
+    def _check_extra_args(cls, args: list[str]) -> list[str]:
+        problems = control_flag_problems(args)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return args
 
     @field_validator("base_url")
     @classmethod
@@ -327,6 +398,14 @@ class PoolSettings(BaseModel):
 
 MOCK_KEYS = tuple(name for name in PoolSettings.model_fields if name.startswith("mock_"))
 OPENAI_KEYS = ("base_url", "api_key_env")
+LLAMACPP_KEYS = (
+    "gpu_layers",
+    "flash_attn",
+    "cache_type_k",
+    "cache_type_v",
+    "tensor_split",
+    "extra_args",
+)
 
 
 class Settings(BaseModel):

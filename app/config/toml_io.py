@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from app.config.files import atomic_write
-from app.config.schema import MOCK_KEYS, OPENAI_KEYS, ConfigError, PoolSettings, Settings
+from app.config.schema import (
+    LLAMACPP_KEYS,
+    MOCK_KEYS,
+    OPENAI_KEYS,
+    ConfigError,
+    PoolSettings,
+    Settings,
+)
 from app.config.validate import validate_data
 
 _TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f"}
@@ -37,6 +44,7 @@ def _pool_values(pool: PoolSettings) -> dict[str, Any]:
     skip = (() if pool.engine == "mock" else MOCK_KEYS) + (
         () if pool.engine == "openai" else OPENAI_KEYS
     )
+    skip += () if pool.engine == "llamacpp" else LLAMACPP_KEYS
     return {k: v for k, v in pool.model_dump().items() if k not in skip}
 
 

@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 
 from app.config.files import read_token_file, token_problem
 from app.config.schema import (
+    LLAMACPP_KEYS,
     MOCK_KEYS,
     OPENAI_KEYS,
     ConfigError,
@@ -160,6 +161,15 @@ def _pool_rules(i: int, pool: PoolSettings, allow_cpu: bool, base: Settings) -> 
         found.append(
             Problem(f"{key}.model", f"openai pool {pool.id!r} needs the engine's model id")
         )
+    gpus = len(pool.gpu_indices())
+    if pool.tensor_split and len(pool.tensor_split) != gpus:
+        found.append(
+            Problem(
+                f"{key}.tensor_split",
+                f"tensor_split has {len(pool.tensor_split)} shares but device_mask "
+                f"{pool.device_mask!r} names {gpus} GPU(s); give one share per GPU",
+            )
+        )
     return found + _model_problems(key, pool, base)
 
 
@@ -195,6 +205,7 @@ def _engine_key_problems(i: int, raw: Mapping[str, Any]) -> list[Problem]:
     if engine not in get_args(Engine):
         return []
     only = {name: "mock" for name in MOCK_KEYS} | {name: "openai" for name in OPENAI_KEYS}
+    only |= {name: "llamacpp" for name in LLAMACPP_KEYS}
     return [
         Problem(
             f"pools[{i}].{name}",

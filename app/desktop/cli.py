@@ -7,7 +7,6 @@ app.engine_host (lazily), never imports Qt widgets.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -17,18 +16,12 @@ from app.desktop.install import DesktopInstaller, UserPaths
 
 
 def engine_versions(binary: str | None = None) -> list[str]:
-    """Return the llama.cpp engines this installation can run (llama-server on PATH
-    or configured, and llama-cpp-python). Blocks (runs ``llama-server --version``)."""
-    from app.engine_host.llamacpp_launch import llama_server_version, python_server_version
+    """Return the llama.cpp engine this installation runs (llama-server configured,
+    on PATH or installed by the set-up), or []. Blocks (runs ``llama-server --version``)."""
+    from app.engine_host.llamacpp_launch import llama_server_version, locate_llama_server
 
-    found = []
-    server = shutil.which(binary or "llama-server")
-    if server:
-        found.append(asyncio.run(llama_server_version(server)))
-    python = python_server_version()
-    if "unknown" not in python:
-        found.append(python)
-    return found
+    server = locate_llama_server(binary)
+    return [asyncio.run(llama_server_version(server))] if server else []
 
 
 def qt_version() -> str | None:

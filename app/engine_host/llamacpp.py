@@ -1,7 +1,7 @@
 """One pool served by a local llama.cpp engine process, supervised.
 
-``LlamaCppEngine`` runs llama.cpp's ``llama-server`` when configured or on
-PATH, else the ``llama_cpp.server`` module of llama-cpp-python. One asyncio
+``LlamaCppEngine`` runs llama.cpp's ``llama-server`` with one slot per
+parallel request (continuous batching). One asyncio
 task (the supervisor loop) owns the engine process: it starts it, waits for
 health plus a one-token warm-up, restarts it after crashes following
 ``RestartPolicy``, swaps models on reload and stops it. Other tasks send it
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import shutil
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -28,12 +27,13 @@ from app.engine_host.llamacpp_launch import (
     EngineCommand,
     EngineLauncher,
     EngineProcess,
+    GpuIndices,
     LaunchFailed,
     LlamaCppSpec,
     model_id_for,
-    python_server_version,
     resolve_model_ref,
 )
+from app.engine_host.llamacpp_stats import EngineStats
 from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
@@ -71,18 +71,21 @@ class LlamaCppEngine(PublishedStatus):
         policy: RestartPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
+        gpu_indices: GpuIndices | None = None,
     ) -> None:
+        """``gpu_indices`` (NVML's view, blocking) lets a launch refuse a GPU the host lacks."""
         self._spec = spec
         self._log_path = log_dir / f"{spec.pool_id}.log"
         self._clock = clock if clock is not None else SystemClock()
         self._policy = policy if policy is not None else RestartPolicy()
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep
-        self._python_server = spec.server_binary is None and shutil.which("llama-server") is None
         self._pool = StatusPublisher(self._describe(spec.model_ref, None), clock=self._clock)
         self._model_ref = spec.model_ref
-        self._http = LazySession()
-        self._launcher = EngineLauncher(spec, log_path=self._log_path, session=self._http)
+        self._http = LazySession(force_close=True)
+        self._launcher = EngineLauncher(
+            spec, log_path=self._log_path, session=self._http, gpu_indices=gpu_indices
+        )
         self._mailbox: Mailbox[_Command] = Mailbox(self._supervise, name=f"pool-{spec.pool_id}")
         # Owned by the supervisor task:
         self._inst: EngineProcess | None = None
@@ -93,9 +96,13 @@ class LlamaCppEngine(PublishedStatus):
         self._candidate_reply: asyncio.Future[str] | None = None
         self._timer: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[str] | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        self.stats = EngineStats()  # written by the stats task only
         self._retiring: set[asyncio.Task[int]] = set()
         self._hung: tuple[EngineProcess, str] | None = None
         self._last_crash = ""
+        self._crashes_total = 0
+        self._restarts_total = 0
         self._history = CrashHistory()
         self._stopping = False
 
@@ -117,6 +124,29 @@ class LlamaCppEngine(PublishedStatus):
         """Return the serving engine's loopback URL (without ``/v1``), None when none serves."""
         inst = self._inst
         return inst.base_url if inst is not None else None
+
+    @property
+    def engine_busy_slots(self) -> int | None:
+        """Return the busy slots the engine itself last reported (``/slots``), None if unknown."""
+        return self.stats.busy_slots if self._inst is not None else None
+
+    async def read_slots(self) -> list[dict[str, Any]]:
+        """Return the serving engine's ``/slots`` answer now ([] when none serves).
+
+        Raises aiohttp errors or TimeoutError when the engine does not answer.
+        """
+        inst = self._inst
+        if inst is None:
+            return []
+        stats = EngineStats()
+        await stats.refresh(self._http(), inst.base_url, inst.headers)
+        return stats.slots
+
+    @property
+    def api_key(self) -> str | None:
+        """Return the serving engine's own API key (only the orchestrator holds it), or None."""
+        inst = self._inst
+        return inst.api_key if inst is not None else None
 
     async def start(self) -> None:
         """Start the engine; returns once it is starting (or needs a model). Never raises."""
@@ -170,6 +200,8 @@ class LlamaCppEngine(PublishedStatus):
                 decode_timeout_s=timeout_s,
                 connect_timeout_s=self._spec.connect_timeout_s,
                 name=f"engine of pool {self._spec.pool_id}",
+                headers=inst.headers,
+                secrets=(inst.api_key,),
                 on_finish=finished,
             )
         except EngineError as exc:
@@ -247,6 +279,7 @@ class LlamaCppEngine(PublishedStatus):
             await self._on_candidate(self._candidate)
         elif self._timer is not None and self._timer.done():
             self._timer = None
+            self._restarts_total += 1
             self._begin_launch(self._model_ref, recovering=True, detail="restarting after crash")
 
     async def _on_command(self, command: _Command) -> None:
@@ -334,6 +367,8 @@ class LlamaCppEngine(PublishedStatus):
         self._inst = inst
         self._stop_watch()
         self._watch = asyncio.create_task(self._watch_health(inst))
+        poll = self.stats.poll(self._http, inst.base_url, inst.headers, self._spec.stats_interval_s)
+        self._stats_task = asyncio.create_task(poll)
         self._pool.descriptor = self._describe(inst.model_ref, inst.command)
         self._history = self._policy.on_ready(self._history, self._clock.monotonic())
         self._publish(PoolState.READY, detail)
@@ -361,9 +396,14 @@ class LlamaCppEngine(PublishedStatus):
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            self._stats_task = None
+            self.stats.clear()
 
     def _after_crash(self, detail: str) -> None:
         self._last_crash = detail
+        self._crashes_total += 1
         self._history = self._policy.on_crash(self._history, self._clock.monotonic())
         if self._candidate is not None:
             self._publish(PoolState.STARTING, f"{detail}; waiting for the model being loaded")
@@ -416,8 +456,6 @@ class LlamaCppEngine(PublishedStatus):
         spec = self._spec
         if command is not None:
             version, slots = command.version, command.slots
-        elif self._python_server:
-            version, slots = python_server_version(), 1
         else:
             version, slots = "llama-server", spec.slots
         return PoolDescriptor(
@@ -433,7 +471,13 @@ class LlamaCppEngine(PublishedStatus):
 
     def _publish(self, state: PoolState, detail: str) -> None:
         crashes = self._policy.crashes_recent(self._history, self._clock.monotonic())
-        self._pool.publish(state, detail, crashes_recent=crashes)
+        self._pool.publish(
+            state,
+            detail,
+            crashes_recent=crashes,
+            crashes_total=self._crashes_total,
+            restarts_total=self._restarts_total,
+        )
 
 
 def _resolve(reply: asyncio.Future[str] | None, outcome: str | BaseException) -> None:

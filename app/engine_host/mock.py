@@ -174,7 +174,13 @@ class MockEngine(PublishedStatus):
         self.crashes = 0
 
     def _set(self, state: PoolState, detail: str = "") -> None:
-        self._pool.publish(state, detail, crashes_recent=self.crashes)
+        self._pool.publish(
+            state,
+            detail,
+            crashes_recent=self.crashes,
+            crashes_total=self.crashes,
+            restarts_total=self.crashes,  # every mock crash restarts
+        )
 
     async def start(self) -> None:
         """Report starting, then ready after ``start_delay_ms`` (in the background)."""

@@ -65,8 +65,18 @@ class StatusPublisher:
         """Call ``listener(status)`` on the loop after every status change."""
         self._listeners.append(listener)
 
-    def publish(self, state: PoolState, detail: str = "", *, crashes_recent: int = 0) -> None:
+    def publish(
+        self,
+        state: PoolState,
+        detail: str = "",
+        *,
+        crashes_recent: int = 0,
+        crashes_total: int = 0,
+        restarts_total: int = 0,
+    ) -> None:
         """Record a new status, call every listener and wake the waiters.
+
+        ``crashes_total`` and ``restarts_total`` count since the engine object was made.
 
         Raises IllegalTransition when the table forbids ``state``. A listener
         that raises is logged and the others still run. Never blocks.
@@ -74,7 +84,12 @@ class StatusPublisher:
         if state is not self._machine.state:
             self._machine.to(state)
         self._status = PoolStatus(
-            state, detail, crashes_recent=crashes_recent, at=self._clock.time()
+            state,
+            detail,
+            crashes_recent=crashes_recent,
+            crashes_total=crashes_total,
+            restarts_total=restarts_total,
+            at=self._clock.time(),
         )
         for listener in list(self._listeners):
             try:

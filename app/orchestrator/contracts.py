@@ -255,6 +255,9 @@ class TaskView(Strict):
     error: ErrorPayload | None
     decision_summary: str
     api: str = "orchqueue"
+    prompt_start: str = Field(
+        default="", description="The first words of the prompt (or last user message)"
+    )
 
 
 class QueueDepth(Strict):

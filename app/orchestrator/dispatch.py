@@ -14,7 +14,17 @@ from typing import Any
 
 from app.orchestrator.contracts import ErrorCode, FinishReason
 from app.orchestrator.estimates import engine_request, on_time_probability
-from app.orchestrator.events import METRICS, STARTED, TOKEN, PoolChanged, TaskEvent
+from app.orchestrator.events import (
+    METRICS,
+    STARTED,
+    TOKEN,
+    MetricsData,
+    MetricsEvent,
+    PoolChanged,
+    StartedEvent,
+    TerminalEvent,
+    TokenEvent,
+)
 from app.orchestrator.lifecycle import TaskState
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.ports import EngineError
@@ -55,7 +65,7 @@ class Dispatcher:
                 rec.request.session_id, pool.pool_id, rec.dispatched_mono
             )
         rec.channel.offer_unbounded(
-            TaskEvent(
+            StartedEvent(
                 STARTED,
                 {
                     "queue_position": rec.queue_position_at_admission,
@@ -112,15 +122,15 @@ class Dispatcher:
             if i == 0:
                 rec.first_token_mono = mono()
                 next_metrics = rec.first_token_mono + interval
-            if not await put(TaskEvent(TOKEN, {"t": text, "i": i})):
+            if not await put(TokenEvent(TOKEN, {"t": text, "i": i})):
                 return
             i += 1
             rec.tokens_out = i
             if interval > 0 and mono() >= next_metrics:
                 next_metrics += interval
-                rec.channel.offer(TaskEvent(METRICS, self._metrics_payload(rec)))
+                rec.channel.offer(MetricsEvent(METRICS, self._metrics_payload(rec)))
 
-    def _metrics_payload(self, rec: TaskRecord) -> dict[str, Any]:
+    def _metrics_payload(self, rec: TaskRecord) -> MetricsData:
         st = self._st
         pool = st.pools[rec.pool_id]
         budgets = None
@@ -255,7 +265,7 @@ class Dispatcher:
         self._retire(rec)
 
     def _finish(
-        self, rec: TaskRecord, state: TaskState, event: TaskEvent, reason: FinishReason | None
+        self, rec: TaskRecord, state: TaskState, event: TerminalEvent, reason: FinishReason | None
     ) -> None:
         if rec.lifecycle.terminal:
             return

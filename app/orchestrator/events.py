@@ -14,23 +14,93 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Final, Literal, NamedTuple, TypedDict
 
 from app.orchestrator.contracts import DecisionRecord, PoolView, TaskView
 
-STARTED = "started"
-TOKEN = "token"
-METRICS = "metrics"
-END = "end"
-ERROR = "error"
-TERMINAL_KINDS = frozenset({END, ERROR})
+STARTED: Final = "started"
+TOKEN: Final = "token"
+METRICS: Final = "metrics"
+END: Final = "end"
+ERROR: Final = "error"
+TERMINAL_KINDS: frozenset[str] = frozenset({END, ERROR})
 
 
-class TaskEvent(NamedTuple):
-    """One event of a task's stream: its SSE ``event:`` name and JSON payload."""
+# ---- the payload of each task event (the JSON of its SSE ``data:`` line) ----
 
-    kind: str
-    data: dict[str, Any]
+
+class StartedData(TypedDict):
+    queue_position: int
+    predicted_start_ms: int
+    pool_id: str
+    correlation_id: str
+
+
+class TokenData(TypedDict):
+    t: str
+    i: int
+
+
+class MetricsData(TypedDict):
+    queue_depth: int
+    on_time_probability: float | None
+    kv_warmth: bool
+    tokens_budget_remaining: int | None
+    time_budget_remaining_ms: int | None
+    cost_budget_remaining: float | None
+
+
+class EndData(TypedDict):
+    tokens_out: int
+    decode_time_ms: int
+    decode_ms: int
+    finish_reason: str
+
+
+class ErrorData(TypedDict):
+    code: str
+    message: str
+    engine: str | None
+    pool_id: str | None
+    retriable: bool
+    retry_after_ms: int | None
+
+
+# ---- task events: the SSE ``event:`` name and its payload ----
+# Comparing ``event.kind`` with one of the kind constants narrows a TaskEvent
+# to its class (and ``event.data`` to its payload) for the type checker.
+
+
+class StartedEvent(NamedTuple):
+    kind: Literal["started"]
+    data: StartedData
+
+
+class TokenEvent(NamedTuple):
+    kind: Literal["token"]
+    data: TokenData
+
+
+class MetricsEvent(NamedTuple):
+    kind: Literal["metrics"]
+    data: MetricsData
+
+
+class EndEvent(NamedTuple):
+    kind: Literal["end"]
+    data: EndData
+
+
+class ErrorEvent(NamedTuple):
+    kind: Literal["error"]
+    data: ErrorData
+
+
+TaskEvent = StartedEvent | TokenEvent | MetricsEvent | EndEvent | ErrorEvent
+"""One event of a task's stream."""
+
+TerminalEvent = EndEvent | ErrorEvent
+"""The one event that ends a task's stream."""
 
 
 class EventChannel:
@@ -84,7 +154,7 @@ class EventChannel:
         self._readable.set()
         return True
 
-    def close(self, terminal: TaskEvent) -> bool:
+    def close(self, terminal: TerminalEvent) -> bool:
         """Append ``terminal`` and close. Returns False if already closed."""
         if self._closed:
             return False
@@ -94,7 +164,7 @@ class EventChannel:
         self._writable.set()
         return True
 
-    def cancel(self, terminal: TaskEvent) -> bool:
+    def cancel(self, terminal: TerminalEvent) -> bool:
         """Discard undelivered ``token``/``metrics`` events, then ``close``.
 
         After this returns, the reader sees no further token: only what was

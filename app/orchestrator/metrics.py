@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.orchestrator.lifecycle import PoolState
+from app.orchestrator.ports import PoolStatus
+
 _LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 
 
@@ -78,9 +81,50 @@ class OrchMetrics:
             ["model_id", "state"],
             registry=r,
         )
+        self.pool_state = Gauge(
+            "pool_state",
+            "1 for the pool's current supervision state, 0 for the others.",
+            ["pool_id", "state"],
+            registry=r,
+        )
+        self.pool_ready = Gauge(
+            "pool_ready", "1 while the pool serves, else 0.", ["pool_id"], registry=r
+        )
+        self.pool_crashes_recent = Gauge(
+            "pool_crashes_recent",
+            "Engine crashes inside the restart window.",
+            ["pool_id"],
+            registry=r,
+        )
+        self.pool_crashes = Counter(
+            "pool_crashes",
+            "Engine crashes and hangs (killed) since start.",
+            ["pool_id"],
+            registry=r,
+        )
+        self.pool_restarts = Counter(
+            "pool_restarts", "Automatic engine restarts since start.", ["pool_id"], registry=r
+        )
+        self._pool_totals: dict[str, tuple[int, int]] = {}
         self.placement_candidates_considered = Histogram(
             "placement_candidates_considered",
             "Pools considered per placement decision.",
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
+        )
+
+    def observe_pool(self, pool_id: str, status: PoolStatus) -> None:
+        """Publish a pool's state, readiness, crashes and restarts (once per status change)."""
+        for state in PoolState:
+            self.pool_state.labels(pool_id, state.value).set(1 if state is status.state else 0)
+        self.pool_ready.labels(pool_id).set(1 if status.state is PoolState.READY else 0)
+        self.pool_crashes_recent.labels(pool_id).set(status.crashes_recent)
+        crashes, restarts = self._pool_totals.get(pool_id, (0, 0))
+        if status.crashes_total > crashes:
+            self.pool_crashes.labels(pool_id).inc(status.crashes_total - crashes)
+        if status.restarts_total > restarts:
+            self.pool_restarts.labels(pool_id).inc(status.restarts_total - restarts)
+        self._pool_totals[pool_id] = (
+            max(crashes, status.crashes_total),
+            max(restarts, status.restarts_total),
         )

@@ -30,11 +30,18 @@ class PerfStats:
 
     def observe(self, tokens: int, decode_ms: float, ttft_ms: float | None) -> None:
         """Fold one finished task into the averages. Returns nothing; never blocks."""
-        if tokens > 1 and decode_ms > 0:
-            self.tokens_per_s = _ewma(self.tokens_per_s, tokens * 1000.0 / decode_ms)
+        rate = decode_tokens_per_s(tokens, decode_ms)
+        if tokens > 1 and rate is not None:
+            self.tokens_per_s = _ewma(self.tokens_per_s, rate)
         if ttft_ms is not None:
             self.first_token_ms = _ewma(self.first_token_ms, ttft_ms)
         self.service_ms = _ewma(self.service_ms, decode_ms + (ttft_ms or 0.0))
+
+
+def decode_tokens_per_s(tokens: int, decode_ms: float) -> float | None:
+    """Return the decode speed of ``tokens`` produced in ``decode_ms`` (from the first
+    token to the last); None when no decode time was measured. Pure."""
+    return tokens * 1000.0 / decode_ms if decode_ms > 0 else None
 
 
 def _ewma(old: float | None, new: float) -> float:
@@ -143,6 +150,13 @@ def vram_need(pool: PoolRuntime, gpu: GpuInventory) -> int:
     return max(0, estimate - held)
 
 
+def busy_slots(pool: PoolRuntime) -> int:
+    """Return the pool's busy slots: the engine's own report (``engine_busy_slots``,
+    e.g. llama-server's ``/slots``) when it has one, never fewer than the tasks we run."""
+    reported = getattr(pool.engine, "engine_busy_slots", None)
+    return max(pool.busy, reported) if isinstance(reported, int) else pool.busy
+
+
 def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
     """Return the control-plane view of ``pool``."""
     d = pool.engine.descriptor
@@ -163,7 +177,7 @@ def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
         ready=st.state is PoolState.READY and not pool.draining,
         draining=pool.draining or st.state is PoolState.DRAINING,
         slots_total=d.slots,
-        slots_busy=pool.busy,
+        slots_busy=busy_slots(pool),
         queue=QueueDepth(
             interactive=pool.queues.depth(Priority.INTERACTIVE),
             batch=pool.queues.depth(Priority.BATCH),

@@ -42,6 +42,8 @@ class PoolStatus:
     vram_free_bytes: int | None = None
     gpu_utilization: float | None = None
     crashes_recent: int = 0
+    crashes_total: int = 0
+    restarts_total: int = 0
     at: float = field(default_factory=time.time)
 
 

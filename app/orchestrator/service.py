@@ -28,7 +28,6 @@ from app.orchestrator.contracts import (
     TaskRequest,
     TaskView,
 )
-from app.orchestrator.decisions import DecisionBook
 from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, NotFound
 from app.orchestrator.estimates import build_capabilities, on_time_probability
@@ -45,7 +44,6 @@ from app.orchestrator.ports import (
     SystemClock,
 )
 from app.orchestrator.queues import FullPolicy
-from app.orchestrator.sessions import SessionStore
 from app.orchestrator.state import CoreState, Observer, OrchestratorConfig
 
 __all__ = ["Observer", "Orchestrator", "OrchestratorConfig", "StreamHandle", "on_time_probability"]
@@ -96,39 +94,27 @@ class Orchestrator:
         self._dispatcher = Dispatcher(self._st)
         self._admitter = Admitter(self._st, self._dispatcher)
 
-    # ---- shared state, as attributes -------------------------------------------
+    # ---- read-only state (the core's internals stay inside) -------------------
 
     @property
     def config(self) -> OrchestratorConfig:
+        """Return the tunables in force (immutable; change them with ``set_admission``)."""
         return self._st.config
-
-    @config.setter
-    def config(self, value: OrchestratorConfig) -> None:
-        self._st.config = value
 
     @property
     def clock(self) -> Clock:
+        """Return the clock the core reads."""
         return self._st.clock
 
     @property
-    def gpu_probe(self) -> GpuProbe:
-        return self._st.gpu_probe
-
-    @property
     def metrics(self) -> OrchMetrics:
+        """Return the Prometheus metrics the core updates (for rendering /metrics)."""
         return self._st.metrics
 
     @property
-    def sessions(self) -> SessionStore:
-        return self._st.sessions
-
-    @property
-    def decisions(self) -> DecisionBook:
-        return self._st.decisions
-
-    @property
     def counters(self) -> dict[str, int]:
-        return self._st.counters
+        """Return a copy of the started / rejected / canceled / enqueued counters."""
+        return dict(self._st.counters)
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -136,6 +122,7 @@ class Orchestrator:
         """Start every pool's engine and listen to its status. Awaits the launches."""
         for pool in self._st.pools.values():
             pool.engine.add_listener(self._listener(pool.pool_id))
+            self._st.metrics.observe_pool(pool.pool_id, pool.engine.status)
         await asyncio.gather(*(p.engine.start() for p in self._st.pools.values()))
 
     def _listener(self, pool_id: str) -> Callable[[PoolStatus], None]:
@@ -240,32 +227,32 @@ class Orchestrator:
         return self._st.pool_view(pool_id)
 
     def pool_views(self) -> list[PoolView]:
-        gpu = self.gpu_probe.snapshot()
+        gpu = self._st.gpu_probe.snapshot()
         return [poolmod.view(self._st.pools[p], gpu) for p in sorted(self._st.pools)]
 
     def gpu_inventory(self) -> GpuInventory:
-        return self.gpu_probe.snapshot()
+        return self._st.gpu_probe.snapshot()
 
     def recent_decisions(self, limit: int = 50) -> list[DecisionRecord]:
-        return self.decisions.recent(limit)
+        return self._st.decisions.recent(limit)
 
     def decision_for(self, task_id: str) -> DecisionRecord | None:
         """Return the newest decision still kept about ``task_id``, or None. Never blocks."""
-        return self.decisions.latest_for(task_id)
+        return self._st.decisions.latest_for(task_id)
 
     def recent_ttfts(self) -> list[int]:
         return list(self._st.ttfts)
 
     def session(self, session_id: str) -> SessionInfo:
         """Return a session's info; raises NotFound (also when expired)."""
-        info = self.sessions.info(session_id, self.clock.monotonic())
+        info = self._st.sessions.info(session_id, self.clock.monotonic())
         if info is None:
             raise NotFound("session", session_id)
         return info
 
     def delete_session(self, session_id: str) -> None:
         """Delete a session; raises NotFound."""
-        if not self.sessions.delete(session_id):
+        if not self._st.sessions.delete(session_id):
             raise NotFound("session", session_id)
 
     def capabilities(self, features: dict[str, bool] | None = None) -> Capabilities:
@@ -334,10 +321,13 @@ class Orchestrator:
         for pool in self._st.pools.values():
             pool.queues.capacity = capacity
             pool.queues.policy = policy
-        self.config = dataclasses.replace(self.config, queue_capacity=capacity, full_policy=policy)
+        self._st.config = dataclasses.replace(
+            self._st.config, queue_capacity=capacity, full_policy=policy
+        )
 
     def _on_pool_status(self, pool_id: str, status: PoolStatus) -> None:
         pool = self._st.pools[pool_id]
+        self._st.metrics.observe_pool(pool_id, status)
         if status.state is PoolState.READY:
             self._dispatcher.pump(pool)
         elif status.state in (PoolState.FAILED, PoolState.NEEDS_MODEL):

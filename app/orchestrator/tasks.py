@@ -12,7 +12,7 @@ from app.orchestrator.contracts import (
     TaskRequest,
     TaskView,
 )
-from app.orchestrator.events import END, ERROR, EventChannel, TaskEvent
+from app.orchestrator.events import END, ERROR, EndEvent, ErrorData, ErrorEvent, EventChannel
 from app.orchestrator.lifecycle import StateMachine, TaskState, task_lifecycle
 
 
@@ -51,12 +51,12 @@ class TaskRecord:
     def state(self) -> TaskState:
         return self.lifecycle.state
 
-    def end_event(self, reason: FinishReason, now: float) -> TaskEvent:
+    def end_event(self, reason: FinishReason, now: float) -> EndEvent:
         """Return the ``end`` event, stamping ``now`` as the finish time if unset."""
         if self.finished_mono is None:
             self.finished_mono = now
         decode_ms = self.decode_time_ms() or 0
-        return TaskEvent(
+        return EndEvent(
             END,
             {
                 "tokens_out": self.tokens_out,
@@ -66,7 +66,7 @@ class TaskRecord:
             },
         )
 
-    def error_event(self, code: ErrorCode, message: str, *, retriable: bool) -> TaskEvent:
+    def error_event(self, code: ErrorCode, message: str, *, retriable: bool) -> ErrorEvent:
         """Record ``error`` on the task and return its ``error`` event."""
         self.error = ErrorPayload(
             code=code,
@@ -76,7 +76,16 @@ class TaskRecord:
             retriable=retriable,
             retry_after_ms=1000 if retriable else None,
         )
-        return TaskEvent(ERROR, self.error.model_dump(mode="json"))
+        e = self.error
+        data: ErrorData = {
+            "code": e.code.value,
+            "message": e.message,
+            "engine": e.engine,
+            "pool_id": e.pool_id,
+            "retriable": e.retriable,
+            "retry_after_ms": e.retry_after_ms,
+        }
+        return ErrorEvent(ERROR, data)
 
     def decode_time_ms(self) -> int | None:
         """Return ms from first token to finish (or now-less: None while unknown)."""
@@ -114,4 +123,20 @@ class TaskRecord:
             error=self.error,
             decision_summary=self.decision_summary,
             api=self.api,
+            prompt_start=prompt_start(self.request),
         )
+
+
+PROMPT_START_CHARS = 60
+
+
+def prompt_start(req: TaskRequest) -> str:
+    """Return the first words of the prompt, or of the last user message. Pure."""
+    text = req.prompt
+    if text is None:
+        users = [m.content for m in req.messages or () if m.role == "user"]
+        text = users[-1] if users else ""
+    words = " ".join(text[: PROMPT_START_CHARS * 4].split())
+    if len(words) <= PROMPT_START_CHARS:
+        return words
+    return words[: PROMPT_START_CHARS - 1].rstrip() + "…"

@@ -1,11 +1,13 @@
-"""GUI entry: one qasync loop for Qt and asyncio, the window, and an orderly shutdown."""
+"""GUI entry: the backend on its own thread, qasync for the window, an orderly shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
@@ -16,7 +18,11 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.orchestrator.service import Orchestrator
-from app.ui.bridge import AppControls, OrchestratorBridge
+from app.ui.backend_thread import BackendThread
+from app.ui.bridge import AppControls, Bridge
+from app.ui.chat_store import ChatStore
+from app.ui.chat_store import default_path as default_chat_path
+from app.ui.embedded_bridge import EmbeddedBridge
 from app.ui.icons import app_icon
 from app.ui.main_window import MainWindow
 from app.ui.start_error import report_start_error
@@ -26,6 +32,7 @@ log = logging.getLogger("llama_orch.ui")
 BackendStop = Callable[[], Awaitable[None]]
 Starter = Callable[[], Awaitable[tuple[Orchestrator, AppControls, BackendStop]]]
 ErrorShower = Callable[[str], None]
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 APP_NAME = "llama-orch"
 
@@ -41,35 +48,94 @@ def run_gui(
     *,
     banner: str | None = None,
     show_error: ErrorShower = show_start_error,
-    window_factory: Callable[[OrchestratorBridge, str | None], MainWindow] | None = None,
+    window_factory: Callable[[Bridge, str | None], MainWindow] | None = None,
     minimized: bool = False,
+    backend_loop: LoopFactory = asyncio.new_event_loop,
 ) -> int:
     """Run the desktop app until the user quits; return the process exit code.
 
-    Awaits ``start()`` on the shared qasync loop (it builds the core, engines and
-    API server), shows the window (only the tray icon when ``minimized`` and a tray
-    exists), and after quit awaits the returned stop
-    function. Returns 1 when ``start()`` raises (its message is shown with
-    ``show_error``), else 0. Blocks for the whole session.
+    Runs ``start()`` on the backend's own thread and loop (made by
+    ``backend_loop``; it builds the core, engines and API server), shows the
+    window on this thread's qasync loop (only the tray icon when ``minimized``
+    and a tray exists), and after quit runs the returned stop function on the
+    backend loop and ends that thread. Returns 1 when ``start()`` raises (its
+    message is shown with ``show_error``), else 0. Blocks for the whole session.
     """
     app = _application()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
+    collector = QtThreadGc()
+    backend: BackendThread[tuple[Orchestrator, AppControls]] = BackendThread(
+        _split(start), loop_factory=backend_loop
+    )
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
     try:
-        try:
-            orch, controls, stop = loop.run_until_complete(start())
-        except Exception as exc:
-            log.exception("the backend failed to start")
-            show_error(str(exc) or type(exc).__name__)
-            return 1
-        bridge = OrchestratorBridge(orch, controls)
-        window = (window_factory or _default_window)(bridge, banner)
-        _run_session(app, loop, bridge, window, stop, show=not (minimized and window.tray.active))
+        # SIGTERM/Ctrl+C quit cleanly from here on: the API serves before the window shows.
+        with _signals_quit(loop, finish):
+            try:
+                orch, controls = backend.start()
+            except Exception as exc:
+                log.exception("the backend failed to start")
+                show_error(str(exc) or type(exc).__name__)
+                return 1
+            try:
+                bridge = EmbeddedBridge(orch, controls, backend)
+                window = (window_factory or _default_window)(bridge, banner)
+                show = not (minimized and window.tray.active)
+                _run_session(app, loop, bridge, window, done, show=show)
+            finally:
+                backend.stop()
         return 0
     finally:
+        collector.stop()
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
+
+
+class QtThreadGc:
+    """Runs Python's cyclic garbage collector on the Qt thread only, until ``stop``.
+
+    With the backend on another thread, an automatic collection could run there
+    and destroy Qt objects caught in garbage cycles on the wrong thread (a crash).
+    So automatic collection is switched off and a timer on the Qt thread collects
+    the generations whose thresholds were passed, as often as Python would.
+    """
+
+    def __init__(self, interval_ms: int = 250) -> None:
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+        self._timer = QTimer()
+        self._timer.timeout.connect(self.collect)
+        self._timer.start(interval_ms)
+
+    def collect(self) -> None:
+        """Collect the generations due now (blocks for the collection)."""
+        counts, thresholds = gc.get_count(), gc.get_threshold()
+        due = [g for g in range(3) if counts[g] > thresholds[g]]
+        if due:
+            gc.collect(max(due))
+
+    def stop(self) -> None:
+        """Stop the timer and give collection back to Python."""
+        self._timer.stop()
+        if self._was_enabled:
+            gc.enable()
+
+
+def _split(
+    start: Starter,
+) -> Callable[[], Awaitable[tuple[tuple[Orchestrator, AppControls], BackendStop]]]:
+    async def started() -> tuple[tuple[Orchestrator, AppControls], BackendStop]:
+        orch, controls, stop = await start()
+        return (orch, controls), stop
+
+    return started
 
 
 def _application() -> QApplication:
@@ -85,36 +151,52 @@ def _application() -> QApplication:
     return app
 
 
-def _default_window(bridge: OrchestratorBridge, banner: str | None) -> MainWindow:
-    return MainWindow(bridge, banner=banner)
+def _default_window(bridge: Bridge, banner: str | None) -> MainWindow:
+    return MainWindow(bridge, banner=banner, chat_store=open_chat_store(bridge))
+
+
+def open_chat_store(bridge: Bridge) -> ChatStore:
+    """Open the saved chats in the XDG data dir; when that fails, keep chats in memory
+    for this session and say so. Blocks briefly (opens a file)."""
+    path = default_chat_path()
+    try:
+        return ChatStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        bridge.report_error(
+            f"Chats cannot be saved: {path} could not be opened ({exc}). "
+            "They are kept until the app quits."
+        )
+        return ChatStore(":memory:")
 
 
 def _run_session(
     app: QApplication,
     loop: asyncio.AbstractEventLoop,
-    bridge: OrchestratorBridge,
+    bridge: Bridge,
     window: MainWindow,
-    stop: BackendStop,
+    done: asyncio.Future[None],
     *,
     show: bool = True,
 ) -> None:
     restore = install_error_handlers(loop, bridge)
     try:
-        _serve_until_quit(app, loop, window, show=show)
+        _serve_until_quit(app, loop, window, done, show=show)
     finally:
         window.save_geometry()
         window.tray.hide()
         window.hide()
         bridge.close()
         restore()
-        loop.run_until_complete(stop())
 
 
 def _serve_until_quit(
-    app: QApplication, loop: asyncio.AbstractEventLoop, win: MainWindow, *, show: bool = True
+    app: QApplication,
+    loop: asyncio.AbstractEventLoop,
+    win: MainWindow,
+    done: asyncio.Future[None],
+    *,
+    show: bool = True,
 ) -> None:
-    done: asyncio.Future[None] = loop.create_future()
-
     def finish() -> None:
         if not done.done():
             done.set_result(None)
@@ -123,7 +205,7 @@ def _serve_until_quit(
     app.aboutToQuit.connect(finish)
     if show:
         win.show()
-    with _signals_quit(loop, finish), contextlib.suppress(RuntimeError):
+    with contextlib.suppress(RuntimeError):
         # RuntimeError: Qt itself quit (e.g. the desktop session ended) and stopped the loop.
         loop.run_until_complete(done)
 
@@ -147,9 +229,7 @@ def _signals_quit(loop: asyncio.AbstractEventLoop, finish: Callable[[], None]) -
             signal.signal(sig, handler)
 
 
-def install_error_handlers(
-    loop: asyncio.AbstractEventLoop, bridge: OrchestratorBridge
-) -> Callable[[], None]:
+def install_error_handlers(loop: asyncio.AbstractEventLoop, bridge: Bridge) -> Callable[[], None]:
     """Route uncaught exceptions (Qt slots, async slots, loop callbacks) to the log and
     the bridge's ``errorRaised`` (status bar). Returns a function that restores the
     previous handlers."""

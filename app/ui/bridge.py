@@ -1,35 +1,61 @@
-"""The one object through which the window reaches the core.
+"""The one interface through which the window reaches the backend: ``Bridge``.
 
-``OrchestratorBridge`` turns the facade's observer callbacks into Qt signals and
-offers async commands for the widgets (run on the shared qasync loop). Widgets
-receive a bridge in their constructor, so tests can pass ``FakeBridge``-style
-objects with the same signals and methods.
+Widgets take a ``Bridge`` in their constructor and use nothing else of the
+backend. Two implementations satisfy it: ``app.ui.embedded_bridge.EmbeddedBridge``
+(the backend runs on its own thread in this process) and the HTTP bridge of
+``gui --connect`` (``app/client/``, the window watches a running ``serve``).
+Test fakes satisfy it too (``tests/ui/fakes.py``).
+
+Rules every implementation keeps:
+
+- Everything here is used on the Qt thread only, and every signal is delivered
+  there (queued when the backend runs elsewhere).
+- Signals are coalesced: each one fires at most about 30 times a second and
+  carries a batch (a tuple of the latest views changed since the previous
+  emission) or a snapshot; never one emission per token.
+- Snapshot queries (``pools``, ``tasks``, ``decisions``, ``gpu``) read what the
+  bridge already holds: cheap, never block, never raise.
+- Commands are coroutines awaited on the Qt thread's (qasync) loop. They raise
+  ``app.orchestrator.errors.OrchError`` subclasses for refusals (queue full,
+  unknown task, ...) and ``BackendGone`` once the backend has stopped; they
+  never hang after the backend died.
+- ``stream`` yields a task's events in batches (lists of ``TaskEvent``), at
+  most about 30 batches a second; it ends after the terminal event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import SignalInstance
 
 from app.orchestrator.contracts import (
     AdmissionResponse,
     DecisionRecord,
+    ErrorCode,
     PoolView,
     ReloadResult,
     SessionInfo,
     TaskRequest,
     TaskView,
 )
-from app.orchestrator.events import CoreEvent, PoolChanged, TaskChanged, TaskEvent
+from app.orchestrator.errors import OrchError
+from app.orchestrator.events import TaskEvent
 from app.orchestrator.ports import GpuInventory
 from app.orchestrator.service import Orchestrator
 
-log = logging.getLogger("llama_orch.ui")
+#: The most signal emissions (or stream batches) per second a view receives.
+MAX_UPDATES_PER_S = 30
+
+
+class BackendGone(OrchError):
+    """The backend stopped (quit or crashed): commands fail at once instead of hanging."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(ErrorCode.INTERNAL, why)
 
 
 class AppControls(Protocol):
@@ -53,137 +79,100 @@ class AppControls(Protocol):
         reason when refused (nothing is changed then)."""
 
 
-class OrchestratorBridge(QObject):
-    """Qt face of the orchestrator. Signals carry immutable views; never per token."""
+class Bridge(Protocol):
+    """The window's view of the backend (see the module docstring for the rules)."""
 
-    taskChanged = Signal(object)  # TaskView
-    poolChanged = Signal(object)  # PoolView
-    decisionMade = Signal(object)  # DecisionRecord
-    gpuChanged = Signal(object)  # GpuInventory
-    errorRaised = Signal(str)  # one place where async-slot failures surface
-    sampled = Signal(object)  # CoreSample, 1 Hz
+    # ---- signals (Qt thread, coalesced, <= MAX_UPDATES_PER_S each) ------------------
 
-    def __init__(
-        self,
-        orch: Orchestrator,
-        controls: AppControls,
-        parent: QObject | None = None,
-        sample_interval_ms: int = 1000,
-    ) -> None:
-        super().__init__(parent)
-        self.orch = orch
-        self.controls = controls
-        self._background: set[asyncio.Task[Any]] = set()
-        self._unsubscribe = orch.subscribe(self._on_core_event)
-        self._timer = QTimer(self)
-        self._timer.setInterval(sample_interval_ms)
-        self._timer.timeout.connect(self._sample)
-        self._timer.start()
+    @property
+    def tasksChanged(self) -> SignalInstance:
+        """Emits ``tuple[TaskView, ...]``: the latest view of each task that changed."""
 
-    # ---- events from the core --------------------------------------------------
+    @property
+    def poolsChanged(self) -> SignalInstance:
+        """Emits ``tuple[PoolView, ...]``: the latest view of each pool that changed."""
 
-    def _on_core_event(self, event: CoreEvent) -> None:
-        if isinstance(event, TaskChanged):
-            self.taskChanged.emit(event.view)
-        elif isinstance(event, PoolChanged):
-            self.poolChanged.emit(event.view)
-        else:
-            self.decisionMade.emit(event.record)
+    @property
+    def decisionsMade(self) -> SignalInstance:
+        """Emits ``tuple[DecisionRecord, ...]``: new placement decisions, oldest first."""
 
-    def _sample(self) -> None:
-        try:
-            sample = CoreSample.take(self.orch)
-        except Exception as exc:  # a sampling failure must not kill the timer
-            self.report_error(f"sampling failed: {exc}")
-            return
-        self.gpuChanged.emit(sample.gpu)
-        self.sampled.emit(sample)
+    @property
+    def gpuChanged(self) -> SignalInstance:
+        """Emits a ``GpuInventory`` snapshot (about 1 Hz)."""
 
-    def close(self) -> None:
-        """Stop sampling and unsubscribe from the core."""
-        self._timer.stop()
-        self._unsubscribe()
+    @property
+    def sampled(self) -> SignalInstance:
+        """Emits a ``CoreSample`` snapshot for charts, tray and pools view (about 1 Hz)."""
 
-    # ---- queries (synchronous, cheap) -------------------------------------------
+    @property
+    def errorRaised(self) -> SignalInstance:
+        """Emits ``str``: one plain sentence about a failure, for the status bar."""
+
+    @property
+    def controls(self) -> AppControls:
+        """Return the settings/URL/log controls of the app."""
+
+    # ---- snapshots (cheap, never block) ---------------------------------------------
 
     def pools(self) -> list[PoolView]:
-        return self.orch.pool_views()
+        """Return the latest view of every pool."""
 
     def tasks(self, limit: int = 200) -> list[TaskView]:
-        return self.orch.tasks(limit)
+        """Return up to ``limit`` recent tasks, newest first."""
 
     def decisions(self, limit: int = 100) -> list[DecisionRecord]:
-        return self.orch.recent_decisions(limit)
+        """Return up to ``limit`` recent placement decisions, newest first."""
 
     def decision_for(self, task_id: str) -> DecisionRecord | None:
-        """Return the placement decision of ``task_id``, or None once forgotten."""
-        return self.orch.decision_for(task_id)
+        """Return the placement decision of ``task_id``, or None when not known (yet)."""
 
     def gpu(self) -> GpuInventory:
-        return self.orch.gpu_inventory()
+        """Return the latest GPU inventory."""
 
-    def session(self, session_id: str) -> SessionInfo | None:
-        try:
-            return self.orch.session(session_id)
-        except Exception:
-            return None
+    # ---- commands (awaited on the Qt loop) --------------------------------------------
 
-    # ---- commands ---------------------------------------------------------------
+    async def submit(self, req: TaskRequest) -> AdmissionResponse:
+        """Admit a task as the local GUI user. Raises OrchError (e.g. QUEUE_FULL)."""
 
-    def submit(self, req: TaskRequest) -> AdmissionResponse:
-        """Admit a task as the local GUI user. Raises OrchError subclasses."""
-        return self.orch.submit(req, identity="gui")
+    def stream(self, task_id: str) -> AsyncIterator[Sequence[TaskEvent]]:
+        """Yield the task's events (started, token*, metrics, end | error) in batches.
+        Raises OrchError when the task cannot be streamed."""
 
-    async def stream(self, task_id: str) -> AsyncIterator[TaskEvent]:
-        """Yield the task's events (started, token*, metrics, end | error)."""
-        async for event in self.orch.stream(task_id):
-            yield event
+    async def cancel(self, task_id: str) -> None:
+        """Cancel a queued or running task. Raises OrchError (unknown task)."""
 
-    def cancel(self, task_id: str) -> None:
-        self.orch.cancel(task_id)
+    async def session(self, session_id: str) -> SessionInfo | None:
+        """Return the session, or None when it does not exist (expired)."""
 
-    def drain(self, pool_id: str, deadline_ms: int = 30_000) -> None:
-        self.orch.drain(pool_id, deadline_ms)
+    async def drain(self, pool_id: str, deadline_ms: int = 30_000) -> None:
+        """Stop admitting to ``pool_id``; running tasks finish until the deadline."""
 
-    def resume(self, pool_id: str) -> None:
-        self.orch.resume(pool_id)
+    async def resume(self, pool_id: str) -> None:
+        """Admit to ``pool_id`` again after a drain."""
 
-    def drain_all(self) -> None:
-        for pid in self.orch.pool_ids():
-            self.orch.drain(pid, 3_600_000)
+    async def drain_all(self) -> None:
+        """Drain every pool (pause admissions)."""
 
-    def resume_all(self) -> None:
-        for pid in self.orch.pool_ids():
-            self.orch.resume(pid)
+    async def resume_all(self) -> None:
+        """Resume every pool."""
 
     async def reload(self, pool_id: str, model_ref: str) -> ReloadResult:
-        return await self.orch.reload(pool_id, model_ref)
+        """Load ``model_ref`` on ``pool_id`` (drains first); returns the outcome."""
 
     async def restart(self, pool_id: str) -> None:
-        await self.orch.restart(pool_id)
+        """Restart the pool's engine."""
 
-    # ---- background work with one error sink --------------------------------------
+    # ---- Qt-side helpers ----------------------------------------------------------------
 
-    def run(self, coro: Awaitable[Any], what: str) -> asyncio.Task[Any]:
-        """Run ``coro`` on the loop, keep a strong reference, and report a failure
-        through ``errorRaised`` (status bar + log). Returns the task."""
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(lambda t: self._done(t, what))
-        return task
-
-    def _done(self, task: asyncio.Task[Any], what: str) -> None:
-        self._background.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.report_error(f"{what} failed: {exc}")
+    def run(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        """Run ``coro`` on the Qt loop with a strong reference; a failure is reported
+        through ``errorRaised`` as "<what> failed: <reason>". Returns the task."""
 
     def report_error(self, message: str) -> None:
-        """Surface an error in the status bar and the log."""
-        log.error(message)
-        self.errorRaised.emit(message)
+        """Surface ``message`` in the status bar and the log."""
+
+    def close(self) -> None:
+        """Stop delivering signals (the window is closing). Never blocks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +188,7 @@ class CoreSample:
 
     @classmethod
     def take(cls, orch: Orchestrator) -> CoreSample:
-        """Read the facade's counters; cheap, never blocks."""
+        """Read the facade's counters on the orchestrator's loop; cheap, never blocks."""
         return cls(
             at=orch.clock.monotonic(),
             pools=orch.pool_views(),

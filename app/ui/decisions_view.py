@@ -10,6 +10,7 @@ human reason texts are displayed, never parsed.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import (
@@ -32,8 +33,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.orchestrator.contracts import CandidateRecord, DecisionRecord
-from app.ui.bridge import OrchestratorBridge
+from app.orchestrator.contracts import CandidateRecord, DecisionRecord, TaskView
+from app.ui.bridge import Bridge
 from app.ui.table_model import Index, RowsModel
 
 MAX_ROWS = 500
@@ -78,11 +79,34 @@ def candidate_rule(candidate: CandidateRecord) -> str:
 class DecisionTableModel(RowsModel[DecisionRecord]):
     """Recent decisions, newest first, at most ``capacity`` rows."""
 
-    HEADERS = ("Time", "Task", "Priority", "Mode", "Outcome", "Candidates", "Pinned", "Fallback")
+    HEADERS = (
+        "Time",
+        "Chat / prompt",
+        "Outcome",
+        "Priority",
+        "Mode",
+        "Candidates",
+        "Pinned",
+        "Fallback",
+    )
+    LABEL, OUTCOME = 1, 2
 
     def __init__(self, capacity: int = MAX_ROWS, parent: Any = None) -> None:
         super().__init__(parent)
         self._capacity = max(1, capacity)
+        self.labels: dict[str, str] = {}
+
+    def set_label(self, task_id: str, label: str) -> None:
+        """Name ``task_id``'s rows (a chat title or the prompt's first words)."""
+        if not label or self.labels.get(task_id) == label:
+            return
+        self.labels[task_id] = label
+        while len(self.labels) > 4 * self._capacity:  # forget the oldest names
+            self.labels.pop(next(iter(self.labels)))
+        row = self.row_of(task_id)
+        if row is not None:
+            cell = self.index(row, self.LABEL)
+            self.dataChanged.emit(cell, cell)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -91,19 +115,19 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._cell(record, index.column())
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"task {record.task_id}\n{record.summary}"
-        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 4:
+            label = self.labels.get(record.task_id, "")
+            return f"{label}\ntask {record.task_id}\n{record.summary}".lstrip()
+        if role == Qt.ItemDataRole.ForegroundRole and index.column() == self.OUTCOME:
             return OUTCOME_COLOURS[record.outcome]
         return None
 
-    @staticmethod
-    def _cell(record: DecisionRecord, column: int) -> str:
+    def _cell(self, record: DecisionRecord, column: int) -> str:
         values = (
             _clock(record.at),
-            record.task_id[:8],
+            self.labels.get(record.task_id) or record.task_id[:8],
+            outcome_text(record),
             str(record.priority),
             str(record.mode),
-            outcome_text(record),
             str(record.candidates_considered),
             _yes_no(record.pinned),
             _yes_no(record.fallback_used),
@@ -121,6 +145,11 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
     def reset(self, records: list[DecisionRecord]) -> None:
         """Replace every row with ``records`` (newest first), keeping the bound."""
         self.set_rows(list(records[: self._capacity]))
+
+    def add_many(self, records: Sequence[DecisionRecord]) -> None:
+        """Insert ``records`` (oldest first) on top, keeping the bound."""
+        for record in records:
+            self.add(record)
 
     def add(self, record: DecisionRecord) -> None:
         """Insert ``record`` on top and drop the oldest row beyond the bound."""
@@ -193,7 +222,7 @@ class CandidateTableModel(RowsModel[CandidateRecord]):
 class DecisionsView(QWidget):
     """Recent placement decisions with a per-candidate explanation."""
 
-    def __init__(self, bridge: OrchestratorBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, bridge: Bridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.model = DecisionTableModel(MAX_ROWS, self)
@@ -202,7 +231,19 @@ class DecisionsView(QWidget):
         self.candidates = CandidateTableModel(self)
         self._build()
         self.model.reset(bridge.decisions(MAX_ROWS))
-        bridge.decisionMade.connect(self.model.add)
+        for task in bridge.tasks(MAX_ROWS):
+            self.model.set_label(task.task_id, task.prompt_start)
+        bridge.decisionsMade.connect(self.model.add_many)
+        bridge.tasksChanged.connect(self._on_tasks)
+
+    def set_label(self, task_id: str, label: str) -> None:
+        """Show ``label`` (e.g. the chat's title) on ``task_id``'s rows."""
+        self.model.set_label(task_id, label)
+
+    def _on_tasks(self, views: Sequence[TaskView]) -> None:
+        for view in views:
+            if view.task_id not in self.model.labels:
+                self.model.set_label(view.task_id, view.prompt_start)
 
     # ---- layout --------------------------------------------------------------------
 
@@ -254,7 +295,9 @@ class DecisionsView(QWidget):
         table.verticalHeader().setVisible(False)
         header = table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        wide = 1 if model is self.proxy else 3  # the prompt, or the candidate's reason
+        header.setSectionResizeMode(wide, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(False)
         return table
 
     # ---- behaviour -----------------------------------------------------------------

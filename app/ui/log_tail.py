@@ -21,7 +21,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QFontDatabase, QTextCursor
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget
 
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 
 MAX_LINES = 2000
 FIRST_READ_BYTES = 1 << 20  # on open, look at most this far back
@@ -115,7 +115,7 @@ class LogTailView(QWidget):
     """The log tail with its filter field."""
 
     def __init__(
-        self, bridge: OrchestratorBridge, parent: QWidget | None = None, poll_ms: int = POLL_MS
+        self, bridge: Bridge, parent: QWidget | None = None, poll_ms: int = POLL_MS
     ) -> None:
         super().__init__(parent)
         self.bridge = bridge

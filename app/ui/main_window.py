@@ -23,8 +23,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.banner import Banner
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.chat_panel import ChatPanel
+from app.ui.chat_store import ChatStore
 from app.ui.decisions_view import DecisionsView
 from app.ui.icons import app_icon
 from app.ui.metrics_view import MetricsView
@@ -60,13 +61,14 @@ class MainWindow(QMainWindow):
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         *,
         banner: str | None = None,
         ask: Ask = ask_yes_no,
         tray_available: Callable[[], bool] = QSystemTrayIcon.isSystemTrayAvailable,
         choose_model: ModelChooser | None = None,
         settings: QSettings | None = None,
+        chat_store: ChatStore | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -79,11 +81,17 @@ class MainWindow(QMainWindow):
         self.settings_dialog: SettingsDialog | None = None
         self.setWindowTitle("llama-orch")
         self.setWindowIcon(app_icon())
-        self._build_tabs(choose_model, banner)
+        self._build_tabs(choose_model, banner, chat_store)
         self._build_actions()
         self._build_status_bar()
+        # after the pools view, so its token rates are updated first on each sample
         self.tray = Tray(
-            bridge, self, self.pause_action, self.quit_action, available=tray_available
+            bridge,
+            self,
+            self.pause_action,
+            self.quit_action,
+            available=tray_available,
+            rates=self.pools_view.rates,
         )
         bridge.errorRaised.connect(self.show_error)
         bridge.sampled.connect(self._on_sample)
@@ -91,11 +99,15 @@ class MainWindow(QMainWindow):
 
     # ---- construction -----------------------------------------------------------
 
-    def _build_tabs(self, choose_model: ModelChooser | None, banner: str | None) -> None:
+    def _build_tabs(
+        self, choose_model: ModelChooser | None, banner: str | None, store: ChatStore | None
+    ) -> None:
         b = self._bridge
         self.pools_view = PoolsView(b, choose_model=choose_model)
-        self.chat = ChatPanel(b)
+        self.chat = ChatPanel(b, store=store)
+        self.chat.navigate.connect(self.navigate)
         self.decisions = DecisionsView(b)
+        self.chat.taskLabelled.connect(self.decisions.set_label)
         self.metrics = MetricsView(b)
         self.tasks = TasksView(b)
         self.tabs = QTabWidget()
@@ -103,6 +115,7 @@ class MainWindow(QMainWindow):
         pages = (self.pools_view, self.chat, self.decisions, self.metrics, self.tasks)
         for page, title in zip(pages, TAB_TITLES, strict=True):
             self.tabs.addTab(page, title)
+        self.tabs.currentChanged.connect(self._on_tab)
         self.banner = Banner(banner) if banner else None
         central = QWidget()
         box = QVBoxLayout(central)
@@ -183,6 +196,25 @@ class MainWindow(QMainWindow):
         self.errors_button.setVisible(False)
 
     # ---- actions -----------------------------------------------------------------------
+
+    def _on_tab(self, _index: int) -> None:
+        if self.tabs.currentWidget() is self.chat:
+            self.chat.focus_composer()
+
+    def show_models(self) -> None:
+        """Show where models are chosen (the Pools view, until a Models view exists)."""
+        self.tabs.setCurrentWidget(self.pools_view)
+
+    def navigate(self, action: str) -> None:
+        """Carry out a chat's error action: open Models, Settings, Pools or the logs."""
+        if action == "open_models":
+            self.show_models()
+        elif action == "open_settings":
+            self.open_settings()
+        elif action == "open_pools":
+            self.tabs.setCurrentWidget(self.pools_view)
+        elif action == "open_logs":
+            self.tabs.setCurrentWidget(self.tasks)
 
     def open_settings(self) -> SettingsDialog:
         """Open the settings dialog (window-modal, does not block) and return it."""

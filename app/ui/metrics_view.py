@@ -20,7 +20,7 @@ from PySide6.QtGui import QPalette, QShowEvent
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from app.orchestrator.ports import GpuInfo, GpuInventory
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 
 RING_CAPACITY = 1024  # > 15 minutes at 1 Hz
 GIB = float(1 << 30)
@@ -220,7 +220,7 @@ class MetricsView(QWidget):
     """Six rolling charts fed by ``bridge.sampled``; the window spans 5-15 minutes."""
 
     def __init__(
-        self, bridge: OrchestratorBridge, parent: QWidget | None = None, window_minutes: int = 10
+        self, bridge: Bridge, parent: QWidget | None = None, window_minutes: int = 10
     ) -> None:
         super().__init__(parent)
         self.bridge = bridge

@@ -1,12 +1,12 @@
 """Pools view: one card per GPU with the pools on it, plus a "CPU / remote" card.
 
 Cards are rebuilt only when the set of GPUs or pools changes; otherwise their
-labels are updated in place from ``poolChanged`` and the 1 Hz ``sampled`` signal.
+labels are updated in place from ``poolsChanged`` and the 1 Hz ``sampled`` signal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from app.orchestrator.device_mask import device_indices
 from app.orchestrator.errors import OrchError
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import GpuInfo, GpuInventory
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.icons import RED, badge_stylesheet, state_colour
 
 ModelChooser = Callable[[QWidget, PoolView], str | None]
@@ -258,7 +258,7 @@ class PoolsView(QWidget):
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         parent: QWidget | None = None,
         *,
         choose_model: ModelChooser | None = None,
@@ -266,7 +266,8 @@ class PoolsView(QWidget):
         super().__init__(parent)
         self._bridge = bridge
         self._choose = choose_model or default_model_chooser
-        self._rates = TokenRates()
+        self.rates = TokenRates()
+        """Tokens/s per pool, updated once per sample (the tray reads them too)."""
         self._pools: dict[str, PoolView] = {}
         self._inventory: GpuInventory = bridge.gpu()
         self._key: tuple[Any, ...] | None = None
@@ -274,7 +275,7 @@ class PoolsView(QWidget):
         self.other_card: GpuCard | None = None
         self.pool_cards: dict[str, list[PoolCard]] = {}
         self._build()
-        bridge.poolChanged.connect(self._on_pool)
+        bridge.poolsChanged.connect(self._on_pools)
         bridge.gpuChanged.connect(self._on_gpu)
         bridge.sampled.connect(self._on_sample)
         self.set_state(bridge.pools(), self._inventory)
@@ -314,16 +315,16 @@ class PoolsView(QWidget):
             self._refresh()
         self._show_hint(inventory)
 
-    def _on_pool(self, pool: PoolView) -> None:
+    def _on_pools(self, changed: Sequence[PoolView]) -> None:
         pools = dict(self._pools)
-        pools[pool.pool_id] = pool
+        pools.update((p.pool_id, p) for p in changed)
         self.set_state(sorted(pools.values(), key=lambda p: p.pool_id), self._inventory)
 
     def _on_gpu(self, inventory: GpuInventory) -> None:
         self.set_state(list(self._pools.values()), inventory)
 
     def _on_sample(self, sample: Any) -> None:
-        self._rates.update(sample.at, sample.tokens_out)
+        self.rates.update(sample.at, sample.tokens_out)
         self.set_state(sample.pools, sample.gpu)
 
     def _show_hint(self, inventory: GpuInventory) -> None:
@@ -360,7 +361,7 @@ class PoolsView(QWidget):
             card.box.addWidget(empty)
         for pool in pools:
             pool_card = PoolCard(pool, self)
-            pool_card.update_view(pool, self._rates.rates.get(pool.pool_id))
+            pool_card.update_view(pool, self.rates.rates.get(pool.pool_id))
             self.pool_cards.setdefault(pool.pool_id, []).append(pool_card)
             card.box.addWidget(pool_card)
         card.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
@@ -376,20 +377,24 @@ class PoolsView(QWidget):
             if pool is None:
                 continue
             for pool_card in cards:
-                pool_card.update_view(pool, self._rates.rates.get(pid))
+                pool_card.update_view(pool, self.rates.rates.get(pid))
 
     # ---- actions ---------------------------------------------------------------
 
     def toggle_drain(self, pool_id: str) -> None:
         """Drain a serving pool or resume a draining one. Never blocks."""
         pool = self._pools.get(pool_id)
+        if pool is not None and pool.draining:
+            command, done = self._bridge.resume(pool_id), f"Pool {pool_id} admits tasks again."
+        else:
+            command = self._bridge.drain(pool_id)
+            done = f"Pool {pool_id} is draining: no new tasks start on it."
+        self._bridge.run(self._command(pool_id, command, done), f"changing pool {pool_id}")
+
+    async def _command(self, pool_id: str, command: Awaitable[None], done: str) -> None:
         try:
-            if pool is not None and pool.draining:
-                self._bridge.resume(pool_id)
-                self.result.setText(f"Pool {pool_id} admits tasks again.")
-            else:
-                self._bridge.drain(pool_id)
-                self.result.setText(f"Pool {pool_id} is draining: no new tasks start on it.")
+            await command
+            self.result.setText(done)
         except OrchError as exc:
             self.result.setText(f"Could not change pool {pool_id}: {exc.message}")
 

@@ -47,7 +47,7 @@ from app.config import (
     write_token_file,
 )
 from app.orchestrator.loopback import is_loopback_host
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 
 ERROR_COLOUR = "#d04848"
 OK_COLOUR = "#2e9d4f"
@@ -87,7 +87,7 @@ def curl_example(url: str, token: str | None) -> str:
 class SettingsDialog(QDialog):
     """Edits the server, LAN access and admission settings, applied without a restart."""
 
-    def __init__(self, bridge: OrchestratorBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, bridge: Bridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.controls = bridge.controls

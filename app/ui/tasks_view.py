@@ -1,6 +1,6 @@
 """Recent and live tasks from every client (GUI and LAN), plus the log tail.
 
-Task updates are coalesced: ``taskChanged`` and ``sampled`` only mark work to
+Task updates are coalesced: ``tasksChanged`` and ``sampled`` only mark work to
 do, and a short timer applies it to the model at most a few times a second.
 Selecting a task filters the log tail by its id.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from PySide6.QtCore import (
@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 
 from app.orchestrator.contracts import TaskView
 from app.orchestrator.lifecycle import TaskState
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.log_tail import LogTailView
 from app.ui.table_model import Index, RowsModel
 
@@ -151,7 +151,7 @@ def _tooltip(task: TaskView) -> str:
 class TasksView(QWidget):
     """The task list (with Cancel) above the log tail."""
 
-    def __init__(self, bridge: OrchestratorBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, bridge: Bridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.model = TaskTableModel(MAX_TASKS, self)
@@ -165,7 +165,7 @@ class TasksView(QWidget):
         self._build()
         self.model.merge(bridge.tasks(MAX_TASKS))
         self._sync_actions()
-        bridge.taskChanged.connect(self._on_task)
+        bridge.tasksChanged.connect(self._on_tasks)
         bridge.sampled.connect(self._on_sample)
 
     def _build(self) -> None:
@@ -218,8 +218,9 @@ class TasksView(QWidget):
 
     # ---- coalesced updates ---------------------------------------------------------
 
-    def _on_task(self, task: TaskView) -> None:
-        self._pending[task.task_id] = task
+    def _on_tasks(self, tasks: Sequence[TaskView]) -> None:
+        for task in tasks:
+            self._pending[task.task_id] = task
         self._schedule()
 
     def _on_sample(self, _sample: Any) -> None:
@@ -262,10 +263,7 @@ class TasksView(QWidget):
         task = self.selected_task()
         if task is None or task.state.terminal:
             return
-        try:
-            self.bridge.cancel(task.task_id)
-        except Exception as exc:  # a refusal is shown, never lost
-            self.bridge.report_error(f"cancel {task.task_id[:8]} failed: {exc}")
+        self.bridge.run(self.bridge.cancel(task.task_id), f"cancel {task.task_id[:8]}")
 
     def _on_selection(self, _selected: QItemSelection, _deselected: QItemSelection) -> None:
         task = self.selected_task()

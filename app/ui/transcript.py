@@ -2,29 +2,42 @@
 
 Tokens go into a ``str`` buffer (``add``) and reach the document with a single
 ``QTextCursor`` insert per timer tick (``flush``), never one insert per token.
+Finished messages are rendered from Markdown once; the live answer is plain text
+until it ends (``end_answer``), when only that answer is rendered as Markdown.
 """
 
 from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import QTimer
-from PySide6.QtGui import QTextCharFormat, QTextCursor
+from PySide6.QtCore import QTimer, QUrl, Signal
+from PySide6.QtGui import QColor, QFontDatabase, QTextBlockFormat, QTextCharFormat, QTextCursor
+from PySide6.QtGui import QTextFormat as Fmt
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.ui.icons import GREY, RED
+
+CODE_BACKGROUND = QColor(127, 135, 144, 40)
 
 FLUSH_MS = 25
 
 
 class Transcript(QTextBrowser):
-    """Transcript of one conversation. ``flushes`` counts document inserts of tokens."""
+    """Transcript of one conversation. ``flushes`` counts document inserts of tokens;
+    ``renders`` counts Markdown renders (one per finished message). A click on an
+    in-transcript link ("copy:3") emits ``linkClicked("copy:3")``."""
+
+    linkClicked = Signal(str)
 
     def __init__(self, parent: QWidget | None = None, *, flush_ms: int = FLUSH_MS) -> None:
         super().__init__(parent)
         self.setOpenExternalLinks(False)
+        self.setOpenLinks(False)
+        self.anchorClicked.connect(self._on_anchor)
         self.setAccessibleName("Conversation transcript")
         self.flushes = 0
+        self.renders = 0
+        self._live_start: int | None = None
         self._buffer: list[str] = []
         self._timer = QTimer(self)
         self._timer.setInterval(flush_ms)
@@ -52,8 +65,60 @@ class Transcript(QTextBrowser):
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.insertText(text, QTextCharFormat())
         self.flushes += 1
+        self.scroll_to_end()
+
+    def scroll_to_end(self) -> None:
+        """Show the end of the transcript now and again once the layout settles."""
         bar = self.verticalScrollBar()
         bar.setValue(bar.maximum())
+        QTimer.singleShot(0, lambda: bar.setValue(bar.maximum()))
+
+    def markdown(self, text: str) -> None:
+        """Append ``text`` rendered from Markdown (code blocks shaded, monospace)."""
+        cursor = self._end_block()
+        start = cursor.position()
+        cursor.insertMarkdown(text)
+        self._shade_code(start)
+        self.renders += 1
+        self.scroll_to_end()
+
+    def begin_answer(self) -> None:
+        """Start the live answer's paragraph; tokens flushed from now on belong to it."""
+        self._live_start = self._end_block().position()
+
+    def end_answer(self, text: str) -> None:
+        """Replace the live answer's plain text with ``text`` rendered once from Markdown."""
+        self.flush()
+        if self._live_start is None:
+            return
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(self._live_start)
+        cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+        cursor.removeSelectedText()
+        cursor.setCharFormat(QTextCharFormat())
+        cursor.setBlockFormat(QTextBlockFormat())
+        start, self._live_start = cursor.position(), None
+        cursor.insertMarkdown(text)
+        self._shade_code(start)
+        self.renders += 1
+
+    def _shade_code(self, start: int) -> None:
+        mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        block = self.document().findBlock(start)
+        while block.isValid():
+            if block.blockFormat().hasProperty(Fmt.Property.BlockCodeFence):
+                cursor = QTextCursor(block)
+                fmt = block.blockFormat()
+                fmt.setBackground(CODE_BACKGROUND)
+                cursor.setBlockFormat(fmt)
+                cursor.select(QTextCursor.SelectionType.BlockUnderCursor)
+                chars = QTextCharFormat()
+                chars.setFont(mono)
+                cursor.mergeCharFormat(chars)
+            block = block.next()
+
+    def _on_anchor(self, url: QUrl) -> None:
+        self.linkClicked.emit(url.toString())
 
     def append_html(self, fragment: str) -> None:
         """Append ``fragment`` (trusted HTML) as a new paragraph."""
@@ -77,5 +142,6 @@ class Transcript(QTextBrowser):
         cursor.movePosition(QTextCursor.MoveOperation.End)
         if not self.document().isEmpty():
             cursor.insertBlock()
+        cursor.setBlockFormat(QTextBlockFormat())
         cursor.setCharFormat(QTextCharFormat())
         return cursor

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon, QWidget
 
 from app.orchestrator.contracts import PoolView
 from app.orchestrator.lifecycle import PoolState
-from app.ui.bridge import OrchestratorBridge
+from app.ui.bridge import Bridge
 from app.ui.icons import status_icon
 from app.ui.pools_view import TokenRates
 
@@ -83,7 +83,7 @@ def saturated_queues(pools: Sequence[PoolView], capacity: int | None) -> set[tup
 class PauseAdmissions(QAction):
     """ "Pause admissions" / "Resume admissions": drains or resumes every pool."""
 
-    def __init__(self, bridge: OrchestratorBridge, parent: QObject | None = None) -> None:
+    def __init__(self, bridge: Bridge, parent: QObject | None = None) -> None:
         super().__init__("Pause admissions", parent)
         self._bridge = bridge
         self.paused = False
@@ -94,9 +94,9 @@ class PauseAdmissions(QAction):
     def toggle(self) -> None:
         """Drain all pools when admitting, else resume them. Never blocks."""
         if self.paused:
-            self._bridge.resume_all()
+            self._bridge.run(self._bridge.resume_all(), "resuming admissions")
         else:
-            self._bridge.drain_all()
+            self._bridge.run(self._bridge.drain_all(), "pausing admissions")
         self._set_paused(not self.paused)
 
     def _set_paused(self, paused: bool) -> None:
@@ -113,21 +113,26 @@ class Tray(QObject):
 
     def __init__(
         self,
-        bridge: OrchestratorBridge,
+        bridge: Bridge,
         window: QWidget,
         pause_action: QAction,
         quit_action: QAction,
         *,
         available: Callable[[], bool] = QSystemTrayIcon.isSystemTrayAvailable,
+        rates: TokenRates | None = None,
         parent: QObject | None = None,
     ) -> None:
+        """``rates`` are token rates another view keeps up to date from the same
+        samples (connected to ``bridge.sampled`` before this tray); without them the
+        tray keeps its own."""
         super().__init__(parent)
         self._bridge = bridge
         self._window = window
         self.status = TrayStatus.IDLE
         self.tooltip = tray_tooltip(self.status, [], 0.0)
         self.notifications: list[tuple[str, str]] = []
-        self._rates = TokenRates()
+        self._owns_rates = rates is None
+        self._rates = rates if rates is not None else TokenRates()
         self._states: dict[str, PoolState] = {}
         self._saturated: set[tuple[str, str]] = set()
         self._rejected: int | None = None
@@ -137,7 +142,7 @@ class Tray(QObject):
         if available():
             self._create(pause_action, quit_action)
         bridge.sampled.connect(self._on_sample)
-        bridge.poolChanged.connect(self._on_pool)
+        bridge.poolsChanged.connect(self._on_pools)
 
     @property
     def active(self) -> bool:
@@ -194,9 +199,15 @@ class Tray(QObject):
         admission = getattr(settings, "admission", None)
         return getattr(admission, "queue_capacity", None)
 
+    @property
+    def rates(self) -> TokenRates:
+        """Return the token rates the tooltip shows."""
+        return self._rates
+
     def _on_sample(self, sample: Any) -> None:
         pools: list[PoolView] = list(sample.pools)
-        self._rates.update(sample.at, sample.tokens_out)
+        if self._owns_rates:
+            self._rates.update(sample.at, sample.tokens_out)
         capacity = self._queue_capacity()
         self._set_status(tray_status(pools, capacity), pools)
         for pool in pools:
@@ -211,6 +222,10 @@ class Tray(QObject):
             if changed:
                 self.icon.setIcon(status_icon(status.value))
             self.icon.setToolTip(self.tooltip)
+
+    def _on_pools(self, pools: Sequence[PoolView]) -> None:
+        for pool in pools:
+            self._on_pool(pool)
 
     def _on_pool(self, pool: PoolView) -> None:
         before = self._states.get(pool.pool_id)

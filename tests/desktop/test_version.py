@@ -50,6 +50,6 @@ def test_version_command(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("llama-orch 0.")
-    assert lines[1].startswith("llama.cpp engine: llama-cpp-python ")
+    assert lines[1].startswith("llama.cpp engine: llama-server 0.")
     assert lines[2].startswith("Qt: 6.")
     assert lines[3].startswith("NVIDIA driver: ")

@@ -17,6 +17,7 @@ from app.engine_host.demo_model import (
     ensure_demo_model,
     write_demo_model,
 )
+from tests.engine_host.llama_server import llama_server, post_json
 
 
 def _digest(path: Path) -> str:
@@ -94,24 +95,24 @@ def test_ensure_uses_default_location(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    path = write_demo_model(tmp_path_factory.mktemp("model") / "demo.gguf")
-    model = llama_cpp.Llama(model_path=str(path), n_ctx=512, seed=42, verbose=False)
-    yield model
-    model.close()
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's llama-server on the demo model; yields its base URL."""
+    folder = tmp_path_factory.mktemp("model")
+    path = write_demo_model(folder / "demo.gguf")
+    with llama_server(path, "-c", "512", log=folder / "server.log") as base:
+        yield base
 
 
-def _complete(model: Any, seed: int) -> str:
-    out = model("Hello", max_tokens=20, seed=seed, temperature=0.8)
-    choice = out["choices"][0]
-    assert out["usage"]["completion_tokens"] == 20
-    assert choice["finish_reason"] == "length"
-    return str(choice["text"])
+def _complete(base: str, seed: int) -> str:
+    body = {"prompt": "Hello", "n_predict": 20, "seed": seed, "temperature": 0.8}
+    out = post_json(f"{base}/completion", body | {"cache_prompt": False})
+    assert out["tokens_predicted"] == 20
+    assert out["stop_type"] == "limit"
+    return str(out["content"])
 
 
 @pytest.mark.engine
-def test_llama_cpp_generates_word_like_text_reproducibly(llama: Any) -> None:
+def test_llama_cpp_generates_word_like_text_reproducibly(llama: str) -> None:
     first = _complete(llama, seed=42)
     again = _complete(llama, seed=42)
     others = {_complete(llama, seed=s) for s in (1, 2, 3)}
@@ -122,16 +123,19 @@ def test_llama_cpp_generates_word_like_text_reproducibly(llama: Any) -> None:
 
 
 @pytest.mark.engine
-def test_llama_cpp_tokenizes_common_words_as_single_pieces(llama: Any) -> None:
-    ids = llama.tokenize(b"hello the world", add_bos=True)
+def test_llama_cpp_tokenizes_common_words_as_single_pieces(llama: str) -> None:
+    ids = post_json(f"{llama}/tokenize", {"content": "hello the world", "add_special": True})
+    ids = ids["tokens"]
     assert ids[0] == demo_model.BOS_ID
-    assert [llama.detokenize([i]) for i in ids[1:]] == [b" hello", b" the", b" world"]
+    pieces = [post_json(f"{llama}/detokenize", {"tokens": [i]})["content"] for i in ids[1:]]
+    assert pieces == [" hello", " the", " world"]
 
 
 @pytest.mark.engine
-def test_llama_cpp_chat_completion_uses_the_template(llama: Any) -> None:
-    out = llama.create_chat_completion(
-        messages=[{"role": "user", "content": "Say hello"}], max_tokens=10, seed=5
+def test_llama_cpp_chat_completion_uses_the_template(llama: str) -> None:
+    out = post_json(
+        f"{llama}/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 10, "seed": 5},
     )
     message = out["choices"][0]["message"]
     assert message["role"] == "assistant"

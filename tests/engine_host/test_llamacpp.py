@@ -1,4 +1,4 @@
-"""A real llama.cpp engine (llama-cpp-python's server) on the generated demo model, on CPU."""
+"""A real llama.cpp engine (llama.cpp's llama-server) on the generated demo model, on CPU."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ from app.engine_host.llamacpp import (
     model_id_for,
     resolve_model_ref,
 )
+from app.engine_host.llamacpp_launch import build_command, engine_env, missing_gpus_sentence
 from app.engine_host.restart_policy import RestartPolicy
 from app.orchestrator.contracts import ChatMessage, ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import EngineControl, EngineError, EngineRequest, PoolStatus
+from tests.engine_host.support import alive
 from tests.support.gguf_files import BAD_KINDS, with_tensors, write_bad
 
 pytestmark = pytest.mark.engine
@@ -31,15 +33,7 @@ shared_loop = pytest.mark.asyncio(loop_scope="module")
 
 FAST_POLICY = RestartPolicy(base_s=0.05, cap_s=0.2, jitter=0.0)
 READY_TIMEOUT_S = 60.0
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+LONG = 16384
 
 
 def state_of(pool: LlamaCppEngine) -> PoolState:
@@ -60,11 +54,13 @@ async def decode(engine: LlamaCppEngine, request: EngineRequest) -> list[str]:
         await stream.aclose()
 
 
-def cpu_spec(pool_id: str, model_ref: str | None, **kwargs: object) -> LlamaCppSpec:
+def cpu_spec(
+    pool_id: str, model_ref: str | None, *, ctx: int = 512, **kwargs: object
+) -> LlamaCppSpec:
     return LlamaCppSpec(
         pool_id=pool_id,
         model_ref=model_ref,
-        ctx=512,
+        ctx=ctx,
         device_mask="cpu",
         demo=True,
         startup_timeout_s=READY_TIMEOUT_S,
@@ -77,7 +73,9 @@ async def engine(
     demo_model_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[LlamaCppEngine]:
     """One engine for the module; tests that crash it wait until it is ready again."""
-    spec = cpu_spec("cpu0", f"file:{demo_model_path}", decode_timeout_s=3.0)
+    # a long context: llama-server decodes the demo model at thousands of tokens
+    # a second, so a stream must be long to still be running when a test acts on it
+    spec = cpu_spec("cpu0", f"file:{demo_model_path}", ctx=LONG, decode_timeout_s=3.0)
     pool = LlamaCppEngine(spec, log_dir=tmp_path_factory.mktemp("logs"), policy=FAST_POLICY)
     await pool.start()
     await pool.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
@@ -94,14 +92,12 @@ async def test_pool_becomes_ready_after_health_and_warm_up(engine: LlamaCppEngin
     assert descriptor.engine == "llamacpp"
     assert descriptor.device_mask == "cpu"
     log = engine.log_path.read_text()
-    if shutil.which("llama-server") is None:
-        assert descriptor.engine_version.startswith("llama-cpp-python ")
-        assert descriptor.slots == 1  # llama_cpp.server decodes one request at a time
-        assert "--n_gpu_layers 0" in log
-        assert "POST /v1/completions" in log  # the warm-up decode
-    else:
-        assert descriptor.engine_version.startswith("llama-server")
-        assert "-ngl 0" in log
+    assert descriptor.engine_version.startswith("llama-server 0.")
+    assert descriptor.slots == 1
+    assert "-ngl 0" in log
+    assert "--parallel 1" in log
+    assert "stop processing: n_tokens" in log  # the warm-up decode ran in a slot
+    assert "--api-key" not in log  # the key travels in the environment only
 
 
 @shared_loop
@@ -135,7 +131,7 @@ async def test_same_seed_and_prompt_give_identical_streams(engine: LlamaCppEngin
 async def test_closing_a_stream_early_stops_the_engine(engine: LlamaCppEngine) -> None:
     # A full 2000-token decode takes many seconds here; the engine serves one
     # request at a time, so a prompt follow-up proves the first one stopped.
-    stream = await engine.open_stream(prompt(max_tokens=2000))
+    stream = await engine.open_stream(prompt(max_tokens=LONG - 16))
     for _ in range(3):
         await anext(stream)
     await stream.aclose()
@@ -152,7 +148,7 @@ async def test_killed_engine_resets_the_stream_and_the_pool_recovers(
     engine.add_listener(statuses.append)
     pid = engine.engine_pid
     assert pid is not None
-    stream = await engine.open_stream(prompt(max_tokens=2000))
+    stream = await engine.open_stream(prompt(max_tokens=LONG - 16))
     await anext(stream)
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -177,7 +173,7 @@ async def test_killed_engine_resets_the_stream_and_the_pool_recovers(
 async def test_hung_engine_times_out_and_is_restarted(engine: LlamaCppEngine) -> None:
     pid = engine.engine_pid
     assert pid is not None
-    stream = await engine.open_stream(prompt(max_tokens=2000))
+    stream = await engine.open_stream(prompt(max_tokens=LONG - 16))
     await anext(stream)
     os.kill(pid, signal.SIGSTOP)  # alive but silent: a hung engine
     try:
@@ -241,6 +237,7 @@ async def test_health_probe_kills_an_engine_that_stopped_answering(
         status = await pool.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
         assert status.state is PoolState.READY
         assert pool.engine_pid not in (None, pid)
+        assert (status.crashes_total, status.restarts_total) == (1, 1)
     finally:
         if pid is not None and alive(pid):
             os.kill(pid, signal.SIGKILL)
@@ -280,8 +277,11 @@ async def test_engine_that_dies_while_loading_is_a_load_failure(engine_log_dir: 
     finally:
         await pool.stop()
     assert status.state is PoolState.FAILED
-    assert status.detail.startswith("load failed: the engine could not load the model file")
-    assert "see the pool's log" in status.detail
+    # llama-server's own output names the missing key; the pool says it in one sentence
+    assert status.detail == (
+        "load failed: the model file lacks llama.context_length, which llama.cpp needs; "
+        "it may be incomplete or made for another program"
+    )
     assert "crashed while serving" not in status.detail
     # the engine's own output (a traceback naming install paths) stays in the pool's log
     for leak in ("Traceback", 'File "', "site-packages", "llama_cpp", ".py"):
@@ -394,3 +394,50 @@ def test_model_references() -> None:
     assert model_id_for(None) == ""
     with pytest.raises(ValueError, match="unsupported scheme 'hf'"):
         resolve_model_ref("hf:org/model")
+
+
+async def test_a_gpu_the_host_lacks_fails_fast_with_one_sentence(
+    demo_model_path: Path, engine_log_dir: Path
+) -> None:
+    spec = LlamaCppSpec("gpu0", f"file:{demo_model_path}", device_mask="0")
+    pool = LlamaCppEngine(spec, log_dir=engine_log_dir, gpu_indices=list)  # NVML: no GPU
+    try:
+        await pool.start()
+        status = await pool.wait_for(PoolState.FAILED, PoolState.READY, timeout_s=5.0)
+        assert status.state is PoolState.FAILED
+        assert status.detail == (
+            "load failed: GPU 0 not found: NVML sees no GPU; set allow_cpu_inference = true "
+            'and device_mask = "cpu" to run on the CPU'
+        )
+        assert pool.engine_pid is None
+        assert not (engine_log_dir / "gpu0.log").exists()  # no engine was started
+    finally:
+        await pool.stop()
+    assert missing_gpus_sentence("0,2", [0, 1]) == (
+        "GPU 2 not found: NVML sees GPU 0, 1; set allow_cpu_inference = true and "
+        'device_mask = "cpu"'
+        " to run on the CPU"
+    )
+    assert missing_gpus_sentence("0,1", [0, 1]) is None
+    assert missing_gpus_sentence("cpu", []) is None
+
+
+def test_command_line_gives_each_slot_the_pool_context_and_keeps_control() -> None:
+    spec = LlamaCppSpec(
+        "g", None, ctx=2048, slots=4, device_mask="0,1", tensor_split=(3.0, 1.0),
+        flash_attn="on", cache_type_k="q8_0", extra_args=("--mlock",),
+    )  # fmt: skip
+    argv = build_command(spec, "/bin/llama-server", Path("/m/demo.gguf"), 4321).argv
+    line = " ".join(argv)
+    assert "--host 127.0.0.1 --port 4321" in line
+    assert "--parallel 4 --cont-batching --no-kv-unified -c 8192" in line  # 4 x 2048
+    assert "-ngl all" in line
+    assert "--flash-attn on -ctk q8_0 -ctv f16 --tensor-split 3,1" in line
+    assert "--metrics --slots --no-webui --alias demo --mlock" in line
+    assert "--api-key" not in line
+    cpu = build_command(
+        LlamaCppSpec("c", None, device_mask="cpu", gpu_layers=10), "b", Path("m"), 1
+    )
+    assert "-ngl 0" in " ".join(cpu.argv)
+    assert engine_env("cpu", "k1")["CUDA_VISIBLE_DEVICES"] == ""
+    assert engine_env("0,1", "k1")["LLAMA_API_KEY"] == "k1"

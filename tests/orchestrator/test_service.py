@@ -16,6 +16,8 @@ from app.orchestrator.events import (
     STARTED,
     TOKEN,
     DecisionMade,
+    EndData,
+    ErrorData,
     PoolChanged,
     TaskChanged,
     TaskEvent,
@@ -36,10 +38,22 @@ async def _collect(orch: Orchestrator, task_id: str) -> list[TaskEvent]:
     return [ev async for ev in orch.stream(task_id)]
 
 
+def _end_of(events: list[TaskEvent]) -> EndData:
+    last = events[-1]
+    assert last.kind == END
+    return last.data
+
+
+def _error_of(events: list[TaskEvent]) -> ErrorData:
+    last = events[-1]
+    assert last.kind == ERROR
+    return last.data
+
+
 def _req(**kw: object) -> TaskRequest:
     kw.setdefault("prompt", "hello")
     kw.setdefault("max_tokens", 5)
-    return TaskRequest(**kw)  # type: ignore[arg-type]
+    return TaskRequest(**kw)
 
 
 async def test_submit_and_stream_in_order() -> None:
@@ -49,8 +63,8 @@ async def test_submit_and_stream_in_order() -> None:
     kinds = [e.kind for e in events]
     assert kinds == [STARTED] + [TOKEN] * 5 + [END]
     assert [e.data["i"] for e in events if e.kind == TOKEN] == [0, 1, 2, 3, 4]
-    assert events[-1].data["finish_reason"] == "length"
-    assert events[-1].data["decode_ms"] == events[-1].data["decode_time_ms"]
+    assert _end_of(events)["finish_reason"] == "length"
+    assert _end_of(events)["decode_ms"] == _end_of(events)["decode_time_ms"]
     view = orch.task(str(adm.task_id))
     assert view.state == "done" and view.tokens_out == 5 and view.pool_id == "m0"
     assert view.state is TaskState.DONE and dump(view)["state"] == "done"
@@ -64,7 +78,7 @@ async def test_submit_and_stream_in_order() -> None:
 async def test_end_event_reports_the_decode_time() -> None:
     orch = await _orch(MockSpec("m0", tokens_per_s=100))
     tid = str(orch.submit(_req(max_tokens=6)).task_id)
-    end = (await _collect(orch, tid))[-1].data
+    end = _end_of(await _collect(orch, tid))
     # 5 gaps of 10 ms between the first and the last token
     assert end["decode_time_ms"] >= 40 and end["decode_ms"] == end["decode_time_ms"]
     assert orch.task(tid).decode_time_ms == end["decode_time_ms"]
@@ -147,7 +161,7 @@ async def test_cancel_queued_and_running() -> None:
             orch.cancel(running)  # idempotent
     tail = seen[[i for i, e in enumerate(seen) if e.kind == TOKEN][2] + 1 :]
     assert [e.kind for e in tail] == [END]
-    assert tail[0].data["finish_reason"] == "canceled"
+    assert _end_of(tail[:1])["finish_reason"] == "canceled"
     await asyncio.sleep(0.05)
     assert orch.live_task_count() == 0
     await orch.shutdown()
@@ -190,9 +204,9 @@ async def test_engine_failure_and_crash_become_one_error_frame() -> None:
     )
     ev_fail = await _collect(orch, str(orch.submit(_req(model_ref="f")).task_id))
     assert [e.kind for e in ev_fail].count(TOKEN) == 2
-    assert ev_fail[-1].kind == ERROR and ev_fail[-1].data["code"] == "INTERNAL"
+    assert ev_fail[-1].kind == ERROR and _error_of(ev_fail)["code"] == "INTERNAL"
     ev_crash = await _collect(orch, str(orch.submit(_req(model_ref="c")).task_id))
-    assert ev_crash[-1].data["code"] == "WORKER_RESET" and ev_crash[-1].data["retriable"]
+    assert _error_of(ev_crash)["code"] == "WORKER_RESET" and _error_of(ev_crash)["retriable"]
     await asyncio.sleep(0.05)
     assert orch.pool_view("crash").state == "ready"
     ok = await _collect(orch, str(orch.submit(_req(model_ref="c", max_tokens=2)).task_id))
@@ -298,9 +312,22 @@ async def test_failed_pool_moves_queued_tasks_that_allow_fallback() -> None:
     assert {running.pool_id, movable.pool_id, pinned.pool_id} == {"a"}
     a.fail("too many crashes")
     moved = await _collect(orch, str(movable.task_id))
-    assert moved[0].data["pool_id"] == "b" and moved[-1].kind == END
+    first = moved[0]
+    assert first.kind == STARTED and first.data["pool_id"] == "b" and moved[-1].kind == END
     stuck = await _collect(orch, str(pinned.task_id))
-    assert stuck[-1].kind == ERROR and stuck[-1].data["code"] == "POOL_UNAVAILABLE"
+    assert stuck[-1].kind == ERROR and _error_of(stuck)["code"] == "POOL_UNAVAILABLE"
     assert "too many crashes" in stuck[-1].data["message"]
     assert orch.task(str(movable.task_id)).pool_id == "b"
     await orch.shutdown(deadline_s=0)
+
+
+async def test_the_facade_hands_out_no_mutable_internals() -> None:
+    orch = await _orch(MockSpec("m0", tokens_per_s=0))
+    for internal in ("sessions", "decisions", "gpu_probe"):
+        assert not hasattr(orch, internal)
+    counters = orch.counters
+    counters["started"] = 99
+    assert orch.counters["started"] == 0
+    with pytest.raises(AttributeError):
+        orch.config = orch.config  # type: ignore[misc]
+    await orch.shutdown()

@@ -26,6 +26,8 @@ import pytest
 import qasync
 from PySide6.QtWidgets import QApplication
 
+from app.ui.app import QtThreadGc
+
 T = TypeVar("T")
 
 
@@ -43,9 +45,11 @@ class QtAsync:
         """
 
         async def bounded() -> T:
-            return await asyncio.wait_for(aw, timeout)
+            result: T = await asyncio.wait_for(aw, timeout)
+            return result
 
-        return self.loop.run_until_complete(bounded())
+        result: T = self.loop.run_until_complete(bounded())
+        return result
 
     def wait_until(self, pred: Callable[[], Any], timeout: float = 5.0) -> None:
         """Process Qt and asyncio events until ``pred()`` is truthy.
@@ -67,6 +71,31 @@ class QtAsync:
         self.run(asyncio.sleep(seconds), seconds + 5.0)
 
 
+class _TestLoop(qasync.QEventLoop):  # type: ignore[misc]
+    """qasync's loop without the extra ``processEvents`` after ``run_until_complete``.
+
+    qasync processes Qt events once more after the loop stopped, with no running
+    loop set; a result that arrives from the backend thread just then would step
+    its task outside the loop ("no running event loop"). Tests drive the loop
+    only through ``QtAsync``, so nothing is lost by leaving that pass out.
+    """
+
+    def run_until_complete(self, future: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(future, loop=self)
+
+        def stop(_f: object) -> None:
+            self.stop()
+
+        task.add_done_callback(stop)
+        try:
+            self.run_forever()
+        finally:
+            task.remove_done_callback(stop)
+        if not task.done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+        return task.result()
+
+
 def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
     pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for task in pending:
@@ -78,7 +107,8 @@ def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
 @pytest.fixture
 def qloop(qapp: QApplication) -> Iterator[QtAsync]:
     """Yield a QtAsync over a fresh qasync loop set as the current asyncio loop."""
-    loop = qasync.QEventLoop(qapp)
+    collector = QtThreadGc()  # backend threads in these tests must not collect Qt objects
+    loop = _TestLoop(qapp)
     # plain threads for asyncio.to_thread: qasync's QThread executor leaves Qt
     # thread objects behind that a later test's event processing trips over
     executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="qloop")
@@ -91,6 +121,7 @@ def qloop(qapp: QApplication) -> Iterator[QtAsync]:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
+        collector.stop()
 
 
 @pytest.fixture(autouse=True)

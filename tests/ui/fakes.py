@@ -1,10 +1,10 @@
-"""A recording fake of app.ui.bridge.OrchestratorBridge for widget tests."""
+"""A recording fake that satisfies the app.ui.bridge.Bridge protocol, for widget tests."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -96,22 +96,22 @@ class FakeControls:
 
 
 class FakeBridge(QObject):
-    """Same signals and methods as OrchestratorBridge; records every command.
+    """A ``Bridge``; records every command.
 
     ``script[task_id]`` (or ``default_script``) lists the TaskEvents that
-    ``stream`` yields; ``delay`` paces them.
+    ``stream`` yields, one per batch; ``delay`` paces them.
     """
 
-    taskChanged = Signal(object)
-    poolChanged = Signal(object)
-    decisionMade = Signal(object)
+    tasksChanged = Signal(object)
+    poolsChanged = Signal(object)
+    decisionsMade = Signal(object)
     gpuChanged = Signal(object)
     errorRaised = Signal(str)
     sampled = Signal(object)
 
     def __init__(self, controls: FakeControls | None = None) -> None:
         super().__init__()
-        self.controls = controls or FakeControls()
+        self._controls = controls or FakeControls()
         self.commands: list[tuple[str, Any]] = []
         self.submitted: list[TaskRequest] = []
         self.pool_list: list[PoolView] = [pool_view("gpu0")]
@@ -125,6 +125,10 @@ class FakeBridge(QObject):
         self.background: set[asyncio.Task[Any]] = set()
         self.errors: list[str] = []
         self.errorRaised.connect(self.errors.append)
+
+    @property
+    def controls(self) -> FakeControls:
+        return self._controls
 
     def pools(self) -> list[PoolView]:
         return list(self.pool_list)
@@ -141,12 +145,15 @@ class FakeBridge(QObject):
     def gpu(self) -> GpuInventory:
         return self.inventory
 
-    def session(self, session_id: str) -> SessionInfo | None:
+    async def session(self, session_id: str) -> SessionInfo | None:
         return None
 
-    def submit(self, req: TaskRequest) -> AdmissionResponse:
+    def submit(self, req: TaskRequest) -> Coroutine[Any, Any, AdmissionResponse]:
         self.commands.append(("submit", req))
         self.submitted.append(req)
+        return self._admit(req)
+
+    async def _admit(self, req: TaskRequest) -> AdmissionResponse:
         if self.submit_error is not None:
             raise self.submit_error
         return AdmissionResponse(
@@ -157,28 +164,35 @@ class FakeBridge(QObject):
             session_id=req.session_id,
         )
 
-    async def stream(self, task_id: str) -> AsyncIterator[TaskEvent]:
+    async def stream(self, task_id: str) -> AsyncIterator[Sequence[TaskEvent]]:
         for event in self.script.get(task_id, self.default_script):
             if self.delay:
                 await asyncio.sleep(self.delay)
             else:
                 await asyncio.sleep(0)
-            yield event
+            yield [event]
 
-    def cancel(self, task_id: str) -> None:
+    # Commands record when called (as the widget calls them), and run when awaited.
+
+    def cancel(self, task_id: str) -> Coroutine[Any, Any, None]:
         self.commands.append(("cancel", task_id))
+        return _done()
 
-    def drain(self, pool_id: str, deadline_ms: int = 30_000) -> None:
+    def drain(self, pool_id: str, deadline_ms: int = 30_000) -> Coroutine[Any, Any, None]:
         self.commands.append(("drain", pool_id))
+        return _done()
 
-    def resume(self, pool_id: str) -> None:
+    def resume(self, pool_id: str) -> Coroutine[Any, Any, None]:
         self.commands.append(("resume", pool_id))
+        return _done()
 
-    def drain_all(self) -> None:
+    def drain_all(self) -> Coroutine[Any, Any, None]:
         self.commands.append(("drain_all", None))
+        return _done()
 
-    def resume_all(self) -> None:
+    def resume_all(self) -> Coroutine[Any, Any, None]:
         self.commands.append(("resume_all", None))
+        return _done()
 
     async def reload(self, pool_id: str, model_ref: str) -> ReloadResult:
         self.commands.append(("reload", (pool_id, model_ref)))
@@ -187,17 +201,26 @@ class FakeBridge(QObject):
     async def restart(self, pool_id: str) -> None:
         self.commands.append(("restart", pool_id))
 
-    def run(self, coro: Awaitable[Any], what: str) -> asyncio.Task[Any]:
+    def run(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        task.add_done_callback(lambda t: self._done(t, what))
         return task
+
+    def _done(self, task: asyncio.Task[Any], what: str) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.report_error(f"{what} failed: {exc}")
 
     def report_error(self, message: str) -> None:
         self.errorRaised.emit(message)
 
     def close(self) -> None:
         self.commands.append(("close", None))
+
+
+async def _done() -> None:
+    return None
 
 
 def new_task_id() -> str:

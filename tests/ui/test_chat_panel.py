@@ -7,11 +7,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QGuiApplication, QTextFormat
 from PySide6.QtTest import QTest
 
 from app.orchestrator.contracts import (
     AdmissionResponse,
+    ChatMessage,
     DecisionRecord,
     PlacementMode,
     PlacementOverrides,
@@ -22,7 +24,13 @@ from app.orchestrator.contracts import (
     TaskView,
 )
 from app.orchestrator.errors import OrchError, QueueFull
-from app.orchestrator.events import TaskEvent
+from app.orchestrator.events import (
+    END,
+    ERROR,
+    EndData,
+    EndEvent,
+    ErrorEvent,
+)
 from app.ui.chat_logic import (
     ChatOptions,
     answer_stats,
@@ -34,28 +42,9 @@ from app.ui.chat_logic import (
 from app.ui.chat_panel import ChatPanel, Conversation
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, pool_view
+from tests.ui.support import script, type_and_send
 
 TOKENS = [f"tok{i} " for i in range(200)]
-
-
-def script(tokens: list[str], pool_id: str = "gpu0") -> list[TaskEvent]:
-    started = {
-        "queue_position": 0,
-        "predicted_start_ms": 0,
-        "pool_id": pool_id,
-        "correlation_id": "c-1",
-    }
-    end = {
-        "tokens_out": len(tokens),
-        "decode_time_ms": 500,
-        "decode_ms": 500,
-        "finish_reason": "stop",
-    }
-    return [
-        TaskEvent("started", started),
-        *(TaskEvent("token", {"t": t, "i": i}) for i, t in enumerate(tokens)),
-        TaskEvent("end", end),
-    ]
 
 
 class StepClock:
@@ -75,21 +64,13 @@ def make_panel(qtbot: Any) -> Iterator[Callable[..., ChatPanel]]:
     alive: list[ChatPanel] = []
 
     def build(bridge: FakeBridge, **kw: Any) -> ChatPanel:
-        panel = ChatPanel(bridge, **kw)
+        panel = ChatPanel(bridge, **kw)  # type: ignore[arg-type]
         qtbot.addWidget(panel)
         alive.append(panel)
         return panel
 
     yield build
     alive.clear()
-
-
-def type_and_send(conv: Conversation, text: str, qloop: QtAsync) -> None:
-    """Send ``text`` and let the loop start the stream task (Qt events processed later
-    outside the loop must not be the first to step it)."""
-    conv.prompt.setPlainText(text)
-    conv.send_button.click()
-    qloop.sleep(0.01)
 
 
 def transcript(conv: Conversation) -> str:
@@ -122,12 +103,13 @@ def test_placement_modes_map_to_overrides() -> None:
 
 def test_build_request_targets_and_history() -> None:
     opts = ChatOptions(target="pool:gpu1", priority=Priority.BATCH, seed=7, max_tokens=9)
-    req = build_request([], "hi", opts, "s-1")
+    req = build_request([ChatMessage(role="user", content="hi")], opts, "s-1")
     assert req.model_ref == "gpu1"
     assert req.priority is Priority.BATCH
     assert (req.seed, req.max_tokens, req.session_id) == (7, 9, "s-1")
-    assert build_request([], "hi", ChatOptions(target="model:qwen"), "s").model_ref == "qwen"
-    assert build_request([], "hi", ChatOptions(), "s").model_ref is None
+    hi = [ChatMessage(role="user", content="hi")]
+    assert build_request(hi, ChatOptions(target="model:qwen"), "s").model_ref == "qwen"
+    assert build_request(hi, ChatOptions(), "s").model_ref is None
 
 
 def test_tab_titles_are_short() -> None:
@@ -141,7 +123,12 @@ def test_seed_parsing_and_answer_stats() -> None:
     for bad in ("-1", "x", str(2**32)):
         with pytest.raises(ValueError, match="Seed"):
             parse_seed(bad)
-    end = {"tokens_out": 64, "decode_time_ms": 800, "finish_reason": "stop"}
+    end: EndData = {
+        "tokens_out": 64,
+        "decode_time_ms": 800,
+        "decode_ms": 800,
+        "finish_reason": "stop",
+    }
     assert answer_stats(35.2, end) == "TTFT 35 ms · 80.0 tokens/s · 64 tokens · stop"
 
 
@@ -166,7 +153,8 @@ def test_send_builds_the_request_from_the_pickers(make_panel: Any, qloop: QtAsyn
     assert req.model_ref == "llama"
     assert req.priority is Priority.BATCH
     assert req.placement == PlacementOverrides(mode=PlacementMode.PIN, pin_pool_id="gpu1")
-    assert (req.seed, req.max_tokens, req.temperature) == (1234, 77, pytest.approx(0.3))
+    assert (req.seed, req.max_tokens) == (1234, 77)
+    assert req.temperature == pytest.approx(0.3)
     assert req.session_id == conv.session_id
     assert conv.prompt.toPlainText() == ""
 
@@ -197,7 +185,8 @@ def test_prefer_without_a_ticked_pool_is_refused_inline(make_panel: Any, qloop: 
     conv.mode.setCurrentIndex(conv.mode.findData("prefer"))
     type_and_send(conv, "x", qloop)
     assert bridge.submitted == []
-    assert "needs at least one ticked pool" in transcript(conv)
+    assert "needs at least one ticked pool" in conv.error_bar.sentence.text()
+    assert conv.error_bar.isVisibleTo(conv)
     assert conv.prompt.toPlainText() == "x"
 
 
@@ -212,7 +201,7 @@ def test_multi_turn_sends_the_conversation_in_one_session(make_panel: Any, qloop
         kv_warmth=True,
         budgets=SessionBudgets(),
     )
-    bridge.session = lambda _sid: info  # type: ignore[method-assign]
+    bridge.session = lambda session_id: info  # type: ignore[method-assign]
     conv = make_panel(bridge).current()
     type_and_send(conv, "first", qloop)
     qloop.wait_until(lambda: not conv.busy)
@@ -229,17 +218,47 @@ def test_multi_turn_sends_the_conversation_in_one_session(make_panel: Any, qloop
     assert "session expired" not in transcript(conv)
 
 
-def test_an_expired_session_starts_a_new_one_with_a_notice(make_panel: Any, qloop: QtAsync) -> None:
-    bridge = FakeBridge()  # its session() always answers None: expired
+def test_a_session_out_of_turns_is_continued_in_a_new_session(
+    make_panel: Any, qloop: QtAsync
+) -> None:
+    class TurnLimited(FakeBridge):
+        def submit(self, req: TaskRequest) -> AdmissionResponse:
+            if len(self.submitted) == 1 and req.session_id == self.submitted[0].session_id:
+                self.submitted.append(req)
+                raise OrchError("ADMISSION_REJECT", "session has used all 1 turns", status=400)
+            return super().submit(req)
+
+    bridge = TurnLimited()
     bridge.default_script = script(["ok"])
     conv = make_panel(bridge).current()
     type_and_send(conv, "first", qloop)
     qloop.wait_until(lambda: not conv.busy)
     type_and_send(conv, "second", qloop)
-    first, second = bridge.submitted
-    assert first.session_id != second.session_id == conv.session_id
-    assert "The session expired" in transcript(conv)
+    qloop.wait_until(lambda: not conv.busy)
+    first, refused, second = bridge.submitted
+    assert first.session_id == refused.session_id != second.session_id == conv.session_id
     assert second.messages is not None and len(second.messages) == 3
+    assert conv.error_bar.isHidden()
+
+
+def test_enter_sends_and_shift_enter_makes_a_new_line(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    panel = make_panel(bridge)
+    panel.show()
+    panel.activateWindow()
+    assert QTest.qWaitForWindowActive(panel, 2000)
+    conv = panel.current()
+    conv.prompt.setFocus()
+    QTest.keyClicks(conv.prompt, "line one")
+    QTest.keyClick(conv.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    QTest.keyClicks(conv.prompt, "line two")
+    assert bridge.submitted == []
+    assert conv.prompt.toPlainText() == "line one\nline two"
+    QTest.keyClick(conv.prompt, Qt.Key.Key_Return)
+    qloop.wait_until(lambda: not conv.busy)
+    [req] = bridge.submitted
+    assert req.messages is not None and req.messages[-1].content == "line one\nline two"
+    assert conv.prompt.toPlainText() == ""
 
 
 def test_ctrl_enter_sends(make_panel: Any, qloop: QtAsync) -> None:
@@ -267,8 +286,9 @@ def test_a_scripted_stream_renders_coalesced(make_panel: Any, qloop: QtAsync) ->
     conv.transcript.document().contentsChange.connect(lambda *_: changes.append(1))
     type_and_send(conv, "go", qloop)
     qloop.wait_until(lambda: not conv.busy)
-    assert "".join(TOKENS) in transcript(conv)
+    assert "".join(TOKENS).strip() in transcript(conv)
     assert 1 <= conv.transcript.flushes <= 10
+    assert conv.transcript.renders == 1  # the finished answer, once
     assert len(changes) < 30 < len(TOKENS)
     assert conv.last_stats == "TTFT 100 ms · 400.0 tokens/s · 200 tokens · stop"
     assert conv.last_stats in transcript(conv)
@@ -285,14 +305,14 @@ def test_paced_tokens_are_flushed_on_the_timer_not_per_token(
     conv = make_panel(bridge).current()
     type_and_send(conv, "go", qloop)
     qloop.wait_until(lambda: not conv.busy)
-    assert "".join(tokens) in transcript(conv)
+    assert "".join(tokens).strip() in transcript(conv)
     assert 1 < conv.transcript.flushes < len(tokens) / 3
 
 
 def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAsync) -> None:
     class Queued(FakeBridge):
-        def submit(self, req: TaskRequest) -> AdmissionResponse:
-            super().submit(req)
+        async def submit(self, req: TaskRequest) -> AdmissionResponse:
+            await super().submit(req)
             record = DecisionRecord(
                 at=0.0,
                 task_id=str(req.task_id),
@@ -322,7 +342,7 @@ def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAs
     bridge.delay = 0.2
     conv = make_panel(bridge).current()
     type_and_send(conv, "go", qloop)
-    assert conv.status.text() == "Queued on gpu1 at position 3; predicted start in ~1.5 s"
+    assert conv.status.text() == "4th in line on gpu1, about 2 s"
     moved = TaskView(
         task_id=str(conv.task_id),
         state="queued",
@@ -342,11 +362,13 @@ def test_queued_status_then_started_pool_and_reason(make_panel: Any, qloop: QtAs
         error=None,
         decision_summary="",
     )
-    bridge.taskChanged.emit(moved)
-    assert conv.status.text() == "Queued on gpu1 at position 1; predicted start in ~1.5 s"
-    qloop.wait_until(lambda: conv.status.text().startswith("Running"))
+    bridge.tasksChanged.emit((moved,))
+    assert conv.status.text().startswith("2nd in line on gpu1, about ")
+    assert "starting" not in conv.status.text().lower()
+    qloop.wait_until(lambda: conv.status.text().startswith("Starting on gpu1"))
+    qloop.wait_until(lambda: conv.status.text().startswith("Answering on gpu1"))
     assert "gpu1: most free VRAM; gpu0 skipped: device mask" in conv.status.text()
-    assert "on gpu1 · why: gpu1: most free VRAM" in transcript(conv)
+    assert "Assistant · on gpu1" in transcript(conv)
     qloop.wait_until(lambda: not conv.busy)
 
 
@@ -354,50 +376,88 @@ def test_an_error_event_is_shown_with_code_and_message(make_panel: Any, qloop: Q
     bridge = FakeBridge()
     bridge.default_script = [
         *script(["partial"])[:-1],
-        TaskEvent(
-            "error", {"code": "WORKER_RESET", "message": "engine process exited", "retriable": True}
+        ErrorEvent(
+            ERROR,
+            {
+                "code": "WORKER_RESET",
+                "message": "engine process exited",
+                "retriable": True,
+                "engine": None,
+                "pool_id": None,
+                "retry_after_ms": None,
+            },
         ),
     ]
     conv = make_panel(bridge).current()
     type_and_send(conv, "go", qloop)
     qloop.wait_until(lambda: not conv.busy)
-    text = transcript(conv)
-    assert "partial" in text
-    assert "Error WORKER_RESET: engine process exited (retriable)" in text
-    assert conv.status.text() == "Failed: WORKER_RESET"
+    assert "partial" in transcript(conv)
+    bar = conv.error_bar
+    assert bar.sentence.text().startswith("The engine of the pool restarted while answering")
+    assert bar.action_button.text() == "Try again"
+    assert bar.details.isHidden()
+    bar.details_button.click()
+    assert bar.details.text() == "WORKER_RESET: engine process exited"
+    assert "WORKER_RESET" not in bar.sentence.text()
+    assert conv.status.text() == "The answer failed."
 
 
-@pytest.mark.parametrize(
-    ("error", "expected"),
-    [
-        (
-            QueueFull(
-                "queue 'interactive' of pool gpu0 is full (16 tasks)",
-                pool_id="gpu0",
-                engine="llamacpp",
-                retry_after_ms=1200,
-                policy_label="reject",
-            ),
-            "Not sent — queue 'interactive' of pool gpu0 is full (16 tasks) "
-            "(ADMISSION_REJECT, HTTP 429). Try again in about 1.2 s.",
-        ),
-        (
-            OrchError("POOL_UNAVAILABLE", "no pool can take this task", status=503),
-            "Not sent — no pool can take this task (POOL_UNAVAILABLE, HTTP 503).",
-        ),
-    ],
-)
-def test_a_refused_submit_is_shown_inline(
-    make_panel: Any, qloop: QtAsync, error: OrchError, expected: str
+def test_a_full_queue_is_explained_with_its_wait_and_settings(
+    make_panel: Any, qloop: QtAsync
 ) -> None:
     bridge = FakeBridge()
-    bridge.submit_error = error
+    bridge.submit_error = QueueFull(
+        "queue for pool gpu0 (interactive) is full: 16 of 16",
+        pool_id="gpu0",
+        engine="llamacpp",
+        retry_after_ms=1200,
+        policy_label="reject",
+    )
     conv = make_panel(bridge).current()
     type_and_send(conv, "please", qloop)
-    assert expected in transcript(conv)
+    bar = conv.error_bar
+    assert bar.sentence.text() == (
+        "The queue of pool gpu0 is full. Wait about 1 s and send again, or raise the queue "
+        "size in Settings."
+    )
+    assert bar.action_button.text() == "Open Settings"
+    assert "HTTP" not in bar.sentence.text() and "429" not in bar.sentence.text()
     assert conv.prompt.toPlainText() == "please"
-    assert conv.history == []
+    assert conv.history == [] and conv.chat_id is None
     assert not conv.busy and conv.send_button.isEnabled()
+
+
+def test_a_paused_pool_offers_resume(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    bridge.pool_list = [pool_view("demo", draining=True)]
+    bridge.submit_error = OrchError(
+        "POOL_UNAVAILABLE",
+        "no pool: no pool is feasible; demo skipped: draining; check GET /v1/pools",
+        status=503,
+    )
+    panel = make_panel(bridge)
+    asked: list[str] = []
+    panel.navigate.connect(asked.append)
+    conv = panel.current()
+    type_and_send(conv, "please", qloop)
+    bar = conv.error_bar
+    assert bar.sentence.text() == "Pool demo is paused. Resume it to get an answer."
+    assert "GET /" not in bar.sentence.text()
+    assert bar.action_button.text() == "Resume the pool"
+    bar.action_button.click()
+    assert ("resume", "demo") in bridge.commands
+    assert bar.isHidden() and asked == []
+
+
+def test_no_pool_for_the_model_opens_models(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    bridge.submit_error = OrchError("POOL_UNAVAILABLE", "no pool serves 'x'", status=503)
+    panel = make_panel(bridge)
+    asked: list[str] = []
+    panel.navigate.connect(asked.append)
+    type_and_send(panel.current(), "please", qloop)
+    panel.current().error_bar.action_button.click()
+    assert asked == ["open_models"]
 
 
 # ---------------------------------------------------------------- cancel
@@ -418,7 +478,7 @@ def test_cancel_button_sends_cancel(make_panel: Any, qloop: QtAsync) -> None:
     assert conv.cancel_button.isEnabled()
     conv.cancel_button.click()
     assert ("cancel", task_id) in bridge.commands
-    assert conv.status.text() == "Canceling…"
+    assert conv.status.text() == "Stopping…"
 
 
 def test_escape_sends_cancel(make_panel: Any, qloop: QtAsync) -> None:
@@ -438,14 +498,14 @@ def test_escape_sends_cancel(make_panel: Any, qloop: QtAsync) -> None:
 def test_a_canceled_end_keeps_the_partial_answer(make_panel: Any, qloop: QtAsync) -> None:
     bridge = FakeBridge()
     events = script(["so", " far"])
-    events[-1] = TaskEvent(
-        "end", {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "canceled"}
+    events[-1] = EndEvent(
+        END, {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "canceled"}
     )
     bridge.default_script = events
     conv = make_panel(bridge).current()
     type_and_send(conv, "go", qloop)
     qloop.wait_until(lambda: not conv.busy)
-    assert conv.status.text() == "Canceled."
+    assert conv.status.text() == "Stopped."
     assert conv.history[-1].content == "so far"
 
 
@@ -458,7 +518,7 @@ def test_conversations_in_tabs_have_their_own_sessions(make_panel: Any, qloop: Q
     first = panel.current()
     second = panel.new_conversation()
     assert panel.tabs.count() == 2 and panel.current() is second
-    assert panel.tabs.tabText(1) == "Chat 2"
+    assert panel.tabs.tabText(1) == "New chat"
     type_and_send(second, "Why is the sky blue?", qloop)
     assert panel.tabs.tabText(1) == "Why is the sky blue?"
     assert first.session_id != second.session_id
@@ -495,8 +555,46 @@ def test_new_pools_appear_in_the_pickers(make_panel: Any, qloop: QtAsync) -> Non
     conv = panel.current()
     conv.target.setCurrentIndex(conv.target.findData("pool:gpu0"))
     bridge.pool_list = two_pools()
-    bridge.poolChanged.emit(bridge.pool_list[1])
+    bridge.poolsChanged.emit((bridge.pool_list[1],))
     assert conv.target.findData("pool:gpu1") >= 0
     assert conv.target.findData("model:llama") >= 0
     assert conv.target.currentData() == "pool:gpu0"
     assert conv.pool_choice.count() == 2
+
+
+def test_copy_regenerate_and_edit_the_last_message(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    bridge.default_script = script(["Paris"])
+    conv = make_panel(bridge).current()
+    assert not conv.regenerate_button.isEnabled() and not conv.edit_button.isEnabled()
+    type_and_send(conv, "Capital of France?", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    conv.transcript.anchorClicked.emit(QUrl("copy:1"))
+    assert QGuiApplication.clipboard().text() == "Paris"
+    conv.regenerate_button.click()
+    qloop.wait_until(lambda: not conv.busy)
+    assert len(bridge.submitted) == 2
+    assert [m.content for m in bridge.submitted[1].messages or []] == ["Capital of France?"]
+    assert [m.content for m in conv.history] == ["Capital of France?", "Paris"]
+    assert conv.transcript.toPlainText().count("Paris") == 1
+    conv.edit_button.click()
+    assert conv.prompt.toPlainText() == "Capital of France?" and conv.history == []
+    conv.prompt.setPlainText("Capital of Italy?")
+    conv.send_button.click()
+    qloop.wait_until(lambda: not conv.busy)
+    assert [m.content for m in bridge.submitted[2].messages or []] == ["Capital of Italy?"]
+    assert "France" not in conv.transcript.toPlainText()
+
+
+def test_markdown_answers_render_code_blocks(make_panel: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    bridge.default_script = script(["Use **this**:\n\n", "```python\n", "print('hi')\n", "```\n"])
+    conv = make_panel(bridge).current()
+    type_and_send(conv, "code please", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    text = conv.transcript.toPlainText()
+    assert "Use this:" in text and "print('hi')" in text and "```" not in text
+    doc = conv.transcript.document()
+    block = doc.findBlock(text.index("print('hi')"))
+    assert block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence)
+    assert conv.transcript.renders == 1

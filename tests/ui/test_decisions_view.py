@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.orchestrator.contracts import CandidateRecord, DecisionRecord, PlacementMode, Priority
+from app.orchestrator.contracts import (
+    CandidateRecord,
+    DecisionRecord,
+    PlacementMode,
+    Priority,
+    TaskRequest,
+)
+from app.orchestrator.tasks import prompt_start
 from app.ui.decisions_view import MAX_ROWS, DecisionsView
+from app.ui.main_window import MainWindow
 from tests.ui.fakes import FakeBridge
 
 
@@ -38,17 +46,17 @@ def decision(task_id: str, selected: str | None = "gpu1", **kw: Any) -> Decision
 def make_view(qtbot: Any, records: list[DecisionRecord]) -> tuple[DecisionsView, FakeBridge]:
     bridge = FakeBridge()
     bridge.decision_list = records
-    view = DecisionsView(bridge)  # type: ignore[arg-type]
+    view = DecisionsView(bridge)
     qtbot.addWidget(view)
     return view, bridge
 
 
 def test_lists_initial_decisions_and_new_ones_on_top(qtbot: Any) -> None:
     view, bridge = make_view(qtbot, [decision("bbbbbbbb-2"), decision("aaaaaaaa-1")])
-    bridge.decisionMade.emit(decision("cccccccc-3", selected=None, candidates=[]))
+    bridge.decisionsMade.emit((decision("cccccccc-3", selected=None, candidates=[]),))
     assert view.visible_task_ids() == ["cccccccc-3", "bbbbbbbb-2", "aaaaaaaa-1"]
-    assert view.model.data(view.model.index(0, 4)) == "refused: no_feasible_pool"
-    assert view.model.data(view.model.index(1, 4)) == "gpu1"
+    assert view.model.data(view.model.index(0, 2)) == "refused: no_feasible_pool"
+    assert view.model.data(view.model.index(1, 2)) == "gpu1"
     assert view.model.data(view.model.index(1, 1)) == "bbbbbbbb"
 
 
@@ -80,7 +88,7 @@ def test_a_queue_full_refusal_shows_as_refused_not_selected(qtbot: Any) -> None:
         ],
     )  # fmt: skip
     view, _ = make_view(qtbot, [refused, decision("task-8")])
-    assert view.model.data(view.model.index(0, 4)) == "refused: queue_full on gpu1"
+    assert view.model.data(view.model.index(0, 2)) == "refused: queue_full on gpu1"
     view.set_outcome_filter("refused")
     assert view.visible_task_ids() == ["task-9"]
     assert view.select_task("task-9")
@@ -93,8 +101,8 @@ def test_outcome_filter_keeps_matching_decisions(qtbot: Any) -> None:
     view, bridge = make_view(qtbot, records)
     view.set_outcome_filter("refused")
     assert view.visible_task_ids() == ["t2"]
-    bridge.decisionMade.emit(decision("t4"))
-    bridge.decisionMade.emit(decision("t5", selected=None, candidates=[]))
+    bridge.decisionsMade.emit((decision("t4"),))
+    bridge.decisionsMade.emit((decision("t5", selected=None, candidates=[]),))
     assert view.visible_task_ids() == ["t5", "t2"]
     view.set_outcome_filter("admitted")
     assert view.visible_task_ids() == ["t4", "t3", "t1"]
@@ -114,8 +122,31 @@ def test_filtered_out_decision_cannot_be_selected(qtbot: Any) -> None:
 def test_table_is_bounded(qtbot: Any) -> None:
     view, bridge = make_view(qtbot, [])
     for i in range(MAX_ROWS + 25):
-        bridge.decisionMade.emit(decision(f"task-{i}", candidates=[]))
+        bridge.decisionsMade.emit((decision(f"task-{i}", candidates=[]),))
     assert view.model.rowCount() == MAX_ROWS
     ids = view.visible_task_ids()
     assert ids[0] == f"task-{MAX_ROWS + 24}"
     assert ids[-1] == "task-25"
+
+
+def test_rows_name_the_chat_or_the_prompt(qtbot: Any, qloop: Any) -> None:
+    long = TaskRequest(prompt="Explain   the placement\npolicy " + "in detail " * 20)
+    assert prompt_start(long).startswith("Explain the placement policy in detail")
+    assert len(prompt_start(long)) <= 60 and prompt_start(long).endswith("…")
+
+    view, bridge = make_view(qtbot, [decision("api-task-1")])
+    view.model.set_label("api-task-1", "Summarise this log file")
+    assert view.model.data(view.model.index(0, 1)) == "Summarise this log file"
+    header = view.table.horizontalHeader()
+    assert header.sectionResizeMode(1).name == "Stretch"  # the prompt gets the width
+
+    window = MainWindow(bridge, tray_available=lambda: False)
+    qtbot.addWidget(window)
+    conv = window.chat.current()
+    conv.prompt.setPlainText("Which GPU should run a 7B model?")
+    conv.send_button.click()
+    qloop.sleep(0.01)  # the submit runs on the loop
+    task_id = str(bridge.submitted[0].task_id)
+    bridge.decisionsMade.emit((decision(task_id),))
+    model = window.decisions.model
+    assert model.data(model.index(0, 1)) == "Chat: Which GPU should run a 7B model?"

@@ -1,4 +1,5 @@
-"""The window on a real qasync loop with a real Orchestrator, mock pool and API server."""
+"""The window on a real qasync loop; the real Orchestrator, mock pool and API server on the
+backend's own thread and loop, reached through the EmbeddedBridge."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from app.api.settings import ApiSettings
 from app.engine_host.mock import MockEngine, MockSpec
 from app.orchestrator.service import Orchestrator
 from app.ui.app import install_error_handlers, run_gui
-from app.ui.bridge import OrchestratorBridge
+from app.ui.backend_thread import BackendThread
+from app.ui.bridge import Bridge
 from app.ui.chat_panel import ChatPanel
+from app.ui.embedded_bridge import EmbeddedBridge
 from app.ui.main_window import MainWindow
 from app.ui.tasks_view import TasksView
 from tests.ui.conftest import QtAsync
@@ -61,12 +64,19 @@ class Backend:
         await self.orch.shutdown(deadline_s=1.0)
 
 
+async def start_backend() -> tuple[Backend, Any]:
+    b = await Backend.start()
+    return b, b.stop
+
+
 @pytest.fixture
-def backend(qloop: QtAsync) -> Iterator[Backend]:
-    b = qloop.run(Backend.start())
-    qloop.wait_until(lambda: b.orch.pool_view("mock0").ready)
-    yield b
-    qloop.run(b.stop(), timeout=10)
+def threaded(qloop: QtAsync) -> Iterator[tuple[Backend, BackendThread[Backend]]]:
+    """A started Backend on its own thread (stopped, thread joined, at teardown)."""
+    thread = BackendThread(start_backend)
+    b = thread.start(timeout=30)
+    yield b, thread
+    thread.stop(timeout=20)
+    assert not thread.serving
 
 
 async def lan_client(url: str) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
@@ -90,15 +100,19 @@ async def lan_client(url: str) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
 
 
 def test_gui_chat_and_a_lan_client_stream_at_the_same_time(
-    qtbot: Any, qloop: QtAsync, backend: Backend
+    qtbot: Any, qloop: QtAsync, threaded: tuple[Backend, BackendThread[Backend]]
 ) -> None:
-    bridge = OrchestratorBridge(
-        backend.orch, UrlControls(backend.server.url), sample_interval_ms=100
+    backend, thread = threaded
+    bridge = EmbeddedBridge(
+        backend.orch, UrlControls(backend.server.url), thread, sample_interval_s=0.1
     )
+    qloop.wait_until(lambda: all(p.ready for p in bridge.pools()))
     panel = ChatPanel(bridge)
     tasks = TasksView(bridge)
     qtbot.addWidget(panel)
     qtbot.addWidget(tasks)
+    panel.show()
+    tasks.show()
     conv = panel.current()
     conv.max_tokens.setValue(TOKENS)
     conv.prompt.setPlainText("hello from the window")
@@ -107,12 +121,15 @@ def test_gui_chat_and_a_lan_client_stream_at_the_same_time(
         conv.send_button.click()
 
     qloop.run(click_send())
+    qloop.wait_until(lambda: conv.task_id is not None)  # the submit crossed to the backend
+    qloop.sleep(0.01)  # let the loop take the first step of the stream task
     gui_task = conv.task_id
     assert gui_task is not None
 
     overlap: list[bool] = []
 
     def watch() -> None:  # sampled while both run: the GUI answer is still streaming
+        panel.grab()  # the window renders while the backend serves the LAN client
         overlap.append(
             conv.busy
             and any(t.state == "streaming" and t.identity != "gui" for t in bridge.tasks())
@@ -137,6 +154,7 @@ def test_gui_chat_and_a_lan_client_stream_at_the_same_time(
     assert f"{TOKENS} tokens · length" in conv.last_stats
     assert conv.transcript.flushes < TOKENS / 3
 
+    qloop.wait_until(lambda: sum(t.state == "done" for t in bridge.tasks()) == 2, timeout=5)
     views = {t.task_id: t for t in bridge.tasks()}
     assert views[gui_task].state == views[lan_task].state == "done"
     assert views[gui_task].identity == "gui" and views[lan_task].identity != "gui"
@@ -150,7 +168,7 @@ def test_gui_chat_and_a_lan_client_stream_at_the_same_time(
 def window_factory(tmp_path: Path, quit_after_ms: int) -> Any:
     built: list[MainWindow] = []
 
-    def factory(bridge: OrchestratorBridge, banner: str | None) -> MainWindow:
+    def factory(bridge: Bridge, banner: str | None) -> MainWindow:
         window = MainWindow(
             bridge,
             banner=banner,
@@ -204,7 +222,7 @@ def test_run_gui_reports_a_start_failure_and_returns_1(qapp: Any) -> None:
 
 
 class Raiser(QObject):
-    @asyncSlot()
+    @asyncSlot()  # type: ignore[untyped-decorator]
     async def boom(self) -> None:
         raise RuntimeError("slot exploded")
 
@@ -212,7 +230,7 @@ class Raiser(QObject):
 def test_errors_from_async_slots_and_loop_callbacks_reach_the_bridge(qloop: QtAsync) -> None:
     bridge = FakeBridge()
     before = sys.excepthook
-    restore = install_error_handlers(qloop.loop, bridge)  # type: ignore[arg-type]
+    restore = install_error_handlers(qloop.loop, bridge)
     try:
         Raiser().boom()
         qloop.wait_until(lambda: bridge.errors)

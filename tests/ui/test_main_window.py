@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QMenu, QWidget
 
 from app.config import parse_settings
 from app.orchestrator.contracts import Priority, TaskView
+from app.ui.bridge import CoreSample
 from app.ui.main_window import MainWindow
 from app.ui.settings_dialog import SettingsDialog
 from tests.ui.conftest import QtAsync
@@ -65,7 +66,7 @@ def make_window(qtbot: Any, tmp_path: Path) -> Iterator[Callable[..., MainWindow
     def build(bridge: FakeBridge, **kw: Any) -> MainWindow:
         kw.setdefault("tray_available", lambda: False)
         kw.setdefault("settings", QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
-        window = MainWindow(bridge, **kw)  # type: ignore[arg-type]
+        window = MainWindow(bridge, **kw)
         qtbot.addWidget(window)
         alive.append(window)
         return window
@@ -87,7 +88,9 @@ def test_builds_with_every_tab_menu_and_the_api_url(
     assert titles == ["Pools", "Chat", "Decisions", "Metrics", "Tasks & logs"]
     menu_texts = [a.text() for a in window.menuBar().actions()]
     assert menu_texts == ["&File", "&View"]
-    file_actions = [a.text() for a in window.menuBar().actions()[0].menu().actions()]
+    file_menu = window.menuBar().actions()[0].menu()
+    assert isinstance(file_menu, QMenu)
+    file_actions = [a.text() for a in file_menu.actions()]
     assert file_actions == ["&Settings…", "Pause admissions", "", "&Quit"]
     assert window.api_label.text() == "API: http://127.0.0.1:8080"
     assert window.banner is None
@@ -122,7 +125,7 @@ def test_banner_is_shown_and_dismissible(
 
 
 def test_pause_admissions_drains_all_then_resumes(
-    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+    bridge: FakeBridge, make_window: Callable[..., MainWindow], qloop: QtAsync
 ) -> None:
     window = make_window(bridge)
     window.pause_action.trigger()
@@ -203,3 +206,23 @@ def test_geometry_and_tab_are_remembered(
     second = make_window(FakeBridge(bridge.controls))
     assert second.tabs.currentIndex() == 3
     assert (second.width(), second.height()) == (640, 480)
+
+
+def test_tray_and_pools_view_show_one_token_rate(
+    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+) -> None:
+    window = make_window(bridge)
+    for at, tokens in ((10.0, 0), (12.0, 84)):
+        bridge.sampled.emit(
+            CoreSample(
+                at=at,
+                pools=bridge.pools(),
+                gpu=bridge.gpu(),
+                counters={"started": 0, "rejected": 0, "canceled": 0, "enqueued": 0},
+                tokens_out={"gpu0": tokens},
+                ttfts=[],
+            )
+        )
+    assert window.tray.rates is window.pools_view.rates
+    assert window.pools_view.rates.rates == {"gpu0": 42.0}
+    assert "42.0 tokens/s" in window.tray.tooltip

@@ -42,7 +42,7 @@ def sample(
 
 @pytest.fixture
 def view(qtbot: Any) -> MetricsView:
-    widget = MetricsView(FakeBridge())  # type: ignore[arg-type]
+    widget = MetricsView(FakeBridge())
     qtbot.addWidget(widget)
     return widget
 

@@ -33,7 +33,7 @@ def sample(bridge: FakeBridge, at: float, tokens: dict[str, int]) -> CoreSample:
 
 
 def make_view(qtbot: Any, bridge: FakeBridge, chooser: Any = None) -> PoolsView:
-    view = PoolsView(bridge, choose_model=chooser)
+    view = PoolsView(bridge, choose_model=chooser)  # type: ignore[arg-type]
     qtbot.addWidget(view)
     return view
 
@@ -100,7 +100,9 @@ def test_ready_to_failed_shows_the_failed_badge_and_detail_in_place(qtbot: Any) 
     card = view.pool_cards["gpu0"][0]
     assert card.badge.text() == "ready"
     assert card.detail.isHidden()
-    bridge.poolChanged.emit(pool_view("gpu0", state="failed", detail="engine exited with code 1"))
+    bridge.poolsChanged.emit(
+        (pool_view("gpu0", state="failed", detail="engine exited with code 1"),)
+    )
     assert view.pool_cards["gpu0"][0] is card  # updated in place, not rebuilt
     assert card.badge.text() == "failed"
     assert "#c0392b" in card.badge.styleSheet()
@@ -165,14 +167,14 @@ def test_no_gpu_shows_the_inventory_hint(qtbot: Any) -> None:
 # ---------------------------------------------------------------- actions
 
 
-def test_drain_then_resume_send_commands(qtbot: Any) -> None:
+def test_drain_then_resume_send_commands(qtbot: Any, qloop: QtAsync) -> None:
     bridge = FakeBridge()
     view = make_view(qtbot, bridge)
     card = view.pool_cards["gpu0"][0]
     assert card.drain_button.text() == "Drain"
     card.drain_button.click()
     assert bridge.commands == [("drain", "gpu0")]
-    bridge.poolChanged.emit(pool_view("gpu0", draining=True))
+    bridge.poolsChanged.emit((pool_view("gpu0", draining=True),))
     assert card.drain_button.text() == "Resume"
     assert card.badge.text() == "draining"
     card.drain_button.click()

@@ -33,7 +33,7 @@ def controls(tmp_path: Path) -> DirControls:
 
 
 def open_dialog(qtbot: Any, controls: DirControls) -> SettingsDialog:
-    dialog = SettingsDialog(FakeBridge(controls))  # type: ignore[arg-type]
+    dialog = SettingsDialog(FakeBridge(controls))
     dialog.env = {}
     qtbot.addWidget(dialog)
     return dialog

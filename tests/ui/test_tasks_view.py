@@ -61,7 +61,7 @@ def log_file(tmp_path: Path) -> Path:
 def make_view(qtbot: Any, log_file: Path, tasks: list[TaskView]) -> tuple[TasksView, FakeBridge]:
     bridge = FakeBridge(LogControls(log_file))
     bridge.task_list = tasks
-    view = TasksView(bridge)  # type: ignore[arg-type]
+    view = TasksView(bridge)
     qtbot.addWidget(view)
     return view, bridge
 
@@ -85,7 +85,7 @@ def test_task_changes_are_coalesced(qtbot: Any, log_file: Path) -> None:
     inserts: list[int] = []
     view.model.rowsInserted.connect(lambda *_: inserts.append(1))
     for i in range(50):
-        view.bridge.taskChanged.emit(task("t1", "streaming", tokens_out=i))
+        view.bridge.tasksChanged.emit((task("t1", "streaming", tokens_out=i),))
     assert view.model.rowCount() == 0  # nothing applied per event
     qtbot.waitUntil(lambda: view.model.rowCount() == 1, timeout=2000)
     assert view.model.cell(0, 5) == "49"
@@ -101,7 +101,9 @@ def test_sample_refreshes_from_the_bridge(qtbot: Any, log_file: Path) -> None:
     assert view.model.cell(1, 5) == "64"
 
 
-def test_cancel_sends_cancel_for_a_live_task_only(qtbot: Any, log_file: Path) -> None:
+def test_cancel_sends_cancel_for_a_live_task_only(
+    qtbot: Any, qloop: QtAsync, log_file: Path
+) -> None:
     view, bridge = make_view(qtbot, log_file, [task("live-1", created=2.0),
                                                 task("done-1", "done", created=1.0)])  # fmt: skip
     assert view.select_task("done-1")

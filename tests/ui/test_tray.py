@@ -20,6 +20,7 @@ from app.ui.tray import (
     tray_status,
     tray_tooltip,
 )
+from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, FakeControls, pool_view
 
 IDLE = pool_view("a")
@@ -89,20 +90,20 @@ def bridge() -> FakeBridge:
 def parts(qtbot: Any, bridge: FakeBridge) -> Iterator[tuple[QWidget, QAction, QAction]]:
     window = QWidget()
     qtbot.addWidget(window)
-    pause = PauseAdmissions(bridge, window)  # type: ignore[arg-type]
+    pause = PauseAdmissions(bridge, window)
     quit_action = QAction("Quit", window)
     yield window, pause, quit_action
 
 
 def make_tray(bridge: FakeBridge, parts: Any, available: bool) -> Tray:
     window, pause, quit_action = parts
-    return Tray(bridge, window, pause, quit_action, available=lambda: available)  # type: ignore[arg-type]
+    return Tray(bridge, window, pause, quit_action, available=lambda: available)
 
 
 def test_without_a_system_tray_it_degrades_quietly(bridge: FakeBridge, parts: Any) -> None:
     assert not QSystemTrayIcon.isSystemTrayAvailable()  # offscreen has no tray
     window, pause, quit_action = parts
-    tray = Tray(bridge, window, pause, quit_action)  # type: ignore[arg-type]
+    tray = Tray(bridge, window, pause, quit_action)
     assert not tray.active
     assert tray.icon is None and tray.menu is None
     bridge.sampled.emit(make_sample([pool_view("gpu0", state="failed")], 1.0, {"gpu0": 0}))
@@ -125,7 +126,9 @@ def test_status_colour_and_tooltip_follow_samples(bridge: FakeBridge, parts: Any
     tray.hide()
 
 
-def test_menu_pause_resume_copy_and_show_hide(qtbot: Any, bridge: FakeBridge, parts: Any) -> None:
+def test_menu_pause_resume_copy_and_show_hide(
+    qtbot: Any, qloop: QtAsync, bridge: FakeBridge, parts: Any
+) -> None:
     window, pause, _quit = parts
     tray = make_tray(bridge, parts, True)
     assert tray.menu is not None
@@ -149,9 +152,9 @@ def test_menu_pause_resume_copy_and_show_hide(qtbot: Any, bridge: FakeBridge, pa
 
 def test_notifies_once_when_a_pool_fails(bridge: FakeBridge, parts: Any) -> None:
     tray = make_tray(bridge, parts, True)
-    bridge.poolChanged.emit(pool_view("gpu0", state="ready"))
+    bridge.poolsChanged.emit((pool_view("gpu0", state="ready"),))
     failed = pool_view("gpu0", state="failed", detail="engine exited with code 139")
-    bridge.poolChanged.emit(failed)
+    bridge.poolsChanged.emit((failed,))
     bridge.sampled.emit(make_sample([failed], 1.0, {"gpu0": 0}))
     assert tray.notifications == [("Pool gpu0 failed", "engine exited with code 139")]
     assert tray.status is TrayStatus.FAILED

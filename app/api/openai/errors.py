@@ -11,7 +11,6 @@ every other route keeps the OrchQueue envelope.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -23,6 +22,7 @@ from app.api.render import dict_response
 from app.api.state import CORRELATION_ID
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.errors import OrchError
+from app.orchestrator.events import ErrorData
 
 OPENAI_PREFIXES = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 _TYPES = {
@@ -112,27 +112,27 @@ def _is_union_tag(part: int | str) -> bool:
     return "[" in part or part in _TYPE_TAGS or part[:1].isupper()
 
 
-def event_error(data: Mapping[str, Any]) -> OrchError:
+def event_error(data: ErrorData) -> OrchError:
     """Return the refusal matching a task's ``error`` event (for non-streamed answers).
 
     A task dropped from a full queue is a 429; other retriable failures are 503;
     the rest 500. The mapper adds Retry-After where it applies.
     """
-    code = str(data.get("code") or ErrorCode.INTERNAL)
-    retriable = bool(data.get("retriable"))
-    retry_ms = data.get("retry_after_ms") if retriable else None
+    code = data["code"] or ErrorCode.INTERNAL
+    retriable = data["retriable"]
+    retry_ms = data["retry_after_ms"] if retriable else None
     status = 503 if retriable else 500
     if code == ErrorCode.QUEUE_FULL_DROP_LRU:
         status = 429
-    message = str(data.get("message") or "the task failed")
+    message = data["message"] or "the task failed"
     return OrchError(
         code,
         message,
         status=status,
-        pool_id=data.get("pool_id"),
-        engine=data.get("engine"),
+        pool_id=data["pool_id"],
+        engine=data["engine"],
         retriable=retriable,
-        retry_after_ms=retry_ms if isinstance(retry_ms, int) else None,
+        retry_after_ms=retry_ms,
     )
 
 

@@ -30,7 +30,7 @@ from app.api.sse import (
 )
 from app.orchestrator.contracts import FinishReason
 from app.orchestrator.errors import OrchError
-from app.orchestrator.events import END, ERROR, STARTED, TERMINAL_KINDS, TOKEN, TaskEvent
+from app.orchestrator.events import END, ERROR, STARTED, TERMINAL_KINDS, TOKEN, EndData, TaskEvent
 from app.orchestrator.service import StreamHandle
 
 DONE = b"data: [DONE]\n\n"
@@ -119,7 +119,8 @@ class ChunkRenderer:
 class OpenAIStreamWriter(SseWriter):
     """Writes one task's events as OpenAI chunks (see the module docstring).
 
-    Heartbeats, micro-batching and disconnect detection are the SSE writer's.
+    The writing loop, heartbeats, micro-batching and disconnect detection are the
+    SSE writer's; this class only renders.
     """
 
     def __init__(
@@ -137,46 +138,26 @@ class OpenAIStreamWriter(SseWriter):
         self._renderer = renderer
         self._prompt_tokens = prompt_tokens
 
-    async def _pump(self) -> None:
-        """Write chunks until the terminal event (then end the body). Awaits the task.
-
-        Raises ConnectionError when the client went away.
-        """
-        renderer = self._renderer
-        get_nowait = self._handle.channel.get_nowait
-        while True:
-            event = self._take_pending() or get_nowait() or await self._wait()
-            if event is None:
-                return
-            kind = event.kind
-            if kind == TOKEN:
-                if self._batch_s > 0:
-                    event = await self._coalesce(event)
-                await self._write(renderer.token(event.data["t"]))
-            elif kind == STARTED:
-                if start := renderer.start():
-                    await self._write(start)
-            elif kind in TERMINAL_KINDS:
-                await self._end(self._closing(event))
-                return
-
-    async def write_shutdown_error(self) -> None:
-        """Write the error chunk of a server shutdown, ``[DONE]``, and end the body."""
-        shutdown = self._renderer.error(str(SHUTDOWN_ERROR["message"]), str(SHUTDOWN_ERROR["code"]))
-        await self._end(shutdown)
-
-    def _closing(self, event: TaskEvent) -> bytes:
-        data = event.data
+    def render(self, event: TaskEvent) -> bytes:
+        """Return the chunk bytes of ``event`` (b"" for events OpenAI has no chunk for)."""
+        if event.kind == TOKEN:
+            return self._renderer.token(event.data["t"])
+        if event.kind == STARTED:
+            return self._renderer.start()
+        if event.kind == END:
+            return self._finish(event.data)
         if event.kind == ERROR:
-            return self._renderer.error(str(data.get("message")), str(data.get("code")))
+            return self._renderer.error(event.data["message"], event.data["code"])
+        return b""
+
+    def shutdown_bytes(self) -> bytes:
+        """Return the error chunk of a server shutdown and ``[DONE]``."""
+        return self._renderer.error(str(SHUTDOWN_ERROR["message"]), str(SHUTDOWN_ERROR["code"]))
+
+    def _finish(self, data: EndData) -> bytes:
         if data["finish_reason"] == FinishReason.CANCELED:
             return self._renderer.error(CANCELED_MESSAGE, "canceled")
         return self._renderer.finish(data["finish_reason"], self._prompt_tokens, data["tokens_out"])
-
-    async def _end(self, data: bytes) -> None:
-        await self._write(data)
-        self.finished = True
-        await self._response.write_eof()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,181 @@
+"""Chats on the real core with mock pools: trimming to the context, no turn limit,
+queued status, and an answer cut by the context."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from app.engine_host.mock import MockEngine, MockSpec
+from app.orchestrator.contracts import ChatMessage
+from app.orchestrator.events import END, EndEvent
+from app.orchestrator.service import Orchestrator
+from app.ui.backend_thread import BackendThread
+from app.ui.chat_logic import CONTEXT_CUT, paired, trim_to_context
+from app.ui.chat_panel import ChatPanel
+from app.ui.conversation import TRIM_MARKER
+from app.ui.embedded_bridge import EmbeddedBridge
+from tests.ui.conftest import QtAsync
+from tests.ui.fakes import FakeBridge, FakeControls
+from tests.ui.support import script, type_and_send
+
+
+def test_trimming_keeps_the_system_prompt_and_drops_the_oldest_turns() -> None:
+    history = []
+    for i in range(10):
+        history += [
+            ChatMessage(role="user", content=f"question {i} " + "q" * 200),
+            ChatMessage(role="assistant", content=f"answer {i} " + "a" * 200),
+        ]
+    trimmed = trim_to_context("Be brief.", history, "last one", ctx=512, max_tokens=64)
+    roles = [m.role for m in trimmed.messages]
+    assert roles[0] == "system" and roles[1] == "user" and roles[-1] == "user"
+    assert trimmed.messages[-2].content.startswith("answer 9")
+    assert trimmed.dropped > 0 and len(trimmed.messages) == 2 + 20 - trimmed.dropped
+    chars = sum(len(m.content) + 8 for m in trimmed.messages)
+    assert -(-chars // 4) + 64 <= 512  # what the core's context check computes
+    untouched = trim_to_context("", history, "x", ctx=0, max_tokens=64)
+    assert untouched.dropped == 0 and len(untouched.messages) == 21
+
+
+def test_unanswered_user_turns_are_not_sent_again() -> None:
+    u, a = ChatMessage(role="user", content="u"), ChatMessage(role="assistant", content="a")
+    lost = ChatMessage(role="user", content="lost")
+    assert paired([u, a, lost]) == [u, a]
+    assert paired([lost, u, a]) == [u, a]
+
+
+Core = tuple[Orchestrator, BackendThread[Orchestrator]]
+
+
+async def start_core() -> tuple[Orchestrator, Any]:
+    engines = [MockEngine(MockSpec("mock0", ctx=512, slots=1, tokens_per_s=400))]
+    orch = Orchestrator(engines)  # sessions keep their default limit of 8 turns
+    await orch.start()
+
+    async def stop() -> None:
+        await orch.shutdown(deadline_s=1.0)
+
+    return orch, stop
+
+
+@pytest.fixture
+def core(qloop: QtAsync) -> Iterator[Core]:
+    """The core on its own thread, as in the app."""
+    thread: BackendThread[Orchestrator] = BackendThread(start_core)
+    orch = thread.start(timeout=20)
+    yield orch, thread
+    thread.stop(timeout=20)
+
+
+def send_on_loop(conv: Any, text: str, qloop: QtAsync) -> None:
+    """Send as a click does in the app: with the qasync loop running (the core's submit
+    arms timers on the running loop)."""
+
+    async def click() -> None:
+        conv.prompt.setPlainText(text)
+        conv.send_button.click()
+
+    qloop.run(click())
+    qloop.sleep(0.01)
+
+
+def real_panel(qtbot: Any, qloop: QtAsync, core: Core) -> tuple[ChatPanel, EmbeddedBridge]:
+    bridge = EmbeddedBridge(core[0], FakeControls(), core[1])
+    qloop.wait_until(lambda: all(p.ready for p in bridge.pools()))
+    panel = ChatPanel(bridge)
+    qtbot.addWidget(panel)
+    return panel, bridge
+
+
+def test_the_20th_turn_is_sent_trimmed_with_the_marker(
+    qtbot: Any, qloop: QtAsync, core: Core
+) -> None:
+    panel, bridge = real_panel(qtbot, qloop, core)
+    conv = panel.current()
+    conv.max_tokens.setValue(24)
+    conv.system_prompt.setPlainText("You are terse.")
+    for turn in range(1, 21):
+        send_on_loop(conv, f"Turn {turn}: " + "tell me more " * 25, qloop)
+        qloop.wait_until(lambda: not conv.busy, 10)
+        assert conv.error_bar.isHidden(), conv.error_bar.sentence.text()
+    assert len(conv.messages) == 40
+    assert [m.role for m in conv.history].count("assistant") == 20
+    last = bridge.tasks(1)[0]
+    assert last.state == "done" and last.tokens_out == 24
+    assert conv.dropped > 0 and not conv.trim_label.isHidden()
+    assert TRIM_MARKER in conv.trim_label.text()
+    assert TRIM_MARKER in conv.transcript.toPlainText()
+    bridge.close()
+
+
+def test_queued_status_shows_the_position_then_started(
+    qtbot: Any, qloop: QtAsync, core: Core
+) -> None:
+    panel, bridge = real_panel(qtbot, qloop, core)
+    convs = [panel.current(), panel.new_conversation(), panel.new_conversation()]
+    for conv in convs:
+        conv.max_tokens.setValue(200)  # ~0.5 s each on the single slot
+        conv.prompt.setPlainText("hello")
+
+    async def click_all() -> None:
+        for conv in convs:
+            conv.send_button.click()
+
+    qloop.run(click_all())
+    qloop.wait_until(lambda: all(c.task_id for c in convs))  # admitted on the backend
+    waiting = convs[2]
+    assert waiting.status.text().startswith("2nd in line on mock0, about ")
+    assert "Starting" not in waiting.status.text()
+    qloop.wait_until(lambda: waiting.status.text().startswith("Next in line on mock0"), 5)
+    qloop.wait_until(lambda: waiting.status.text().startswith(("Starting", "Answering")), 5)
+    qloop.wait_until(lambda: not waiting.busy, 5)
+    bridge.close()
+
+
+def test_an_answer_cut_by_the_context_says_so_and_offers_a_new_chat(
+    qtbot: Any, qloop: QtAsync
+) -> None:
+    bridge = FakeBridge()
+    events = script(["half", " an", " answer"])
+    events[-1] = EndEvent(
+        END, {"tokens_out": 3, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
+    )
+    bridge.default_script = events
+    panel = ChatPanel(bridge)  # type: ignore[arg-type]
+    qtbot.addWidget(panel)
+    conv = panel.current()
+    conv.system_prompt.setPlainText("Be kind.")
+    type_and_send(conv, "write a saga", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    assert CONTEXT_CUT in conv.transcript.toPlainText()
+    bar = conv.error_bar
+    assert not bar.isHidden() and bar.sentence.text() == CONTEXT_CUT
+    assert (bar.action_button.text(), bar.second_button.text()) == (
+        "Start a new chat",
+        "Continue in a new chat",
+    )
+    bar.second_button.click()
+    new = panel.current()
+    assert new is not conv and panel.tabs.count() == 2
+    assert new.system_prompt.toPlainText().startswith("Be kind.")
+    assert "half an answer" in new.system_prompt.toPlainText()
+    assert new.prompt.toPlainText() == "Please continue."
+
+
+def test_an_answer_at_max_tokens_is_not_called_cut(qtbot: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    events = script(["a", " b"])
+    events[-1] = EndEvent(
+        END, {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
+    )
+    bridge.default_script = events
+    panel = ChatPanel(bridge)  # type: ignore[arg-type]
+    qtbot.addWidget(panel)
+    conv = panel.current()
+    conv.max_tokens.setValue(2)
+    type_and_send(conv, "short", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    assert CONTEXT_CUT not in conv.transcript.toPlainText() and conv.error_bar.isHidden()
