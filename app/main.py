@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -29,6 +30,7 @@ from app.config import (
     default_config_path,
     default_settings,
     load_settings,
+    remove_stale_temporaries,
     save_settings,
 )
 from app.logs import REDACTOR, setup_logging
@@ -90,9 +92,24 @@ class Backend:
             self._fetching.add(task)
             task.add_done_callback(self._fetching.discard)
 
-    async def stop(self, deadline_s: float = 10.0) -> None:
+    async def stop(self, deadline_s: float = 10.0, hurry: Callable[[], bool] | None = None) -> None:
         """Stop admitting, drain in-flight work until ``deadline_s``, close live
-        streams, stop the engines (no orphans) and the poller."""
+        streams, stop the engines (no orphans) and the poller. Once ``hurry()``
+        turns true (polled every 0.1 s), the drain is cut short: tasks are
+        cancelled and everything stops now."""
+        graceful = asyncio.ensure_future(self._stop(deadline_s))
+        while hurry is not None and not graceful.done():
+            await asyncio.wait([graceful], timeout=0.1)
+            if not graceful.done() and hurry():
+                print("stopping now: cancelling tasks", file=sys.stderr, flush=True)
+                graceful.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await graceful
+                await self._stop(0.0)
+                return
+        await graceful
+
+    async def _stop(self, deadline_s: float) -> None:
         if self.models is not None:
             await self.models.close()
         await self.orch.shutdown(deadline_s=deadline_s)
@@ -281,8 +298,10 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
 def load_or_create_settings(path: Path, env: dict[str, str] | None = None) -> tuple[Settings, bool]:
     """Load ``path``; when it does not exist, write the default config (one pool
     per GPU found plus the demo pool) and return it with ``True``. Raises
-    ConfigError. Blocks (disk, NVML)."""
+    ConfigError. Blocks (disk, NVML). Temporaries of a killed save are removed first."""
     env = dict(os.environ) if env is None else env
+    for stale in remove_stale_temporaries(path):
+        log.info("removed %s, left by an interrupted config save", stale)
     if path.exists():
         return load_settings(path, env), False
     from app.engine_host.demo_model import default_demo_model_path, ensure_demo_model
@@ -320,9 +339,15 @@ async def _serve(settings: Settings) -> int:
 
     backend = build_backend(settings)
     stop = asyncio.Event()
+    signals = [0]  # the second SIGINT/SIGTERM stops at once
+
+    def on_signal() -> None:
+        signals[0] += 1
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         await backend.start()
     except UnsafeBind as exc:
@@ -334,8 +359,12 @@ async def _serve(settings: Settings) -> int:
         return 1
     print(f"llama-orch serving on {backend.api.url}", file=sys.stderr, flush=True)
     await stop.wait()
-    print("shutting down: finishing in-flight tasks", file=sys.stderr, flush=True)
-    await backend.stop()
+    print(
+        "shutting down: finishing in-flight tasks (Ctrl-C again to stop now)",
+        file=sys.stderr,
+        flush=True,
+    )
+    await backend.stop(hurry=lambda: signals[0] > 1)
     return 0
 
 
@@ -371,10 +400,26 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
         except OSError as exc:
             raise RuntimeError(bind_failure(settings.server.bind, config, exc)) from None
         controls = GuiControls(backend, config, log_file, api_settings)
-        return backend.orch, controls, backend.stop
+        return backend.orch, controls, lambda: backend.stop(hurry=hurry_on_signal())
 
     banner = FIRST_START_BANNER if first else _demo_banner(settings)
     return run_gui(start, banner=banner, minimized=minimized)
+
+
+def hurry_on_signal() -> Callable[[], bool]:
+    """Make SIGINT/SIGTERM request an immediate stop; return whether one came.
+
+    For the GUI: the window handles the first signal (quit) and puts these
+    handlers back while the backend stops, so the next signal hurries it.
+    """
+    got = [False]
+
+    def handler(_sig: int, _frame: object) -> None:
+        got[0] = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return lambda: got[0]
 
 
 def bind_failure(bind: str, config: Path, exc: OSError) -> str:

@@ -63,7 +63,8 @@ SSE_EVENTS: dict[str, type[BaseModel]] = {
     "error": ErrorPayload,
 }
 ERROR_TEXT = {
-    400: "Invalid JSON or parameters (INVALID_PARAMS) or a guardrail refusal (ADMISSION_REJECT)",
+    400: "Invalid JSON or parameters (INVALID_PARAMS), a guardrail refusal (ADMISSION_REJECT) "
+    "or a deadline_ms the pool cannot meet (DEADLINE_UNMET)",
     401: "Missing or wrong bearer token",
     403: "Host or Origin refused (DNS rebinding / cross-origin protection)",
     404: "Unknown id (NOT_FOUND; model_not_found on the OpenAI routes)",
@@ -349,7 +350,9 @@ def _control_plane() -> dict[str, dict[str, Schema]]:
         },
         "/v1/placement/decisions": {
             "get": _op(
-                "listDecisions", "Recent placement decisions with per-candidate reasons",
+                "listDecisions",
+                "Recent placement decisions, newest first: each says admitted or refused "
+                "(a 429 included) and gives every candidate its outcome and its filter or rank key",
                 "control-plane",
                 {"200": json_response("Decisions, newest first", _array(DecisionRecord)),
                  **error_responses(400)},

@@ -137,8 +137,9 @@ class ApiServer:
         """
         if self._app is None or self._runner is None:
             return
-        await self._runner.cleanup()
-        self._app = self._runner = self._site = None
+        runner = self._runner
+        self._app = self._runner = self._site = None  # a second stop returns at once
+        await runner.cleanup()
         log.info("API stopped")
 
     async def rebind(self, settings: ApiSettings) -> None:

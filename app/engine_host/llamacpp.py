@@ -38,6 +38,7 @@ from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
 from app.engine_host.restart_policy import CrashHistory, RestartPolicy, classify_exit
+from app.engine_host.slot_affinity import SlotAffinity
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
@@ -98,6 +99,7 @@ class LlamaCppEngine(PublishedStatus):
         self._watch: asyncio.Task[str] | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self.stats = EngineStats()  # written by the stats task only
+        self._affinity = SlotAffinity(spec.slots)  # a fresh one per engine process
         self._retiring: set[asyncio.Task[int]] = set()
         self._hung: tuple[EngineProcess, str] | None = None
         self._last_crash = ""
@@ -180,14 +182,26 @@ class LlamaCppEngine(PublishedStatus):
         if inst is None or not self._pool.state.serving:
             raise self._pool.unready()
         path, body = request_body(request, self._pool.descriptor.model)
-        return await self._open(inst, path, body, self._spec.decode_timeout_s)
+        slot, warm = self._affinity.acquire(request.session_id)
+        body["id_slot"] = slot  # a session's turns go to the slot caching its prompt
+        body["cache_prompt"] = True
+        try:
+            stream = await self._open(inst, path, body, self._spec.decode_timeout_s, slot)
+        except BaseException:
+            self._affinity.release(slot)
+            raise
+        stream.expected_warm = warm
+        return stream
 
     # ---- streams ----
 
     async def _open(
-        self, inst: EngineProcess, path: str, body: dict[str, object], timeout_s: float
+        self, inst: EngineProcess, path: str, body: dict[str, object], timeout_s: float, slot: int
     ) -> OpenAIStream:
+        affinity = self._affinity
+
         def finished(error: EngineError | None) -> None:
+            affinity.release(slot)
             if error is not None and error.code is ErrorCode.DECODE_TIMEOUT:
                 cause = f"hung (no token within {timeout_s:g} s), killed"
                 self._mailbox.post(_Command("hung", instance=inst, cause=cause))
@@ -365,6 +379,7 @@ class LlamaCppEngine(PublishedStatus):
 
     def _serve(self, inst: EngineProcess, detail: str) -> None:
         self._inst = inst
+        self._affinity = SlotAffinity(self._spec.slots)
         self._stop_watch()
         self._watch = asyncio.create_task(self._watch_health(inst))
         poll = self.stats.poll(self._http, inst.base_url, inst.headers, self._spec.stats_interval_s)

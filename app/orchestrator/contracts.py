@@ -115,7 +115,13 @@ class TaskRequest(Strict):
     max_tokens: Annotated[int, Field(ge=1, le=131_072)] = 256
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
     stop: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=8)
-    deadline_ms: Annotated[int, Field(ge=1, le=86_400_000)] | None = None
+    deadline_ms: Annotated[int, Field(ge=1, le=86_400_000)] | None = Field(
+        default=None,
+        description="Milliseconds from admission by which the task must end. Refused at "
+        "admission with 400 DEADLINE_UNMET when the pool's measured speed predicts a miss; "
+        "when it passes while the task is queued or running, the stream ends with an "
+        "`error` event DEADLINE_UNMET (not retriable).",
+    )
     expected_tokens: Annotated[int, Field(ge=1, le=131_072)] | None = None
     kv_hint: KvHint | None = None
     placement: PlacementOverrides = Field(default_factory=PlacementOverrides)

@@ -58,6 +58,7 @@ class EngineRequest:
     seed: int | None
     stop: Sequence[str] = ()
     correlation_id: str = ""
+    session_id: str | None = None
 
 
 class EngineError(Exception):

@@ -32,6 +32,7 @@ from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, NotFound
 from app.orchestrator.estimates import build_capabilities, on_time_probability
 from app.orchestrator.events import EventChannel, PoolChanged, TaskEvent
+from app.orchestrator.housekeeping import Housekeeper
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.metrics import OrchMetrics
 from app.orchestrator.ports import (
@@ -93,6 +94,7 @@ class Orchestrator:
         )
         self._dispatcher = Dispatcher(self._st)
         self._admitter = Admitter(self._st, self._dispatcher)
+        self._housekeeper = Housekeeper(self._st)
 
     # ---- read-only state (the core's internals stay inside) -------------------
 
@@ -123,6 +125,7 @@ class Orchestrator:
         for pool in self._st.pools.values():
             pool.engine.add_listener(self._listener(pool.pool_id))
             self._st.metrics.observe_pool(pool.pool_id, pool.engine.status)
+        self._housekeeper.start()
         await asyncio.gather(*(p.engine.start() for p in self._st.pools.values()))
 
     def _listener(self, pool_id: str) -> Callable[[PoolStatus], None]:
@@ -133,6 +136,7 @@ class Orchestrator:
         rest with an ``error`` frame, then stop the engines. Awaits all of it."""
         st = self._st
         st.closing = True
+        self._housekeeper.stop()
         self._dispatcher.fail_queued(None, "server shutting down")
         running = [r.runner for r in st.live.values() if r.runner and not r.runner.done()]
         if running and deadline_s > 0:
@@ -178,6 +182,7 @@ class Orchestrator:
         if rec.unopened_timer is not None:
             rec.unopened_timer.cancel()
             rec.unopened_timer = None
+        rec.start_gate.set()
         sid = rec.request.session_id
         return StreamHandle(task_id, rec.correlation_id, rec.pool_id, sid, rec.channel)
 
@@ -242,6 +247,10 @@ class Orchestrator:
 
     def recent_ttfts(self) -> list[int]:
         return list(self._st.ttfts)
+
+    def session_count(self) -> int:
+        """Return how many sessions are kept (expired ones go at the next housekeeping tick)."""
+        return len(self._st.sessions)
 
     def session(self, session_id: str) -> SessionInfo:
         """Return a session's info; raises NotFound (also when expired)."""

@@ -22,11 +22,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ui.api_urls import api_urls
 from app.ui.banner import Banner
 from app.ui.bridge import Bridge
 from app.ui.chat_panel import ChatPanel
 from app.ui.chat_store import ChatStore
 from app.ui.decisions_view import DecisionsView
+from app.ui.desktop_menus import DesktopActions
 from app.ui.icons import app_icon
 from app.ui.metrics_view import MetricsView
 from app.ui.pools_view import ModelChooser, PoolsView
@@ -138,12 +140,16 @@ class MainWindow(QMainWindow):
         app_menu.addAction(self.settings_action)
         app_menu.addAction(self.pause_action)
         app_menu.addSeparator()
+        self.desktop_actions = DesktopActions(self, self._bridge)
+        self.desktop_actions.add_to_file(app_menu)
+        app_menu.addSeparator()
         app_menu.addAction(self.quit_action)
         view_menu = self.menuBar().addMenu("&View")
         for i, title in enumerate(TAB_TITLES):
             action = view_menu.addAction(title)
             action.setShortcut(QKeySequence(f"Ctrl+{i + 1}"))
             action.triggered.connect(functools.partial(self.tabs.setCurrentIndex, i))
+        self.desktop_actions.add_to_help(self.menuBar().addMenu("&Help"))
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("main-toolbar")
         toolbar.addAction(self.settings_action)
@@ -168,9 +174,11 @@ class MainWindow(QMainWindow):
     # ---- status bar and errors ---------------------------------------------------------
 
     def _update_api_label(self) -> None:
-        text = f"API: {self._bridge.controls.api_url()}"
+        urls = api_urls(self._bridge.controls.api_url())
+        text = "API: " + " · ".join(urls)
         if self.api_label.text() != text:
             self.api_label.setText(text)
+            self.api_label.setToolTip("\n".join(urls))
 
     def _on_sample(self, _sample: Any) -> None:
         self._update_api_label()

@@ -48,6 +48,7 @@ from app.config import (
 )
 from app.orchestrator.loopback import is_loopback_host
 from app.ui.bridge import Bridge
+from app.ui.login_section import LoginSection, LoginSwitches, default_switches
 
 ERROR_COLOUR = "#d04848"
 OK_COLOUR = "#2e9d4f"
@@ -87,10 +88,16 @@ def curl_example(url: str, token: str | None) -> str:
 class SettingsDialog(QDialog):
     """Edits the server, LAN access and admission settings, applied without a restart."""
 
-    def __init__(self, bridge: Bridge, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        parent: QWidget | None = None,
+        login: LoginSwitches | None = None,
+    ) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.controls = bridge.controls
+        self.login_switches = login or default_switches(self.controls.config_path())
         self.settings: Settings = self.controls.current_settings()
         self.env: Mapping[str, str] = os.environ  # environment overrides re-applied on Apply
         self.new_token: str | None = None
@@ -109,6 +116,8 @@ class SettingsDialog(QDialog):
         layout.addWidget(self._server_group())
         layout.addWidget(self._lan_group())
         layout.addWidget(self._admission_group())
+        self.login_section = LoginSection(self, self.login_switches, self)
+        layout.addWidget(self.login_section)
         self.env_label = QLabel(self)
         self.env_label.setWordWrap(True)
         layout.addWidget(self.env_label)
