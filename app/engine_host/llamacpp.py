@@ -115,6 +115,18 @@ class LlamaCppEngine(PublishedStatus):
         """Return the file that collects the engine's output."""
         return self._log_path
 
+    async def read_log(self, tail_lines: int) -> list[str]:
+        """Return the last ``tail_lines`` lines of the engine's log, oldest first (may be []).
+
+        Awaits a file read of at most 1 MiB in a worker thread.
+        """
+
+        def read() -> list[str]:
+            text = process.read_log_tail(self._log_path, max_bytes=1024 * 1024)
+            return text.splitlines()[-tail_lines:] if tail_lines > 0 else []
+
+        return await asyncio.to_thread(read)
+
     @property
     def engine_pid(self) -> int | None:
         """Return the pid of the serving engine process, None when none serves."""
