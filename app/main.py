@@ -302,12 +302,15 @@ def cmd_serve(config: Path, bind: str | None) -> int:
     """Run the orchestrator headless until SIGTERM/SIGINT. Returns the exit code."""
     try:
         settings, _ = load_or_create_settings(config)
+        warnings = settings.warnings
         if bind:
             settings = settings.with_bind(bind)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     setup_logging(settings.log_dir_path() / "llama-orch.log")
+    for warning in warnings:
+        log.warning("%s", warning)
     from app.api.connections import raise_open_file_limit
 
     raise_open_file_limit()

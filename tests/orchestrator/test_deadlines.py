@@ -11,8 +11,9 @@ from app.engine_host.mock import MockEngine, MockSpec
 from app.orchestrator.contracts import ErrorCode, TaskRequest
 from app.orchestrator.deadlines import PoolPace, check_deadline, predicted_finish_ms
 from app.orchestrator.errors import OrchError
-from app.orchestrator.events import ERROR, ErrorData, TaskEvent
+from app.orchestrator.events import ERROR, TaskEvent
 from app.orchestrator.service import Orchestrator, OrchestratorConfig
+from tests.orchestrator.support import error_of
 
 PREDICTION_CASES = [
     # (name, pace, position, expected tokens, predicted ms)
@@ -65,11 +66,6 @@ async def _orch(*specs: MockSpec, **cfg: object) -> tuple[Orchestrator, list[Moc
     return orch, engines
 
 
-def _error(event: TaskEvent) -> ErrorData:
-    assert event.kind == ERROR
-    return event.data
-
-
 async def _events(orch: Orchestrator, task_id: str) -> list[TaskEvent]:
     return [event async for event in orch.stream(task_id)]
 
@@ -98,9 +94,8 @@ async def test_a_deadline_that_passes_while_queued_ends_the_task_with_an_error()
     queued = str(orch.submit(TaskRequest(prompt="x", max_tokens=5, deadline_ms=80)).task_id)
     events = await asyncio.wait_for(_events(orch, queued), 2)
     assert [e.kind for e in events] == [ERROR]
-    error = _error(events[0])
-    assert error["code"] == "DEADLINE_UNMET" and not error["retriable"]
-    assert "passed while the task was queued" in error["message"]
+    assert error_of(events, 0)["code"] == "DEADLINE_UNMET" and not error_of(events, 0)["retriable"]
+    assert "passed while the task was queued" in error_of(events, 0)["message"]
     assert orch.task(queued).state == "failed"
     assert orch.pool_view("a").queue.interactive == 0
     assert engines[0].opened_streams == 1  # the queued task never reached the engine
@@ -112,9 +107,8 @@ async def test_a_deadline_that_passes_while_running_stops_it_and_frees_the_slot(
     task = str(orch.submit(TaskRequest(prompt="x", max_tokens=50, deadline_ms=150)).task_id)
     events = await asyncio.wait_for(_events(orch, task), 2)
     assert [e.kind for e in events] == ["started", "token", "token", ERROR]
-    error = _error(events[-1])
-    assert error["code"] == "DEADLINE_UNMET"
-    assert "passed while the task was running (2 tokens delivered)" in error["message"]
+    assert error_of(events)["code"] == "DEADLINE_UNMET"
+    assert "passed while the task was running (2 tokens delivered)" in error_of(events)["message"]
     await asyncio.sleep(0.05)
     assert orch.live_task_count() == 0 and engines[0].closed_streams == 1
     await orch.shutdown()

@@ -7,14 +7,10 @@ import asyncio
 
 from app.engine_host.mock import MockEngine, MockSpec
 from app.orchestrator.contracts import TaskRequest
-from app.orchestrator.events import END, STARTED, TOKEN, EndData, TaskEvent
+from app.orchestrator.events import END, STARTED, TOKEN, TaskEvent
 from app.orchestrator.service import Orchestrator, OrchestratorConfig
 from app.orchestrator.sessions import BudgetLimits
-
-
-def _end(event: TaskEvent) -> EndData:
-    assert event.kind == END
-    return event.data
+from tests.orchestrator.support import end_of
 
 
 async def _orch(spec: MockSpec, **cfg: object) -> tuple[Orchestrator, MockEngine]:
@@ -38,8 +34,7 @@ async def test_a_cancel_counts_only_the_tokens_the_reader_took() -> None:
     while (event := await handle.next()) is not None:
         rest.append(event)
     assert [e.kind for e in rest] == [END]
-    end = _end(rest[0])
-    assert end["tokens_out"] == 3 and end["finish_reason"] == "canceled"
+    assert end_of(rest, 0)["tokens_out"] == 3 and end_of(rest, 0)["finish_reason"] == "canceled"
     await asyncio.sleep(0.05)
     view = orch.task(task)
     assert view.tokens_out == 3
@@ -66,7 +61,7 @@ async def test_after_the_grace_a_task_decodes_without_a_reader() -> None:
     assert engine.opened_streams == 1 and orch.task(task).state == "done"
     events = [e async for e in orch.stream(task)]
     tokens = [e for e in events if e.kind == TOKEN]
-    assert len(tokens) == _end(events[-1])["tokens_out"] == 3
+    assert len(tokens) == end_of(events)["tokens_out"] == 3
     await orch.shutdown()
 
 
@@ -82,5 +77,5 @@ async def test_a_late_reader_of_an_unopened_task_gets_a_consistent_account() -> 
     events = [e async for e in orch.stream(task)]
     tokens = [e for e in events if e.kind == TOKEN]
     assert [e.kind for e in events] == [STARTED, END]
-    assert _end(events[-1])["tokens_out"] == len(tokens) == orch.task(task).tokens_out == 0
+    assert end_of(events)["tokens_out"] == len(tokens) == orch.task(task).tokens_out == 0
     await orch.shutdown()

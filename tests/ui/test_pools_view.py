@@ -33,7 +33,7 @@ def sample(bridge: FakeBridge, at: float, tokens: dict[str, int]) -> CoreSample:
 
 
 def make_view(qtbot: Any, bridge: FakeBridge, chooser: Any = None) -> PoolsView:
-    view = PoolsView(bridge, choose_model=chooser)  # type: ignore[arg-type]
+    view = PoolsView(bridge, choose_model=chooser)
     qtbot.addWidget(view)
     return view
 
