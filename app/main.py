@@ -121,6 +121,7 @@ def api_settings(settings: Settings) -> ApiSettings:
     """Return the app.api ApiSettings for ``settings``."""
     from app.api.connections import ConnectionLimits
     from app.api.settings import ApiSettings
+    from app.orchestrator.loopback import host_key
 
     host, port = settings.bind_host_port()
     s = settings.server
@@ -134,7 +135,7 @@ def api_settings(settings: Settings) -> ApiSettings:
         sse_heartbeat_ms=s.sse_heartbeat_ms,
         sse_microbatch_ms=s.sse_microbatch_ms,
         cors_origins=tuple(s.cors_origins),
-        allowed_hosts=tuple(h.lower().rstrip(".") for h in s.allowed_hosts),
+        allowed_hosts=tuple(host_key(h) for h in s.allowed_hosts),
         trusted_proxies=tuple(s.trusted_proxies),
         limits=ConnectionLimits(
             head_timeout_s=s.request_head_timeout_s,
@@ -322,12 +323,15 @@ def cmd_serve(config: Path, bind: str | None) -> int:
     """Run the orchestrator headless until SIGTERM/SIGINT. Returns the exit code."""
     try:
         settings, _ = load_or_create_settings(config)
+        warnings = settings.warnings
         if bind:
             settings = settings.with_bind(bind)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     setup_logging(settings.log_dir_path() / "llama-orch.log")
+    for warning in warnings:
+        log.warning("%s", warning)
     from app.api.connections import raise_open_file_limit
 
     raise_open_file_limit()

@@ -35,7 +35,7 @@ from app.api.state import (
     STREAMS,
     SettingsBox,
 )
-from app.api.wire import DrainAccepted, PoolHealth
+from app.api.wire import DrainAccepted, PoolHealth, PoolLog
 from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.contracts import DrainRequest, ReloadRequest, TaskRequest
 from app.orchestrator.errors import InvalidParams, NotFound
@@ -45,6 +45,7 @@ M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_LIMIT = 500
+MAX_LOG_LINES = 5000
 
 _PROCESS_REGISTRY = CollectorRegistry()
 ProcessCollector(registry=_PROCESS_REGISTRY)
@@ -229,6 +230,14 @@ async def pool_health(request: web.Request) -> web.Response:
     return model_response(PoolHealth.of(view))
 
 
+async def pool_log(request: web.Request) -> web.Response:
+    """GET /v1/pools/{pool_id}/log?tail=N (1..5000 lines, default 200)."""
+    pool_id = request.match_info["pool_id"]
+    tail = int_query(request, "tail", 200, 1, MAX_LOG_LINES)
+    log_file, lines = await _orch(request).pool_log(pool_id, tail)
+    return model_response(PoolLog(pool_id=pool_id, log_file=log_file, lines=lines))
+
+
 async def drain_pool(request: web.Request) -> web.Response:
     """POST /v1/pools/{pool_id}/drain {deadline_ms} -> 202."""
     pool_id = request.match_info["pool_id"]
@@ -295,6 +304,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/v1/capabilities", capabilities),
     ("GET", "/v1/pools", list_pools),
     ("GET", "/v1/pools/{pool_id}/health", pool_health),
+    ("GET", "/v1/pools/{pool_id}/log", pool_log),
     ("POST", "/v1/pools/{pool_id}/drain", drain_pool),
     ("POST", "/v1/pools/{pool_id}/resume", resume_pool),
     ("POST", "/v1/pools/{pool_id}/reload", reload_pool),

@@ -24,7 +24,7 @@ from app.api.openai.wire import (
     ModelList,
     OpenAIErrorBody,
 )
-from app.api.wire import AuthErrorBody, DrainAccepted, PoolHealth
+from app.api.wire import AuthErrorBody, DrainAccepted, PoolHealth, PoolLog
 from app.orchestrator.contracts import (
     API_VERSION,
     AdmissionResponse,
@@ -51,7 +51,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 )  # fmt: skip
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     AdmissionResponse, TaskView, SessionInfo, Capabilities, PoolView, PoolHealth,
-    DrainAccepted, ReloadResult, DecisionRecord, ErrorEnvelope, AuthErrorBody,
+    DrainAccepted, PoolLog, ReloadResult, DecisionRecord, ErrorEnvelope, AuthErrorBody,
     StartedPayload, TokenPayload, MetricsPayload, EndPayload, ErrorPayload,
     ModelList, ModelCard, ChatCompletion, ChatCompletionChunk, Completion, OpenAIErrorBody,
 )  # fmt: skip
@@ -198,6 +198,13 @@ def body(model: type[BaseModel], required: bool = True) -> Schema:
     return {"required": required, "content": {"application/json": {"schema": ref(model)}}}
 
 
+TAIL_PARAM: Schema = {
+    "name": "tail",
+    "in": "query",
+    "required": False,
+    "description": "How many of the last lines to return (1..5000, default 200)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 200},
+}
 TASK_ID = path_param("task_id", "The task id returned by POST /v1/tasks")
 SESSION_ID = path_param("session_id", "The session id given in task requests")
 POOL_ID = path_param("pool_id", "A pool id from GET /v1/pools")
@@ -320,6 +327,14 @@ def _control_plane() -> dict[str, dict[str, Schema]]:
                 "getPoolHealth", "Liveness, readiness, queue depth, slots, VRAM", "control-plane",
                 {"200": json_response("Health", ref(PoolHealth)), **error_responses(404)},
                 params=(POOL_ID,),
+            ),
+        },
+        "/v1/pools/{pool_id}/log": {
+            "get": _op(
+                "getPoolLog", "The last lines of the pool's engine log", "control-plane",
+                {"200": json_response("Log lines, oldest first", ref(PoolLog)),
+                 **error_responses(400, 404)},
+                params=(POOL_ID, TAIL_PARAM),
             ),
         },
         "/v1/pools/{pool_id}/drain": {

@@ -115,6 +115,18 @@ class LlamaCppEngine(PublishedStatus):
         """Return the file that collects the engine's output."""
         return self._log_path
 
+    async def read_log(self, tail_lines: int) -> list[str]:
+        """Return the last ``tail_lines`` lines of the engine's log, oldest first (may be []).
+
+        Awaits a file read of at most 1 MiB in a worker thread.
+        """
+
+        def read() -> list[str]:
+            text = process.read_log_tail(self._log_path, max_bytes=1024 * 1024)
+            return text.splitlines()[-tail_lines:] if tail_lines > 0 else []
+
+        return await asyncio.to_thread(read)
+
     @property
     def engine_pid(self) -> int | None:
         """Return the pid of the serving engine process, None when none serves."""
@@ -307,7 +319,11 @@ class LlamaCppEngine(PublishedStatus):
         elif command.kind == "restart" or self._pool.state in _STARTABLE:
             await self._cancel_all()
             self._history = CrashHistory()
-            self._begin_launch(self._model_ref, recovering=False, detail="starting")
+            missing = self._missing_model() if self._pool.state in _STARTABLE else None
+            if missing is not None:
+                self._publish(PoolState.NEEDS_MODEL, missing)
+            else:
+                self._begin_launch(self._model_ref, recovering=False, detail="starting")
         if command.reply is not None and not command.reply.done():
             command.reply.set_result("")
 
@@ -328,6 +344,25 @@ class LlamaCppEngine(PublishedStatus):
             self._model_ref = ref
             self._begin_launch(ref, recovering=False, detail="starting")
             self._launch_reply = command.reply
+
+    def _missing_model(self) -> str | None:
+        """Return why the configured model is absent ("needs a model", with its path), or None.
+
+        Only for the pool's own model: a reload's path gets the launcher's one
+        answer for every unusable path, so callers cannot probe for files.
+        """
+        if not self._model_ref:
+            return None
+        try:
+            path = resolve_model_ref(self._model_ref)
+        except ValueError:
+            return None
+        if path.exists():
+            return None
+        return (
+            f"needs a model: the model file {path} does not exist; put the GGUF file there "
+            "or choose another model"
+        )
 
     def _begin_launch(self, model_ref: str | None, *, recovering: bool, detail: str) -> None:
         if model_ref is None:

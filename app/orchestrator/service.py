@@ -39,6 +39,7 @@ from app.orchestrator.ports import (
     Clock,
     EngineControl,
     EngineError,
+    EngineLog,
     GpuInventory,
     GpuProbe,
     PoolStatus,
@@ -230,6 +231,14 @@ class Orchestrator:
     def pool_view(self, pool_id: str) -> PoolView:
         """Return one pool's view; raises NotFound."""
         return self._st.pool_view(pool_id)
+
+    async def pool_log(self, pool_id: str, tail_lines: int) -> tuple[str | None, list[str]]:
+        """Return ``(log file, last lines)`` of the pool's engine; ``(None, [])`` for an
+        engine without a log. Raises NotFound. Awaits a small file read."""
+        engine = self._st.pool(pool_id).engine
+        if not isinstance(engine, EngineLog):
+            return None, []
+        return str(engine.log_path), await engine.read_log(tail_lines)
 
     def pool_views(self) -> list[PoolView]:
         gpu = self._st.gpu_probe.snapshot()

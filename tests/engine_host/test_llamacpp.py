@@ -244,20 +244,20 @@ async def test_health_probe_kills_an_engine_that_stopped_answering(
         await pool.stop()
 
 
-async def test_missing_model_is_a_load_failure_without_a_crash_loop(engine_log_dir: Path) -> None:
+async def test_a_missing_model_file_means_the_pool_needs_a_model(engine_log_dir: Path) -> None:
+    """No crash loop and no engine: the pool waits for a model and names the path."""
     missing = engine_log_dir / "nowhere" / "absent.gguf"
     pool = LlamaCppEngine(cpu_spec("bad", f"file:{missing}"), log_dir=engine_log_dir)
     statuses: list[PoolStatus] = []
     pool.add_listener(statuses.append)
     try:
         await pool.start()
-        status = await pool.wait_for(PoolState.FAILED, PoolState.READY, timeout_s=10.0)
-        assert status.state is PoolState.FAILED
-        assert status.detail.startswith("load failed")
+        status = await pool.wait_for(PoolState.NEEDS_MODEL, PoolState.READY, timeout_s=10.0)
+        assert status.state is PoolState.NEEDS_MODEL
+        assert status.detail.startswith("needs a model")
         assert str(missing) in status.detail
         await asyncio.sleep(0.3)
-        assert pool.status.state is PoolState.FAILED
-        assert [s.state for s in statuses] == [PoolState.STARTING, PoolState.FAILED]
+        assert [s.state for s in statuses] == [PoolState.NEEDS_MODEL]
         assert pool.status.crashes_recent == 0
         assert pool.engine_pid is None
         with pytest.raises(EngineError) as caught:

@@ -312,3 +312,44 @@ def test_a_second_stop_signal_stops_at_once(tmp_path: Path, command: str) -> Non
     finally:
         err = end_process(proc)
     assert "Traceback" not in err, err[-3000:]
+
+
+def test_a_pool_without_its_model_file_does_not_stop_the_others(tmp_path: Path) -> None:
+    port = free_port()
+    missing = tmp_path / "models" / "gone.gguf"
+    cfg = _write(
+        tmp_path,
+        f"""allow_cpu_inference = true
+[server]
+bind = "127.0.0.1:{port}"
+[[pools]]
+id = "gone"
+engine = "llamacpp"
+model = "file:{missing}"
+device_mask = "cpu"
+{MOCK_POOL}""",
+    )
+    proc = launch_serve(cfg, clean_env(tmp_path))
+    try:
+        wait_listening(proc, port)
+        assert _answers(port, 10.0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pools = {p["pool_id"]: p for p in json.loads(http_get(port, "/v1/pools")[1])}
+            if pools["m0"]["ready"] and pools["gone"]["state"] == "needs_model":
+                break
+            time.sleep(0.1)
+        assert pools["gone"]["state"] == "needs_model", pools["gone"]
+        assert str(missing) in pools["gone"]["detail"]
+        assert pools["m0"]["ready"]
+        body = json.dumps({"prompt": "hi", "max_tokens": 3, "model_ref": "mock-a"}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/tasks",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert json.loads(resp.read())["pool_id"] == "m0"
+    finally:
+        err = end_process(proc)
+    assert str(missing) in err, "serve names the missing file at start"

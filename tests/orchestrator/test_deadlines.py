@@ -13,6 +13,7 @@ from app.orchestrator.deadlines import PoolPace, check_deadline, predicted_finis
 from app.orchestrator.errors import OrchError
 from app.orchestrator.events import ERROR, TaskEvent
 from app.orchestrator.service import Orchestrator, OrchestratorConfig
+from tests.orchestrator.support import error_of
 
 PREDICTION_CASES = [
     # (name, pace, position, expected tokens, predicted ms)
@@ -93,8 +94,8 @@ async def test_a_deadline_that_passes_while_queued_ends_the_task_with_an_error()
     queued = str(orch.submit(TaskRequest(prompt="x", max_tokens=5, deadline_ms=80)).task_id)
     events = await asyncio.wait_for(_events(orch, queued), 2)
     assert [e.kind for e in events] == [ERROR]
-    assert events[0].data["code"] == "DEADLINE_UNMET" and not events[0].data["retriable"]
-    assert "passed while the task was queued" in events[0].data["message"]
+    assert error_of(events, 0)["code"] == "DEADLINE_UNMET" and not error_of(events, 0)["retriable"]
+    assert "passed while the task was queued" in error_of(events, 0)["message"]
     assert orch.task(queued).state == "failed"
     assert orch.pool_view("a").queue.interactive == 0
     assert engines[0].opened_streams == 1  # the queued task never reached the engine
@@ -106,8 +107,8 @@ async def test_a_deadline_that_passes_while_running_stops_it_and_frees_the_slot(
     task = str(orch.submit(TaskRequest(prompt="x", max_tokens=50, deadline_ms=150)).task_id)
     events = await asyncio.wait_for(_events(orch, task), 2)
     assert [e.kind for e in events] == ["started", "token", "token", ERROR]
-    assert events[-1].data["code"] == "DEADLINE_UNMET"
-    assert "passed while the task was running (2 tokens delivered)" in events[-1].data["message"]
+    assert error_of(events)["code"] == "DEADLINE_UNMET"
+    assert "passed while the task was running (2 tokens delivered)" in error_of(events)["message"]
     await asyncio.sleep(0.05)
     assert orch.live_task_count() == 0 and engines[0].closed_streams == 1
     await orch.shutdown()

@@ -10,6 +10,7 @@ from app.orchestrator.contracts import TaskRequest
 from app.orchestrator.events import END, STARTED, TOKEN, TaskEvent
 from app.orchestrator.service import Orchestrator, OrchestratorConfig
 from app.orchestrator.sessions import BudgetLimits
+from tests.orchestrator.support import end_of
 
 
 async def _orch(spec: MockSpec, **cfg: object) -> tuple[Orchestrator, MockEngine]:
@@ -33,7 +34,7 @@ async def test_a_cancel_counts_only_the_tokens_the_reader_took() -> None:
     while (event := await handle.next()) is not None:
         rest.append(event)
     assert [e.kind for e in rest] == [END]
-    assert rest[0].data["tokens_out"] == 3 and rest[0].data["finish_reason"] == "canceled"
+    assert end_of(rest, 0)["tokens_out"] == 3 and end_of(rest, 0)["finish_reason"] == "canceled"
     await asyncio.sleep(0.05)
     view = orch.task(task)
     assert view.tokens_out == 3
@@ -60,7 +61,7 @@ async def test_after_the_grace_a_task_decodes_without_a_reader() -> None:
     assert engine.opened_streams == 1 and orch.task(task).state == "done"
     events = [e async for e in orch.stream(task)]
     tokens = [e for e in events if e.kind == TOKEN]
-    assert len(tokens) == events[-1].data["tokens_out"] == 3
+    assert len(tokens) == end_of(events)["tokens_out"] == 3
     await orch.shutdown()
 
 
@@ -76,5 +77,5 @@ async def test_a_late_reader_of_an_unopened_task_gets_a_consistent_account() -> 
     events = [e async for e in orch.stream(task)]
     tokens = [e for e in events if e.kind == TOKEN]
     assert [e.kind for e in events] == [STARTED, END]
-    assert events[-1].data["tokens_out"] == len(tokens) == orch.task(task).tokens_out == 0
+    assert end_of(events)["tokens_out"] == len(tokens) == orch.task(task).tokens_out == 0
     await orch.shutdown()

@@ -207,7 +207,7 @@ def test_tray_states_look_different() -> None:
     images = {
         s: tray_icon(s).pixmap(32, 32).toImage() for s in ("idle", "busy", "degraded", "failed")
     }
-    keys = {s: bytes(img.constBits()) for s, img in images.items()}  # type: ignore[call-overload]
+    keys = {s: bytes(img.constBits()) for s, img in images.items()}
     assert len(set(keys.values())) == 4
     grey = images["idle"].pixelColor(16, 4)
     assert grey.saturation() > 80  # a branded colour, not a grey disc
