@@ -108,6 +108,7 @@ def api_settings(settings: Settings) -> ApiSettings:
     """Return the app.api ApiSettings for ``settings``."""
     from app.api.connections import ConnectionLimits
     from app.api.settings import ApiSettings
+    from app.orchestrator.loopback import host_key
 
     host, port = settings.bind_host_port()
     s = settings.server
@@ -121,7 +122,7 @@ def api_settings(settings: Settings) -> ApiSettings:
         sse_heartbeat_ms=s.sse_heartbeat_ms,
         sse_microbatch_ms=s.sse_microbatch_ms,
         cors_origins=tuple(s.cors_origins),
-        allowed_hosts=tuple(h.lower().rstrip(".") for h in s.allowed_hosts),
+        allowed_hosts=tuple(host_key(h) for h in s.allowed_hosts),
         trusted_proxies=tuple(s.trusted_proxies),
         limits=ConnectionLimits(
             head_timeout_s=s.request_head_timeout_s,
