@@ -162,7 +162,7 @@ class Traffic:
 
 
 async def _chat(window: Any) -> Any:
-    conversation = window.chat.current()
+    conversation = window.chat.new_conversation()
     conversation.max_tokens.setValue(120)
     conversation.seed.setText("7")
     conversation.prompt.setPlainText(CHAT_PROMPT)
@@ -217,6 +217,7 @@ async def render(out: Path, folder: Path) -> list[Path]:
     from app.gui_controls import GuiControls
     from app.logs import setup_logging
     from app.main import FIRST_START_BANNER, api_settings, build_backend
+    from app.screenshots_chat import chat_scenes, seeded_store
     from app.ui.backend_thread import BackendThread
     from app.ui.embedded_bridge import EmbeddedBridge
     from app.ui.main_window import MainWindow
@@ -239,8 +240,13 @@ async def render(out: Path, folder: Path) -> list[Path]:
     try:
         bridge = EmbeddedBridge(backend.orch, controls, thread)
         ini = QSettings(str(folder / "window.ini"), QSettings.Format.IniFormat)
+        store, markdown_chat = seeded_store(folder)
         window = MainWindow(
-            bridge, banner=FIRST_START_BANNER, tray_available=lambda: False, settings=ini
+            bridge,
+            banner=FIRST_START_BANNER,
+            tray_available=lambda: False,
+            settings=ini,
+            chat_store=store,
         )
         window.resize(1280, 860)
         window.show()
@@ -254,7 +260,8 @@ async def render(out: Path, folder: Path) -> list[Path]:
         written = [await _grab_tab(window, bridge, out, n) for n in ("pools", "tasks")]
         await running
         await _until(lambda: not conversation.busy, 120.0, "the chat answer")
-        written += [await _grab_tab(window, bridge, out, n) for n in ("chat", "decisions")]
+        written += await chat_scenes(window, conversation, markdown_chat, out)
+        written += [await _grab_tab(window, bridge, out, "decisions")]
         written += [await _grab_tab(window, bridge, out, "metrics")]
         written.append(await _grab_settings(window, out))
         window.hide()

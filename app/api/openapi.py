@@ -24,7 +24,7 @@ from app.api.openai.wire import (
     ModelList,
     OpenAIErrorBody,
 )
-from app.api.wire import AuthErrorBody, DrainAccepted, PoolHealth
+from app.api.wire import AuthErrorBody, DrainAccepted, PoolHealth, PoolLog
 from app.orchestrator.contracts import (
     API_VERSION,
     AdmissionResponse,
@@ -51,7 +51,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 )  # fmt: skip
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     AdmissionResponse, TaskView, SessionInfo, Capabilities, PoolView, PoolHealth,
-    DrainAccepted, ReloadResult, DecisionRecord, ErrorEnvelope, AuthErrorBody,
+    DrainAccepted, PoolLog, ReloadResult, DecisionRecord, ErrorEnvelope, AuthErrorBody,
     StartedPayload, TokenPayload, MetricsPayload, EndPayload, ErrorPayload,
     ModelList, ModelCard, ChatCompletion, ChatCompletionChunk, Completion, OpenAIErrorBody,
 )  # fmt: skip
@@ -63,7 +63,8 @@ SSE_EVENTS: dict[str, type[BaseModel]] = {
     "error": ErrorPayload,
 }
 ERROR_TEXT = {
-    400: "Invalid JSON or parameters (INVALID_PARAMS) or a guardrail refusal (ADMISSION_REJECT)",
+    400: "Invalid JSON or parameters (INVALID_PARAMS), a guardrail refusal (ADMISSION_REJECT) "
+    "or a deadline_ms the pool cannot meet (DEADLINE_UNMET)",
     401: "Missing or wrong bearer token",
     403: "Host or Origin refused (DNS rebinding / cross-origin protection)",
     404: "Unknown id (NOT_FOUND; model_not_found on the OpenAI routes)",
@@ -197,6 +198,13 @@ def body(model: type[BaseModel], required: bool = True) -> Schema:
     return {"required": required, "content": {"application/json": {"schema": ref(model)}}}
 
 
+TAIL_PARAM: Schema = {
+    "name": "tail",
+    "in": "query",
+    "required": False,
+    "description": "How many of the last lines to return (1..5000, default 200)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 200},
+}
 TASK_ID = path_param("task_id", "The task id returned by POST /v1/tasks")
 SESSION_ID = path_param("session_id", "The session id given in task requests")
 POOL_ID = path_param("pool_id", "A pool id from GET /v1/pools")
@@ -321,6 +329,14 @@ def _control_plane() -> dict[str, dict[str, Schema]]:
                 params=(POOL_ID,),
             ),
         },
+        "/v1/pools/{pool_id}/log": {
+            "get": _op(
+                "getPoolLog", "The last lines of the pool's engine log", "control-plane",
+                {"200": json_response("Log lines, oldest first", ref(PoolLog)),
+                 **error_responses(400, 404)},
+                params=(POOL_ID, TAIL_PARAM),
+            ),
+        },
         "/v1/pools/{pool_id}/drain": {
             "post": _op(
                 "drainPool", "Stop admissions; cancel leftovers at the deadline", "control-plane",
@@ -349,7 +365,9 @@ def _control_plane() -> dict[str, dict[str, Schema]]:
         },
         "/v1/placement/decisions": {
             "get": _op(
-                "listDecisions", "Recent placement decisions with per-candidate reasons",
+                "listDecisions",
+                "Recent placement decisions, newest first: each says admitted or refused "
+                "(a 429 included) and gives every candidate its outcome and its filter or rank key",
                 "control-plane",
                 {"200": json_response("Decisions, newest first", _array(DecisionRecord)),
                  **error_responses(400)},
@@ -442,8 +460,13 @@ def _array(model: type[BaseModel]) -> Schema:
     return {"type": "array", "items": ref(model)}
 
 
-def build_openapi() -> Schema:
-    """Return the OpenAPI 3.1 document (a fresh dict). Never blocks."""
+def build_openapi(*, catalog: bool = False) -> Schema:
+    """Return the OpenAPI 3.1 document (a fresh dict), with the catalog routes when
+    ``catalog``. Never blocks."""
+    from app.api.catalog_doc import catalog_operations, catalog_schemas
+
+    paths = operations() | (catalog_operations() if catalog else {})
+    schemas = component_schemas() | (catalog_schemas() if catalog else {})
     return {
         "openapi": "3.1.0",
         "info": {
@@ -456,9 +479,9 @@ def build_openapi() -> Schema:
                 "needs `Authorization: Bearer <token>`."
             ),
         },
-        "paths": operations(),
+        "paths": paths,
         "components": {
-            "schemas": component_schemas(),
+            "schemas": schemas,
             "headers": HEADERS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },

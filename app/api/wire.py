@@ -62,3 +62,11 @@ class DrainAccepted(_Wire):
     pool_id: str
     draining: bool
     deadline_ms: int
+
+
+class PoolLog(_Wire):
+    """``GET /v1/pools/{pool_id}/log?tail=N``: the last lines of the pool's engine log."""
+
+    pool_id: str
+    log_file: str | None
+    lines: list[str]

@@ -38,6 +38,7 @@ from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
 from app.engine_host.restart_policy import CrashHistory, RestartPolicy, classify_exit
+from app.engine_host.slot_affinity import SlotAffinity
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
@@ -98,6 +99,7 @@ class LlamaCppEngine(PublishedStatus):
         self._watch: asyncio.Task[str] | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self.stats = EngineStats()  # written by the stats task only
+        self._affinity = SlotAffinity(spec.slots)  # a fresh one per engine process
         self._retiring: set[asyncio.Task[int]] = set()
         self._hung: tuple[EngineProcess, str] | None = None
         self._last_crash = ""
@@ -112,6 +114,18 @@ class LlamaCppEngine(PublishedStatus):
     def log_path(self) -> Path:
         """Return the file that collects the engine's output."""
         return self._log_path
+
+    async def read_log(self, tail_lines: int) -> list[str]:
+        """Return the last ``tail_lines`` lines of the engine's log, oldest first (may be []).
+
+        Awaits a file read of at most 1 MiB in a worker thread.
+        """
+
+        def read() -> list[str]:
+            text = process.read_log_tail(self._log_path, max_bytes=1024 * 1024)
+            return text.splitlines()[-tail_lines:] if tail_lines > 0 else []
+
+        return await asyncio.to_thread(read)
 
     @property
     def engine_pid(self) -> int | None:
@@ -180,14 +194,26 @@ class LlamaCppEngine(PublishedStatus):
         if inst is None or not self._pool.state.serving:
             raise self._pool.unready()
         path, body = request_body(request, self._pool.descriptor.model)
-        return await self._open(inst, path, body, self._spec.decode_timeout_s)
+        slot, warm = self._affinity.acquire(request.session_id)
+        body["id_slot"] = slot  # a session's turns go to the slot caching its prompt
+        body["cache_prompt"] = True
+        try:
+            stream = await self._open(inst, path, body, self._spec.decode_timeout_s, slot)
+        except BaseException:
+            self._affinity.release(slot)
+            raise
+        stream.expected_warm = warm
+        return stream
 
     # ---- streams ----
 
     async def _open(
-        self, inst: EngineProcess, path: str, body: dict[str, object], timeout_s: float
+        self, inst: EngineProcess, path: str, body: dict[str, object], timeout_s: float, slot: int
     ) -> OpenAIStream:
+        affinity = self._affinity
+
         def finished(error: EngineError | None) -> None:
+            affinity.release(slot)
             if error is not None and error.code is ErrorCode.DECODE_TIMEOUT:
                 cause = f"hung (no token within {timeout_s:g} s), killed"
                 self._mailbox.post(_Command("hung", instance=inst, cause=cause))
@@ -293,7 +319,11 @@ class LlamaCppEngine(PublishedStatus):
         elif command.kind == "restart" or self._pool.state in _STARTABLE:
             await self._cancel_all()
             self._history = CrashHistory()
-            self._begin_launch(self._model_ref, recovering=False, detail="starting")
+            missing = self._missing_model() if self._pool.state in _STARTABLE else None
+            if missing is not None:
+                self._publish(PoolState.NEEDS_MODEL, missing)
+            else:
+                self._begin_launch(self._model_ref, recovering=False, detail="starting")
         if command.reply is not None and not command.reply.done():
             command.reply.set_result("")
 
@@ -315,9 +345,29 @@ class LlamaCppEngine(PublishedStatus):
             self._begin_launch(ref, recovering=False, detail="starting")
             self._launch_reply = command.reply
 
+    def _missing_model(self) -> str | None:
+        """Return why the configured model is absent ("needs a model", with its path), or None.
+
+        Only for the pool's own model: a reload's path gets the launcher's one
+        answer for every unusable path, so callers cannot probe for files.
+        """
+        if not self._model_ref:
+            return None
+        try:
+            path = resolve_model_ref(self._model_ref)
+        except ValueError:
+            return None
+        if path.exists():
+            return None
+        return (
+            f"needs a model: the model file {path} does not exist; put the GGUF file there "
+            "or choose another model"
+        )
+
     def _begin_launch(self, model_ref: str | None, *, recovering: bool, detail: str) -> None:
         if model_ref is None:
-            self._publish(PoolState.NEEDS_MODEL, "no model configured; reload a model to serve")
+            detail = self._spec.needs_model_detail or "no model configured; reload a model to serve"
+            self._publish(PoolState.NEEDS_MODEL, detail)
             return
         self._pool.descriptor = self._describe(model_ref, None)
         self._launch = asyncio.create_task(self._launcher.launch(model_ref))
@@ -364,6 +414,7 @@ class LlamaCppEngine(PublishedStatus):
 
     def _serve(self, inst: EngineProcess, detail: str) -> None:
         self._inst = inst
+        self._affinity = SlotAffinity(self._spec.slots)
         self._stop_watch()
         self._watch = asyncio.create_task(self._watch_health(inst))
         poll = self.stats.poll(self._http, inst.base_url, inst.headers, self._spec.stats_interval_s)

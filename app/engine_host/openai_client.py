@@ -238,6 +238,8 @@ class OpenAIStream:
     ) -> None:
         self.finish_reason: str | None = None
         self.prompt_tokens: int | None = None
+        self.cached_tokens: int | None = None  # prompt tokens the engine took from its KV cache
+        self.expected_warm: bool | None = None  # set by an engine that routes sessions to slots
         self._response = response
         self._timeout = decode_timeout_s
         self._name = name
@@ -250,6 +252,14 @@ class OpenAIStream:
         self._error: EngineError | None = None
         self._loop = asyncio.get_running_loop()
         self._deadline = self._loop.time() + decode_timeout_s
+
+    @property
+    def kv_warm(self) -> bool | None:
+        """Return whether the prompt found its KV cache warm: the engine's count of cached
+        prompt tokens once the stream reported it, else the routing's expectation."""
+        if self.cached_tokens is not None:
+            return self.cached_tokens > 0
+        return self.expected_warm
 
     def __aiter__(self) -> OpenAIStream:
         return self
@@ -334,6 +344,9 @@ class OpenAIStream:
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
             self.prompt_tokens = usage["prompt_tokens"]
+            details = usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens") if isinstance(details, dict) else None
+            self.cached_tokens = cached if isinstance(cached, int) else None
         choices = obj.get("choices")
         if choices and isinstance(choices, list) and isinstance(choices[0], dict):
             self._choice(choices[0])

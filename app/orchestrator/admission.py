@@ -17,9 +17,11 @@ from app.orchestrator.contracts import (
     AdmissionResponse,
     ErrorCode,
     PlacementMode,
+    Priority,
     TaskRequest,
     Workload,
 )
+from app.orchestrator.deadlines import PoolPace, check_deadline, predicted_finish_ms
 from app.orchestrator.decisions import Refusal
 from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, InvalidParams, OrchError, QueueFull, ShuttingDown
@@ -66,6 +68,7 @@ class Admitter:
         decision = self._decide(req, tokens_in)
         try:
             pool = self._chosen(req, decision)
+            self._check_deadline(req, pool)
             queued = self._enqueue(pool, req, task_id, now)
         except OrchError as exc:
             self._record(task_id, req, decision, exc)
@@ -195,6 +198,36 @@ class Admitter:
         self._record_decision_metrics(decision, refusal)
         st.notify(DecisionMade(record))
 
+    def _check_deadline(self, req: TaskRequest, pool: PoolRuntime) -> None:
+        """Raise DEADLINE_UNMET (400) when the pool's measurements predict a miss."""
+        if req.deadline_ms is None:
+            return
+        queues = pool.queues
+        position = (
+            queues.depth(Priority.INTERACTIVE)
+            if req.priority is Priority.INTERACTIVE
+            else len(queues)
+        )
+        perf = pool.perf
+        pace = PoolPace(
+            pool.engine.descriptor.slots,
+            pool.busy,
+            perf.service_ms,
+            perf.first_token_ms,
+            perf.tokens_per_s,
+        )
+        predicted = predicted_finish_ms(pace, position, req.expected_tokens or req.max_tokens)
+        refusal = check_deadline(req.deadline_ms, predicted, pool.pool_id)
+        if refusal is not None:
+            self._reject("deadline", pool.engine.descriptor.engine)
+            raise OrchError(
+                ErrorCode.DEADLINE_UNMET,
+                refusal.message,
+                status=400,
+                pool_id=pool.pool_id,
+                retriable=False,
+            )
+
     def _check_ctx(self, req: TaskRequest, tokens_in: int) -> None:
         matching = [
             p.engine.descriptor
@@ -286,9 +319,14 @@ class Admitter:
         st.metrics.tasks_enqueued.inc()
         st.metrics.tokens_in.inc(rec.tokens_in)
         st.update_queue_gauge(st.pools[rec.pool_id])
-        rec.unopened_timer = asyncio.get_running_loop().call_later(
+        loop = asyncio.get_running_loop()
+        rec.unopened_timer = loop.call_later(
             st.config.unopened_stream_timeout_s, self._dispatcher.cancel_unopened, rec.task_id
         )
+        if rec.request.deadline_ms is not None:
+            rec.deadline_timer = loop.call_later(
+                rec.request.deadline_ms / 1000, self._dispatcher.deadline_passed, rec.task_id
+            )
         log_task(
             rec,
             "admitted",

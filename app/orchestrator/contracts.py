@@ -115,7 +115,13 @@ class TaskRequest(Strict):
     max_tokens: Annotated[int, Field(ge=1, le=131_072)] = 256
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
     stop: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=8)
-    deadline_ms: Annotated[int, Field(ge=1, le=86_400_000)] | None = None
+    deadline_ms: Annotated[int, Field(ge=1, le=86_400_000)] | None = Field(
+        default=None,
+        description="Milliseconds from admission by which the task must end. Refused at "
+        "admission with 400 DEADLINE_UNMET when the pool's measured speed predicts a miss; "
+        "when it passes while the task is queued or running, the stream ends with an "
+        "`error` event DEADLINE_UNMET (not retriable).",
+    )
     expected_tokens: Annotated[int, Field(ge=1, le=131_072)] | None = None
     kv_hint: KvHint | None = None
     placement: PlacementOverrides = Field(default_factory=PlacementOverrides)
@@ -355,7 +361,20 @@ class DrainRequest(Strict):
 
 
 class ReloadRequest(Strict):
+    """POST /v1/pools/{id}/reload: ``model_ref`` (or the upstream name ``new_model_ref``)
+    and ``persist`` (write the choice to the config file so it survives a restart)."""
+
     model_ref: Annotated[str, Field(min_length=1, max_length=4096)]
+    persist: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upstream_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "new_model_ref" in data:
+            data = dict(data)
+            alias = data.pop("new_model_ref")
+            data.setdefault("model_ref", alias)
+        return data
 
 
 class ReloadResult(Strict):

@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 from app.orchestrator.contracts import ErrorCode, FinishReason
+from app.orchestrator.deadlines import deadline_passed_message
 from app.orchestrator.estimates import engine_request, on_time_probability
 from app.orchestrator.events import (
     METRICS,
@@ -88,11 +89,16 @@ class Dispatcher:
         """Own ``rec`` from dispatch to its terminal event."""
         stream = None
         try:
+            await self._await_reader(rec)
+            if rec.lifecycle.terminal:
+                return
             stream = await pool.engine.open_stream(engine_request(rec))
             if rec.lifecycle.terminal:
                 return
             rec.lifecycle.to(TaskState.STREAMING)
+            note_kv_warmth(rec, stream)
             await self._forward(rec, stream)
+            note_kv_warmth(rec, stream)
             if not rec.lifecycle.terminal:
                 reason = (
                     FinishReason.LENGTH if stream.finish_reason == "length" else (FinishReason.STOP)
@@ -110,6 +116,22 @@ class Dispatcher:
         finally:
             if stream is not None:
                 await close_quietly(stream)
+
+    async def _await_reader(self, rec: TaskRecord) -> None:
+        """Wait until the task's stream is opened or the start grace passes (awaits).
+
+        No tokens are decoded for a reader who is not there yet.
+        """
+        grace = self._st.config.stream_start_grace_s
+        if rec.reader_attached or grace <= 0:
+            return
+        # a timer, not asyncio.wait_for: one handle, and safe on qasync's loop
+        gate = rec.start_gate
+        timer = asyncio.get_running_loop().call_later(grace, gate.set)
+        try:
+            await gate.wait()
+        finally:
+            timer.cancel()
 
     async def _forward(self, rec: TaskRecord, stream: Any) -> None:
         """The per-token hot path: engine text -> channel. No logging, no models."""
@@ -204,6 +226,8 @@ class Dispatcher:
             self._st.pools[rec.pool_id].queues.remove(rec.task_id)
         self._st.counters["canceled"] += 1
         self._st.metrics.tasks_canceled.inc()
+        # tokens still buffered are discarded below: count only what the reader took
+        rec.tokens_out = rec.channel.tokens_taken
         self._finish(
             rec,
             TaskState.CANCELED,
@@ -221,6 +245,19 @@ class Dispatcher:
         if rec is not None and not rec.reader_attached:
             log_task(rec, "canceled", "nobody opened the stream in time; task canceled")
             self.cancel(rec)
+
+    def deadline_passed(self, task_id: str) -> None:
+        """End ``task_id`` with DEADLINE_UNMET if it is still queued or running."""
+        rec = self._st.live.get(task_id)
+        deadline = rec.request.deadline_ms if rec is not None else None
+        if rec is None or deadline is None or rec.lifecycle.terminal:
+            return
+        where = "queued" if rec.state is TaskState.QUEUED else "running"
+        message = deadline_passed_message(deadline, where, rec.channel.tokens_taken)
+        log_task(rec, "deadline", message)
+        self.fail(rec, ErrorCode.DEADLINE_UNMET, message, False)
+        if rec.runner is not None and not rec.runner.done():
+            rec.runner.cancel()
 
     def cancel_pool(self, pool_id: str) -> None:
         """Cancel every live task of ``pool_id``, queued or running."""
@@ -277,8 +314,7 @@ class Dispatcher:
             rec.channel.cancel(event)
         else:
             rec.channel.close(event)
-        if rec.unopened_timer is not None:
-            rec.unopened_timer.cancel()
+        rec.stop_timers()
         log_task(rec, state.value, f"task {state.value} after {rec.tokens_out} tokens")
         self._st.notify_task(rec)
 
@@ -291,3 +327,10 @@ class Dispatcher:
         while len(st.done) > st.config.history:
             st.done.popitem(last=False)
         st.update_queue_gauge(st.pools[rec.pool_id])
+
+
+def note_kv_warmth(rec: TaskRecord, stream: object) -> None:
+    """Take the engine's own word on KV warmth (a stream's ``kv_warm``) when it gives one."""
+    reported = getattr(stream, "kv_warm", None)
+    if isinstance(reported, bool):
+        rec.kv_warm = reported

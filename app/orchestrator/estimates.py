@@ -50,6 +50,7 @@ def engine_request(rec: TaskRecord) -> EngineRequest:
         seed=r.seed,
         stop=tuple(r.stop),
         correlation_id=rec.correlation_id,
+        session_id=r.session_id,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from app.orchestrator.contracts import ChatMessage, ErrorCode
@@ -58,6 +59,19 @@ class EngineRequest:
     seed: int | None
     stop: Sequence[str] = ()
     correlation_id: str = ""
+    session_id: str | None = None
+
+
+@runtime_checkable
+class EngineLog(Protocol):
+    """An engine whose process writes a log file (llama-server's output)."""
+
+    @property
+    def log_path(self) -> Path: ...
+
+    async def read_log(self, tail_lines: int) -> list[str]:
+        """Return the last ``tail_lines`` lines of the engine's log (oldest first)."""
+        ...
 
 
 class EngineError(Exception):

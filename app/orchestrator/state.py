@@ -35,6 +35,8 @@ class OrchestratorConfig:
     full_policy: FullPolicy = FullPolicy.REJECT
     channel_cap: int = 32
     unopened_stream_timeout_s: float = 30.0
+    stream_start_grace_s: float = 0.5
+    housekeeping_interval_s: float = 1.0
     metrics_interval_s: float = 1.0
     session_ttl_s: float = 600.0
     session_max_turns: int = 8

@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMenu,
-    QMessageBox,
     QSystemTrayIcon,
     QTabWidget,
     QToolButton,
@@ -22,36 +21,25 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ui.api_urls import api_urls
 from app.ui.banner import Banner
 from app.ui.bridge import Bridge
 from app.ui.chat_panel import ChatPanel
 from app.ui.chat_store import ChatStore
 from app.ui.decisions_view import DecisionsView
+from app.ui.desktop_menus import DesktopActions
 from app.ui.icons import app_icon
 from app.ui.metrics_view import MetricsView
-from app.ui.pools_view import ModelChooser, PoolsView
+from app.ui.pools_view import AskYesNo, ModelChooser, PoolsView, ask_yes_no
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.tasks_view import TasksView
 from app.ui.tray import PauseAdmissions, Tray
 
-Ask = Callable[[QWidget, str, str], bool]
-"""Ask a yes/no question (parent, title, text); returns True for yes. Blocks (modal)."""
+Ask = AskYesNo
 
 ERROR_SHOWN_MS = 10_000
 ERRORS_KEPT = 50
 TAB_TITLES = ("&Pools", "&Chat", "&Decisions", "&Metrics", "&Tasks && logs")
-
-
-def ask_yes_no(parent: QWidget, title: str, text: str) -> bool:
-    """Ask with a modal QMessageBox (blocks in a nested event loop); True for Yes."""
-    answer = QMessageBox.question(
-        parent,
-        title,
-        text,
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
 
 
 class MainWindow(QMainWindow):
@@ -103,7 +91,7 @@ class MainWindow(QMainWindow):
         self, choose_model: ModelChooser | None, banner: str | None, store: ChatStore | None
     ) -> None:
         b = self._bridge
-        self.pools_view = PoolsView(b, choose_model=choose_model)
+        self.pools_view = PoolsView(b, choose_model=choose_model, ask=self._ask)
         self.chat = ChatPanel(b, store=store)
         self.chat.navigate.connect(self.navigate)
         self.decisions = DecisionsView(b)
@@ -138,12 +126,16 @@ class MainWindow(QMainWindow):
         app_menu.addAction(self.settings_action)
         app_menu.addAction(self.pause_action)
         app_menu.addSeparator()
+        self.desktop_actions = DesktopActions(self, self._bridge)
+        self.desktop_actions.add_to_file(app_menu)
+        app_menu.addSeparator()
         app_menu.addAction(self.quit_action)
         view_menu = self.menuBar().addMenu("&View")
         for i, title in enumerate(TAB_TITLES):
             action = view_menu.addAction(title)
             action.setShortcut(QKeySequence(f"Ctrl+{i + 1}"))
             action.triggered.connect(functools.partial(self.tabs.setCurrentIndex, i))
+        self.desktop_actions.add_to_help(self.menuBar().addMenu("&Help"))
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("main-toolbar")
         toolbar.addAction(self.settings_action)
@@ -168,9 +160,11 @@ class MainWindow(QMainWindow):
     # ---- status bar and errors ---------------------------------------------------------
 
     def _update_api_label(self) -> None:
-        text = f"API: {self._bridge.controls.api_url()}"
+        urls = api_urls(self._bridge.controls.api_url())
+        text = "API: " + " · ".join(urls)
         if self.api_label.text() != text:
             self.api_label.setText(text)
+            self.api_label.setToolTip("\n".join(urls))
 
     def _on_sample(self, _sample: Any) -> None:
         self._update_api_label()

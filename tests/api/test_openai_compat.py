@@ -373,6 +373,8 @@ async def test_disconnect_while_queued_cancels_stream_and_whole_requests(
 ) -> None:
     api = await _api(make_api, hang_after_tokens=0)
     blocker = await api.submit(max_tokens=5)
+    # nobody reads the blocker: it reaches the engine after the start grace
+    await wait_until(lambda: api.orch.task(blocker).state == "streaming")
     streamed = await api.client.post(CHAT, json=chat(stream=True))
     queued = streamed.headers["X-Orch-Task-Id"]
     assert api.orch.task(queued).state == "queued"

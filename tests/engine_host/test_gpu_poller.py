@@ -13,8 +13,7 @@ import pytest
 from app.engine_host.gpu_poller import NOT_READ_YET_HINT, GpuPoller
 from app.engine_host.nvml import MemoryInfo, NvmlInventory, NvmlUnavailableError
 from app.orchestrator.ports import GpuInventory, GpuProbe
-
-from .test_nvml import GIB, FakeClock, FakeNvml, rtx3090, rtx4060ti
+from tests.engine_host.fake_nvml import GIB, FakeClock, FakeNvml, rtx3090, rtx4060ti
 
 
 class Deferred:

@@ -24,6 +24,7 @@ from app.engine_host.restart_policy import RestartPolicy
 from app.orchestrator.contracts import ChatMessage, ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import EngineControl, EngineError, EngineRequest, PoolStatus
+from tests.engine_host.support import alive
 from tests.support.gguf_files import BAD_KINDS, with_tensors, write_bad
 
 pytestmark = pytest.mark.engine
@@ -33,15 +34,6 @@ shared_loop = pytest.mark.asyncio(loop_scope="module")
 FAST_POLICY = RestartPolicy(base_s=0.05, cap_s=0.2, jitter=0.0)
 READY_TIMEOUT_S = 60.0
 LONG = 16384
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def state_of(pool: LlamaCppEngine) -> PoolState:
@@ -252,20 +244,20 @@ async def test_health_probe_kills_an_engine_that_stopped_answering(
         await pool.stop()
 
 
-async def test_missing_model_is_a_load_failure_without_a_crash_loop(engine_log_dir: Path) -> None:
+async def test_a_missing_model_file_means_the_pool_needs_a_model(engine_log_dir: Path) -> None:
+    """No crash loop and no engine: the pool waits for a model and names the path."""
     missing = engine_log_dir / "nowhere" / "absent.gguf"
     pool = LlamaCppEngine(cpu_spec("bad", f"file:{missing}"), log_dir=engine_log_dir)
     statuses: list[PoolStatus] = []
     pool.add_listener(statuses.append)
     try:
         await pool.start()
-        status = await pool.wait_for(PoolState.FAILED, PoolState.READY, timeout_s=10.0)
-        assert status.state is PoolState.FAILED
-        assert status.detail.startswith("load failed")
+        status = await pool.wait_for(PoolState.NEEDS_MODEL, PoolState.READY, timeout_s=10.0)
+        assert status.state is PoolState.NEEDS_MODEL
+        assert status.detail.startswith("needs a model")
         assert str(missing) in status.detail
         await asyncio.sleep(0.3)
-        assert pool.status.state is PoolState.FAILED
-        assert [s.state for s in statuses] == [PoolState.STARTING, PoolState.FAILED]
+        assert [s.state for s in statuses] == [PoolState.NEEDS_MODEL]
         assert pool.status.crashes_recent == 0
         assert pool.engine_pid is None
         with pytest.raises(EngineError) as caught:

@@ -10,7 +10,7 @@ from app.engine_host.nvml import NvmlInventory
 from app.orchestrator.contracts import TaskRequest
 from app.orchestrator.ports import GpuInventory
 from app.orchestrator.service import Orchestrator, OrchestratorConfig
-from tests.engine_host.test_nvml import GIB, FakeNvml, rtx3090, rtx4060ti
+from tests.engine_host.fake_nvml import GIB, FakeNvml, rtx3090, rtx4060ti
 
 
 class Probe:

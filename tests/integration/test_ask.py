@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.engine_host.mock import mock_token
-from tests.integration.support import clean_env, free_port
-from tests.integration.test_openai_client import ROOT, Served, serve
+from tests.integration.support import ROOT, Served, clean_env, free_port, serve
 
 POOLS = """
 [admission]

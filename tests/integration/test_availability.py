@@ -7,7 +7,11 @@ import http.client
 import json
 import re
 import resource
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -16,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.support import (
+    ROOT,
     clean_env,
     end_process,
     free_port,
@@ -241,3 +246,110 @@ def test_failed_accepts_make_one_rate_limited_log_line(tmp_path: Path) -> None:
     assert 1 <= lines <= elapsed / 10 + 1, err[-2000:]
     assert "ulimit -n" in err
     assert len(err) < 20_000
+
+
+SLOW_POOL = """
+[[pools]]
+id = "m0"
+engine = "mock"
+model = "mock-a"
+mock_tokens_per_s = 5
+"""
+
+
+def _start_long_stream(port: int) -> tuple[threading.Thread, list[bytes]]:
+    """Submit a long task and read its stream in a thread; return the thread and its bytes."""
+    body = json.dumps({"prompt": "hi", "max_tokens": 1000}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/tasks", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        task = json.loads(resp.read())["task_id"]
+    got: list[bytes] = []
+
+    def read() -> None:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            url = f"http://127.0.0.1:{port}/v1/tasks/{task}/stream"
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                while chunk := resp.read1(4096):
+                    got.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 5
+    while b"event: token" not in b"".join(got) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return reader, got
+
+
+@pytest.mark.parametrize("command", ["serve", "gui"])
+def test_a_second_stop_signal_stops_at_once(tmp_path: Path, command: str) -> None:
+    port = free_port()
+    cfg = _write(tmp_path, f'[server]\nbind = "127.0.0.1:{port}"\n{SLOW_POOL}')
+    env = clean_env(tmp_path, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", command, "--config", str(cfg)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_listening(proc, port, within_s=60)
+        assert _answers(port, 30.0)
+        reader, got = _start_long_stream(port)
+        assert b"event: token" in b"".join(got)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the first signal drains (the task is still running)"
+        proc.send_signal(signal.SIGINT)
+        second = time.monotonic()
+        proc.wait(timeout=10)
+        assert time.monotonic() - second < 3.0
+        reader.join(5)
+        assert b"event: error" in b"".join(got), "the live stream gets an error frame"
+    finally:
+        err = end_process(proc)
+    assert "Traceback" not in err, err[-3000:]
+
+
+def test_a_pool_without_its_model_file_does_not_stop_the_others(tmp_path: Path) -> None:
+    port = free_port()
+    missing = tmp_path / "models" / "gone.gguf"
+    cfg = _write(
+        tmp_path,
+        f"""allow_cpu_inference = true
+[server]
+bind = "127.0.0.1:{port}"
+[[pools]]
+id = "gone"
+engine = "llamacpp"
+model = "file:{missing}"
+device_mask = "cpu"
+{MOCK_POOL}""",
+    )
+    proc = launch_serve(cfg, clean_env(tmp_path))
+    try:
+        wait_listening(proc, port)
+        assert _answers(port, 10.0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pools = {p["pool_id"]: p for p in json.loads(http_get(port, "/v1/pools")[1])}
+            if pools["m0"]["ready"] and pools["gone"]["state"] == "needs_model":
+                break
+            time.sleep(0.1)
+        assert pools["gone"]["state"] == "needs_model", pools["gone"]
+        assert str(missing) in pools["gone"]["detail"]
+        assert pools["m0"]["ready"]
+        body = json.dumps({"prompt": "hi", "max_tokens": 3, "model_ref": "mock-a"}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/tasks",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert json.loads(resp.read())["pool_id"] == "m0"
+    finally:
+        err = end_process(proc)
+    assert str(missing) in err, "serve names the missing file at start"

@@ -6,16 +6,7 @@ llama.cpp demo model (marked ``engine``) covers real chat templates and seeds.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -23,10 +14,8 @@ import pytest
 
 from app.engine_host.demo_model import write_demo_model
 from app.engine_host.mock import mock_token
-from tests.integration.support import clean_env, free_port
+from tests.integration.support import Served, serve
 
-ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "openai-client-test-token"
 MOCK_POOLS = """
 [admission]
 queue_capacity = 1
@@ -56,89 +45,6 @@ device_mask = "2"
 mock_tokens_per_s = 1000
 mock_fail_after_tokens = 2
 """
-
-
-@dataclass
-class Served:
-    """A ``llama-orch serve`` subprocess and how to reach it."""
-
-    base: str
-    token: str
-    proc: subprocess.Popen[str]
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """Return (status, parsed JSON or None) of one authenticated request."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                raw = resp.read()
-                return resp.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        status, view = self.call("GET", f"/v1/tasks/{task_id}")
-        assert status == 200, view
-        return dict(view)
-
-    def wait_for_state(self, task_id: str, state: str, within_s: float = 10) -> dict[str, Any]:
-        """Poll the task until it reaches ``state``; fails the test after ``within_s``."""
-        deadline = time.monotonic() + within_s
-        while True:
-            view = self.task(task_id)
-            if view["state"] == state or time.monotonic() > deadline:
-                assert view["state"] == state, view
-                return view
-            time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def serve(
-    home: Path, pools_toml: str, *, top: str = "", ready_within_s: float = 60
-) -> Iterator[Served]:
-    """Run ``llama-orch serve`` with ``pools_toml`` (and top-level keys ``top``) until
-    every pool is ready; stop it after."""
-    port = free_port()
-    config = home / "config.toml"
-    config.write_text(f'{top}\n[server]\nbind = "127.0.0.1:{port}"\n{pools_toml}')
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--config", str(config)],
-        env=clean_env(home, AUTH_TOKEN=TOKEN),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    served = Served(f"http://127.0.0.1:{port}", TOKEN, proc)
-    try:
-        _wait_ready(served, ready_within_s)
-        yield served
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_ready(served: Served, within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        assert served.proc.poll() is None, served.proc.stderr.read() if served.proc.stderr else ""
-        with contextlib.suppress(OSError):
-            status, pools = served.call("GET", "/v1/pools")
-            if status == 200 and pools and all(p["ready"] for p in pools):
-                return
-        time.sleep(0.1)
-    pytest.fail(f"the server's pools were not ready within {within_s} s")
 
 
 def client(served: Served, api_key: str | None = None) -> openai.OpenAI:

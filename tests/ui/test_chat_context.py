@@ -19,7 +19,7 @@ from app.ui.conversation import TRIM_MARKER
 from app.ui.embedded_bridge import EmbeddedBridge
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, FakeControls
-from tests.ui.test_chat_panel import script, type_and_send
+from tests.ui.support import script, type_and_send
 
 
 def test_trimming_keeps_the_system_prompt_and_drops_the_oldest_turns() -> None:
@@ -144,7 +144,7 @@ def test_an_answer_cut_by_the_context_says_so_and_offers_a_new_chat(
         END, {"tokens_out": 3, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
     )
     bridge.default_script = events
-    panel = ChatPanel(bridge)  # type: ignore[arg-type]
+    panel = ChatPanel(bridge)
     qtbot.addWidget(panel)
     conv = panel.current()
     conv.system_prompt.setPlainText("Be kind.")
@@ -172,7 +172,7 @@ def test_an_answer_at_max_tokens_is_not_called_cut(qtbot: Any, qloop: QtAsync) -
         END, {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
     )
     bridge.default_script = events
-    panel = ChatPanel(bridge)  # type: ignore[arg-type]
+    panel = ChatPanel(bridge)
     qtbot.addWidget(panel)
     conv = panel.current()
     conv.max_tokens.setValue(2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -27,15 +27,9 @@ from app.orchestrator.errors import OrchError, QueueFull
 from app.orchestrator.events import (
     END,
     ERROR,
-    STARTED,
-    TOKEN,
     EndData,
     EndEvent,
     ErrorEvent,
-    StartedData,
-    StartedEvent,
-    TaskEvent,
-    TokenEvent,
 )
 from app.ui.chat_logic import (
     ChatOptions,
@@ -48,28 +42,9 @@ from app.ui.chat_logic import (
 from app.ui.chat_panel import ChatPanel, Conversation
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, pool_view
+from tests.ui.support import script, type_and_send
 
 TOKENS = [f"tok{i} " for i in range(200)]
-
-
-def script(tokens: list[str], pool_id: str = "gpu0") -> list[TaskEvent]:
-    started: StartedData = {
-        "queue_position": 0,
-        "predicted_start_ms": 0,
-        "pool_id": pool_id,
-        "correlation_id": "c-1",
-    }
-    end: EndData = {
-        "tokens_out": len(tokens),
-        "decode_time_ms": 500,
-        "decode_ms": 500,
-        "finish_reason": "stop",
-    }
-    return [
-        StartedEvent(STARTED, started),
-        *(TokenEvent(TOKEN, {"t": t, "i": i}) for i, t in enumerate(tokens)),
-        EndEvent(END, end),
-    ]
 
 
 class StepClock:
@@ -89,21 +64,13 @@ def make_panel(qtbot: Any) -> Iterator[Callable[..., ChatPanel]]:
     alive: list[ChatPanel] = []
 
     def build(bridge: FakeBridge, **kw: Any) -> ChatPanel:
-        panel = ChatPanel(bridge, **kw)  # type: ignore[arg-type]
+        panel = ChatPanel(bridge, **kw)
         qtbot.addWidget(panel)
         alive.append(panel)
         return panel
 
     yield build
     alive.clear()
-
-
-def type_and_send(conv: Conversation, text: str, qloop: QtAsync) -> None:
-    """Send ``text`` and let the loop start the stream task (Qt events processed later
-    outside the loop must not be the first to step it)."""
-    conv.prompt.setPlainText(text)
-    conv.send_button.click()
-    qloop.sleep(0.01)
 
 
 def transcript(conv: Conversation) -> str:
@@ -234,7 +201,11 @@ def test_multi_turn_sends_the_conversation_in_one_session(make_panel: Any, qloop
         kv_warmth=True,
         budgets=SessionBudgets(),
     )
-    bridge.session = lambda session_id: info  # type: ignore[method-assign]
+
+    async def session(session_id: str) -> SessionInfo | None:
+        return info
+
+    bridge.session = session  # type: ignore[method-assign]
     conv = make_panel(bridge).current()
     type_and_send(conv, "first", qloop)
     qloop.wait_until(lambda: not conv.busy)
@@ -255,7 +226,7 @@ def test_a_session_out_of_turns_is_continued_in_a_new_session(
     make_panel: Any, qloop: QtAsync
 ) -> None:
     class TurnLimited(FakeBridge):
-        def submit(self, req: TaskRequest) -> AdmissionResponse:
+        def submit(self, req: TaskRequest) -> Coroutine[Any, Any, AdmissionResponse]:
             if len(self.submitted) == 1 and req.session_id == self.submitted[0].session_id:
                 self.submitted.append(req)
                 raise OrchError("ADMISSION_REJECT", "session has used all 1 turns", status=400)

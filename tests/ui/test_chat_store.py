@@ -16,7 +16,7 @@ from app.ui.chat_sidebar import ChatSidebar
 from app.ui.chat_store import ChatStore, StoredMessage, default_path
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge
-from tests.ui.test_chat_panel import script, type_and_send
+from tests.ui.support import script, type_and_send
 
 
 def test_store_roundtrip_search_rename_truncate_delete(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_chats_survive_a_restart(tmp_path: Path, qtbot: Any, qloop: QtAsync) -> 
     path = tmp_path / "chats.sqlite3"
     bridge = FakeBridge()
     bridge.default_script = script(["**Use", " a 3090**"])
-    first = ChatPanel(bridge, store=ChatStore(path))  # type: ignore[arg-type]
+    first = ChatPanel(bridge, store=ChatStore(path))
     qtbot.addWidget(first)
     conv = first.current()
     conv.system_prompt.setPlainText("Be brief.")
@@ -72,7 +72,7 @@ def test_chats_survive_a_restart(tmp_path: Path, qtbot: Any, qloop: QtAsync) -> 
     assert first.sidebar.list.count() == 1
 
     # the app started again
-    second = ChatPanel(FakeBridge(), store=ChatStore(path))  # type: ignore[arg-type]
+    second = ChatPanel(FakeBridge(), store=ChatStore(path))
     qtbot.addWidget(second)
     row = second.sidebar.list.item(0).text()
     assert row.startswith("Which GPU for a 7B model?\n") and "gpu0" in row

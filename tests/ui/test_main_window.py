@@ -87,11 +87,14 @@ def test_builds_with_every_tab_menu_and_the_api_url(
     ]
     assert titles == ["Pools", "Chat", "Decisions", "Metrics", "Tasks & logs"]
     menu_texts = [a.text() for a in window.menuBar().actions()]
-    assert menu_texts == ["&File", "&View"]
+    assert menu_texts == ["&File", "&View", "&Help"]
     file_menu = window.menuBar().actions()[0].menu()
     assert isinstance(file_menu, QMenu)
     file_actions = [a.text() for a in file_menu.actions()]
-    assert file_actions == ["&Settings…", "Pause admissions", "", "&Quit"]
+    assert file_actions == [
+        "&Settings…", "Pause admissions", "",
+        "Open &config file", "Open &logs folder", "Open &models folder", "", "&Quit",
+    ]  # fmt: skip
     assert window.api_label.text() == "API: http://127.0.0.1:8080"
     assert window.banner is None
 

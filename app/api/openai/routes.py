@@ -10,7 +10,6 @@ Answers carry ``X-Correlation-Id``, ``X-Orch-Pool-Id`` and ``X-Orch-Task-Id``.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from app.api.openai.errors import model_not_found
-from app.api.openai.stream import ChunkRenderer, OpenAIStreamWriter, collect, usage
+from app.api.openai.stream import ChunkRenderer, OpenAIFrames, collect, usage
 from app.api.openai.wire import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -169,12 +168,10 @@ async def _stream(
         model=answer.model,
         include_usage=include_usage,
     )
-    writer = functools.partial(
-        OpenAIStreamWriter, renderer=renderer, prompt_tokens=answer.prompt_tokens
-    )
+    frames = OpenAIFrames(renderer, answer.prompt_tokens)
     options = stream_options(request)
     return await serve_stream(
-        request, handle, request.app[STREAMS], options, headers, writer_factory=writer
+        request, handle, request.app[STREAMS], options, headers, frames=frames
     )
 
 

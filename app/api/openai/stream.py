@@ -23,7 +23,6 @@ from app.api.render import dumps
 from app.api.sse import (
     SHUTDOWN_ERROR,
     LiveStreams,
-    SseWriter,
     StreamOptions,
     next_event,
     release_stream,
@@ -116,25 +115,13 @@ class ChunkRenderer:
         return _data(payload)
 
 
-class OpenAIStreamWriter(SseWriter):
-    """Writes one task's events as OpenAI chunks (see the module docstring).
+class OpenAIFrames:
+    """Renders one task's events as OpenAI chunks (see the module docstring); the
+    SSE writer does the writing, heartbeats, micro-batching and disconnects."""
 
-    The writing loop, heartbeats, micro-batching and disconnect detection are the
-    SSE writer's; this class only renders.
-    """
+    __slots__ = ("_prompt_tokens", "_renderer")
 
-    def __init__(
-        self,
-        request: web.Request,
-        response: web.StreamResponse,
-        handle: StreamHandle,
-        *,
-        heartbeat_s: float = 0.0,
-        batch_s: float = 0.0,
-        renderer: ChunkRenderer,
-        prompt_tokens: int,
-    ) -> None:
-        super().__init__(request, response, handle, heartbeat_s=heartbeat_s, batch_s=batch_s)
+    def __init__(self, renderer: ChunkRenderer, prompt_tokens: int) -> None:
         self._renderer = renderer
         self._prompt_tokens = prompt_tokens
 
