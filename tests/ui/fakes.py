@@ -112,6 +112,7 @@ class FakeBridge(QObject):
     def __init__(self, controls: FakeControls | None = None) -> None:
         super().__init__()
         self._controls = controls or FakeControls()
+        self.models: Any = None
         self.commands: list[tuple[str, Any]] = []
         self.submitted: list[TaskRequest] = []
         self.pool_list: list[PoolView] = [pool_view("gpu0")]
