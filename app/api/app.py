@@ -39,7 +39,7 @@ from app.api.wire import DrainAccepted, PoolHealth, PoolLog
 from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.contracts import DrainRequest, ReloadRequest, TaskRequest
 from app.orchestrator.errors import InvalidParams, NotFound
-from app.orchestrator.service import Orchestrator
+from app.orchestrator.service import Orchestrator, StreamHandle
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -130,13 +130,19 @@ def _orch(request: web.Request) -> Orchestrator:
 # ---- data plane ------------------------------------------------------------------
 
 
-async def submit_task(request: web.Request) -> web.Response:
-    """POST /v1/tasks -> 202 AdmissionResponse."""
+async def submit_task(request: web.Request) -> web.StreamResponse:
+    """POST /v1/tasks -> 202 AdmissionResponse; with ``Accept: text/event-stream``, the
+    one-request form: 200 and the task's SSE stream at once (``X-Orch-Task-Id`` names it)."""
     task = await parse_body(request, TaskRequest)
-    admission = _orch(request).submit(
+    orch = _orch(request)
+    admission = orch.submit(
         task, identity=request[IDENTITY], correlation_id=request[CORRELATION_ID]
     )
     location = f"/v1/tasks/{admission.task_id}/stream"
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        handle = orch.open_stream(str(admission.task_id))
+        extra = {"Location": location, "X-Orch-Task-Id": str(admission.task_id)}
+        return await _serve(request, handle, extra)
     return model_response(admission, status=202, headers={"Location": location})
 
 
@@ -153,17 +159,23 @@ async def get_task(request: web.Request) -> web.Response:
 
 async def stream_task(request: web.Request) -> web.StreamResponse:
     """GET /v1/tasks/{task_id}/stream -> SSE until the terminal event."""
-    orch = _orch(request)
-    handle = orch.open_stream(request.match_info["task_id"])
+    handle = _orch(request).open_stream(request.match_info["task_id"])
     if CORRELATION_HEADER not in request.headers:
         request[CORRELATION_ID] = handle.correlation_id
+    return await _serve(request, handle, {})
+
+
+async def _serve(
+    request: web.Request, handle: StreamHandle, extra: dict[str, str]
+) -> web.StreamResponse:
+    orch = _orch(request)
     settings = request.app[SETTINGS].current
     options = StreamOptions(
         heartbeat_ms=settings.sse_heartbeat_ms,
         microbatch_ms=settings.sse_microbatch_ms,
         cancel_on_disconnect=settings.cancel_on_disconnect,
     )
-    headers = budget_headers(orch, handle.session_id)
+    headers = {**budget_headers(orch, handle.session_id), **extra}
     return await serve_stream(request, handle, request.app[STREAMS], options, headers)
 
 

@@ -217,3 +217,12 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def _until_draining(bridge: Bridge) -> bool:
     await until(lambda: all(p.draining for p in bridge.pools()), 5)
     return True
+
+
+def test_the_backend_loop_is_asyncio_unless_uvloop_is_asked_for() -> None:
+    from app.main import backend_loop_factory
+
+    assert backend_loop_factory({}) is asyncio.new_event_loop
+    assert backend_loop_factory({"LLAMA_ORCH_LOOP": "asyncio"}) is asyncio.new_event_loop
+    uvloop = pytest.importorskip("uvloop")
+    assert backend_loop_factory({"LLAMA_ORCH_LOOP": "uvloop"}) is uvloop.new_event_loop
