@@ -88,6 +88,9 @@ class FakeControls:
     def current_settings(self) -> Any:
         return self.settings
 
+    def model_catalog(self) -> Any:
+        return None
+
     async def apply_settings(self, settings: Any) -> None:
         if self.refuse:
             raise ValueError(self.refuse)

@@ -53,6 +53,11 @@ def setup(qloop: QtAsync, tmp_path: Path, demo_gguf: bytes) -> Iterator[dict[str
     qloop.run(hub.stop())
 
 
+def cell(view: ModelsView, row: int, col: int) -> str:
+    item = view.table.item(row, col)
+    return item.text() if item is not None else ""
+
+
 def test_search_download_cancel_and_use_on_pool(
     qtbot: Any, qloop: QtAsync, setup: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -64,9 +69,12 @@ def test_search_download_cancel_and_use_on_pool(
     view.search()
     qloop.wait_until(lambda: view.results.topLevelItemCount() == 1)
     repo = view.results.topLevelItem(0)
-    assert (repo.text(0), repo.child(0).text(0), repo.child(0).text(1)) == (REPO, FILE, "Q8_0")
+    assert repo is not None
+    file_item = repo.child(0)
+    assert file_item is not None
+    assert (repo.text(0), file_item.text(0), file_item.text(1)) == (REPO, FILE, "Q8_0")
 
-    view.results.setCurrentItem(repo.child(0))
+    view.results.setCurrentItem(file_item)
     view.download_selected()
     qloop.wait_until(lambda: bool(view.rows))
     row = next(iter(view.rows.values()))
@@ -84,8 +92,8 @@ def test_search_download_cancel_and_use_on_pool(
     hub.chunk_delay_s = 0.0
     view.download_selected()
     qloop.wait_until(lambda: view.table.rowCount() == 1, 15)
-    assert view.table.item(0, 0).text() == "demo.Q8_0"
-    assert view.table.item(0, 1).text() == "F32"  # what the file says, not its name
+    assert cell(view, 0, 0) == "demo.Q8_0"
+    assert cell(view, 0, 1) == "F32"  # what the file says, not its name
 
     view.table.selectRow(0)
     view.use_selected()
@@ -93,7 +101,7 @@ def test_search_download_cancel_and_use_on_pool(
     restarted = load_settings(setup["config"], {})
     assert restarted.pools[0].model == REF
     assert "# the card" in setup["config"].read_text()
-    qloop.wait_until(lambda: view.table.item(0, 5).text() == "gpu0", 5)
+    qloop.wait_until(lambda: cell(view, 0, 5) == "gpu0", 5)
 
 
 def test_progress_text_names_bytes_rate_and_eta() -> None:
