@@ -23,7 +23,17 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import client, gui_bench, machine, peers, placement_bench, procs, report, scenarios
+from bench import (
+    client,
+    engines_bench,
+    gui_bench,
+    machine,
+    peers,
+    placement_bench,
+    procs,
+    report,
+    scenarios,
+)
 from bench.scenarios import Rig, Sizes
 
 HERE = Path(__file__).resolve().parent
@@ -179,6 +189,7 @@ async def all_scenarios(
         return await real_engine_scenarios(work, sizes)
     figures = await main_rig_scenarios(work, sizes)
     figures["placement"] = await timed("placement decide", _placement(quick))
+    figures["engines"] = await timed("llama-server vs llama-cpp-python", engines_bench.run(work))
     figures["gui"] = await _gui(work, quick) if gui else "not measured: skipped (--no-gui)"
     return figures
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import engines_bench
 from bench.peer_report import peer_table
 
 NOT_SERVED = "not measured: OpenAI-compatible routes not served yet"
@@ -351,6 +352,7 @@ def markdown(fig: dict[str, Any]) -> str:
         "",
         table(rows),
         "",
+        *engines_bench.markdown(fig.get("engines")),
         *peer_table(fig),
         *_waiting_notes(fig),
         _contention(fig.get("contention", {})),

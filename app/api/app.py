@@ -45,7 +45,7 @@ from app.orchestrator.contracts import (
     TaskRequest,
 )
 from app.orchestrator.errors import InvalidParams, NotFound, OrchError
-from app.orchestrator.service import Orchestrator
+from app.orchestrator.service import Orchestrator, StreamHandle
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -136,10 +136,11 @@ def _orch(request: web.Request) -> Orchestrator:
 # ---- data plane ------------------------------------------------------------------
 
 
-async def submit_task(request: web.Request) -> web.Response:
-    """POST /v1/tasks -> 202 AdmissionResponse (X-Budget-* headers in a session with budgets).
-
-    A refusal names the engine the request named (schema errors included)."""
+async def submit_task(request: web.Request) -> web.StreamResponse:
+    """POST /v1/tasks -> 202 AdmissionResponse (X-Budget-* headers in a session with
+    budgets); with ``Accept: text/event-stream``, the one-request form: 200 and the task's
+    SSE stream at once (``X-Orch-Task-Id`` names it). A refusal names the engine the
+    request named (schema errors included)."""
     data = await read_json(request)
     if data is None:
         raise InvalidParams(
@@ -149,11 +150,16 @@ async def submit_task(request: web.Request) -> web.Response:
         task = TaskRequest.model_validate(data)
     except ValidationError as exc:
         raise _invalid_naming_engine(exc, data) from None
-    admission = _orch(request).submit(
+    orch = _orch(request)
+    admission = orch.submit(
         task, identity=request[IDENTITY], correlation_id=request[CORRELATION_ID]
     )
-    headers = {"Location": f"/v1/tasks/{admission.task_id}/stream"}
-    headers |= budget_headers(_orch(request), admission.session_id)
+    location = f"/v1/tasks/{admission.task_id}/stream"
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        handle = orch.open_stream(str(admission.task_id))
+        extra = {"Location": location, "X-Orch-Task-Id": str(admission.task_id)}
+        return await _serve(request, handle, extra)
+    headers = {"Location": location} | budget_headers(orch, admission.session_id)
     return model_response(admission, status=202, headers=headers)
 
 
@@ -182,17 +188,23 @@ async def get_task(request: web.Request) -> web.Response:
 
 async def stream_task(request: web.Request) -> web.StreamResponse:
     """GET /v1/tasks/{task_id}/stream -> SSE until the terminal event."""
-    orch = _orch(request)
-    handle = orch.open_stream(request.match_info["task_id"])
+    handle = _orch(request).open_stream(request.match_info["task_id"])
     if CORRELATION_HEADER not in request.headers:
         request[CORRELATION_ID] = handle.correlation_id
+    return await _serve(request, handle, {})
+
+
+async def _serve(
+    request: web.Request, handle: StreamHandle, extra: dict[str, str]
+) -> web.StreamResponse:
+    orch = _orch(request)
     settings = request.app[SETTINGS].current
     options = StreamOptions(
         heartbeat_ms=settings.sse_heartbeat_ms,
         microbatch_ms=settings.sse_microbatch_ms,
         cancel_on_disconnect=settings.cancel_on_disconnect,
     )
-    headers = budget_headers(orch, handle.session_id)
+    headers = {**budget_headers(orch, handle.session_id), **extra}
     return await serve_stream(request, handle, request.app[STREAMS], options, headers)
 
 

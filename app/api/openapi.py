@@ -219,7 +219,7 @@ SESSION_ID = path_param("session_id", "The session id given in task requests")
 POOL_ID = path_param("pool_id", "A pool id from GET /v1/pools")
 
 
-def _stream_response() -> Schema:
+def _stream_response(*headers: str) -> Schema:
     events = {name: ref(model) for name, model in SSE_EVENTS.items()}
     return {
         "description": (
@@ -227,7 +227,7 @@ def _stream_response() -> Schema:
             "at a bounded cadence after the first token), then `end`; or one `error` "
             "as the terminal event. `: keep-alive` comment lines when heartbeats are on."
         ),
-        "headers": _headers(*BUDGET_HEADERS),
+        "headers": _headers(*BUDGET_HEADERS, *headers),
         "content": {
             "text/event-stream": {
                 "schema": {"type": "string"},
@@ -264,8 +264,12 @@ def operations() -> dict[str, dict[str, Schema]]:
     return {
         "/v1/tasks": {
             "post": _op(
-                "enqueueTask", "Admit a task into a pool's queue", "data-plane",
+                "enqueueTask",
+                "Admit a task into a pool's queue; with `Accept: text/event-stream`, "
+                "answer with its SSE stream at once (one request instead of two)",
+                "data-plane",
                 {"202": json_response("Admitted", ref(AdmissionResponse), *ADMITTED_HEADERS),
+                 "200": _stream_response("Location", "X-Orch-Task-Id"),
                  **error_responses(400, 409, 413, 429, 503)},
                 request=body(TaskRequest), examples=ex.enqueue(),
             ),

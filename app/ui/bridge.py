@@ -162,6 +162,9 @@ class Bridge(Protocol):
     async def restart(self, pool_id: str) -> None:
         """Restart the pool's engine."""
 
+    async def pool_log(self, pool_id: str, tail_lines: int = 200) -> tuple[str | None, list[str]]:
+        """Return ``(log file, last lines)`` of the pool's engine; raises OrchError."""
+
     # ---- Qt-side helpers ----------------------------------------------------------------
 
     def run(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:

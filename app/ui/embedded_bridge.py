@@ -389,6 +389,9 @@ class EmbeddedBridge(QObject):
     async def restart(self, pool_id: str) -> None:
         await self.call(self._orch.restart(pool_id))
 
+    async def pool_log(self, pool_id: str, tail_lines: int = 200) -> tuple[str | None, list[str]]:
+        return await self.call(self._orch.pool_log(pool_id, tail_lines))
+
     # ---- Qt-side helpers -----------------------------------------------------------------
 
     def run(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:

@@ -113,6 +113,7 @@ class FakeBridge(QObject):
         super().__init__()
         self._controls = controls or FakeControls()
         self.commands: list[tuple[str, Any]] = []
+        self.pool_logs: dict[str, list[str]] = {}
         self.submitted: list[TaskRequest] = []
         self.pool_list: list[PoolView] = [pool_view("gpu0")]
         self.task_list: list[TaskView] = []
@@ -200,6 +201,11 @@ class FakeBridge(QObject):
 
     async def restart(self, pool_id: str) -> None:
         self.commands.append(("restart", pool_id))
+
+    async def pool_log(self, pool_id: str, tail_lines: int = 200) -> tuple[str | None, list[str]]:
+        self.commands.append(("pool_log", (pool_id, tail_lines)))
+        lines = self.pool_logs.get(pool_id, [])
+        return f"/logs/{pool_id}.log", lines[-tail_lines:]
 
     def run(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
