@@ -16,7 +16,7 @@ from app.ui.bridge import CoreSample
 from app.ui.main_window import MainWindow
 from app.ui.settings_dialog import SettingsDialog
 from tests.ui.conftest import QtAsync
-from tests.ui.fakes import FakeBridge, FakeControls, new_task_id
+from tests.ui.fakes import FakeBridge, FakeControls, new_task_id, pool_view
 
 
 def task_view(state: str) -> TaskView:
@@ -135,6 +135,19 @@ def test_banner_leads_to_the_models_view(
     assert window.banner.action_button.text() == "Get a model"
 
     window.banner.action_button.click()
+
+    assert window.tabs.currentWidget() is window.models_view
+
+
+def test_pools_view_without_a_serving_model_leads_to_the_models_view(
+    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+) -> None:
+    bridge.pool_list = [pool_view("gpu0", state="needs_model", ready=False)]
+    window = make_window(bridge)
+    button = window.pools_view.get_model_button
+    assert button is not None and button.text() == "Get a model…"
+
+    button.click()
 
     assert window.tabs.currentWidget() is window.models_view
 
