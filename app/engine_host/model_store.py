@@ -344,8 +344,8 @@ class ModelStore:
     def _users(self, record: CatalogRecord) -> list[str]:
         if self._orch is None:
             return []
-        stem = record.path.stem
-        return [v.pool_id for v in self._orch.pool_views() if v.model == stem]
+        names = (record.path.stem, str(record.path))
+        return [v.pool_id for v in self._orch.pool_views() if v.model in names]
 
     def _fits(self, record: CatalogRecord, ctx: int = 4096, slots: int = 1) -> list[str]:
         shape = shape_of(record)

@@ -62,9 +62,20 @@ class Admitter:
         task_id), OrchError ADMISSION_REJECT (guardrail, 400), POOL_UNAVAILABLE /
         POOL_UNREADY (503), QueueFull (429) or ShuttingDown (503).
         """
+        try:
+            return self._admit(req, identity=identity, correlation_id=correlation_id, api=api)
+        except OrchError as exc:
+            if exc.engine is None and req.engine is not None:
+                exc.engine = req.engine  # the envelope names the engine the request named
+            raise
+
+    def _admit(
+        self, req: TaskRequest, *, identity: str, correlation_id: str | None, api: str
+    ) -> AdmissionResponse:
         st = self._st
         if st.closing:
             raise ShuttingDown()
+        self._check_pin(req)
         if req.workload is not Workload.COMPLETION:
             raise InvalidParams(f"workload '{req.workload}' is not served yet; use 'completion'")
         task_id = str(req.task_id)
@@ -154,6 +165,15 @@ class Admitter:
             self._dispatcher.evict(offer.dropped.task_id)
         self._st.notify_task(rec)
         self._dispatcher.pump(pool)
+
+    def _check_pin(self, req: TaskRequest) -> None:
+        """Raise InvalidParams when the request pins a pool that does not exist."""
+        pin = req.placement.pin_pool_id
+        if req.placement.mode is PlacementMode.PIN and pin not in self._st.pools:
+            known = ", ".join(sorted(self._st.pools)) or "none"
+            raise InvalidParams(
+                f"placement.pin_pool_id '{pin}' is not a pool of this server; pin one of: {known}"
+            )
 
     def _check_session(self, req: TaskRequest, now: float) -> None:
         if req.session_id is None:

@@ -21,6 +21,12 @@ PoolId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9
 ShortStr = Annotated[str, Field(max_length=256)]
 
 
+EngineName = Literal["llamacpp", "vllm", "tgi", "triton", "openai", "mock"]
+"""Engines a request may name: upstream's four plus our ``openai`` and ``mock`` pools."""
+UPSTREAM_ENGINES = ("llamacpp", "vllm", "tgi", "triton")
+PROMPT_FORMS = ("prompt", "messages", "inputs")
+
+
 class Strict(BaseModel):
     """Base for wire models: unknown fields are rejected."""
 
@@ -246,7 +252,11 @@ class TaskRequest(Strict):
     session_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     workload: Workload = Workload.COMPLETION
     model_ref: ShortStr | None = None
-    engine: Literal["llamacpp", "openai", "mock"] | None = None
+    engine: EngineName | None = Field(
+        default=None,
+        description="Only pools of this engine; an engine no pool runs is answered 503 "
+        "POOL_UNAVAILABLE (placement found no pool), not 400.",
+    )
     ctx: Annotated[int, Field(ge=1, le=1_048_576)] | None = None
     priority: Priority = Priority.INTERACTIVE
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
@@ -254,6 +264,14 @@ class TaskRequest(Strict):
     sampler_profile_version: Annotated[str, Field(max_length=32)] | None = None
     prompt: Annotated[str, Field(max_length=1_000_000)] | None = None
     messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=256)
+    inputs: list[Annotated[str, Field(max_length=1_000_000)]] | None = Field(
+        default=None,
+        max_length=256,
+        description="Upstream's prompt form: the strings joined by newlines are the prompt.",
+    )
+    output_mode: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="Accepted and ignored, as the upstream contract requires."
+    )
     max_tokens: Annotated[int, Field(ge=1, le=131_072)] = 256
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
     stop: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=8)
@@ -274,10 +292,24 @@ class TaskRequest(Strict):
         "engine's defaults.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_prompt_form(cls, data: Any) -> Any:
+        """Turn ``inputs`` into ``prompt``; no prompt at all is the empty prompt."""
+        if not isinstance(data, dict):
+            return data
+        given = [k for k in PROMPT_FORMS if data.get(k) is not None]
+        if len(given) > 1:
+            raise ValueError("give only one of 'prompt', 'messages' or 'inputs'")
+        if not given:
+            return data | {"prompt": ""}
+        inputs = data.get("inputs")
+        if isinstance(inputs, list) and all(isinstance(i, str) for i in inputs):
+            return data | {"prompt": "\n".join(inputs)}
+        return data
+
     @model_validator(mode="after")
-    def _prompt_xor_messages(self) -> TaskRequest:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of 'prompt' or 'messages'")
+    def _chat_only_sampling(self) -> TaskRequest:
         if self.prompt is not None and self.sampling is not None:
             chat_only = [f for f in ("response_format", "tools", "tool_choice")
                          if getattr(self.sampling, f) is not None]  # fmt: skip
@@ -394,6 +426,15 @@ class SessionInfo(Strict):
     kv_migrated: bool = False
     last_pool_id: str | None = None
     budgets: SessionBudgets
+    tokens_budget_remaining: int | None = Field(
+        default=None, description="Upstream's name for budgets.tokens_remaining"
+    )
+    time_budget_remaining_ms: int | None = Field(
+        default=None, description="Upstream's name for budgets.time_remaining_ms"
+    )
+    cost_budget_remaining: float | None = Field(
+        default=None, description="Upstream's name for budgets.cost_remaining"
+    )
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

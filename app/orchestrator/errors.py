@@ -74,13 +74,20 @@ class Conflict(OrchError):
 
 
 class QueueFull(OrchError):
-    """429: the target queue is full; ``retry_after_ms`` is an estimate."""
+    """429: the target queue is full; ``retry_after_ms`` is an estimate.
+
+    The code is QUEUE_FULL_DROP_LRU under the drop-lru policy, else ADMISSION_REJECT."""
 
     def __init__(
         self, message: str, *, pool_id: str, engine: str, retry_after_ms: int, policy_label: str
     ) -> None:
+        code = (
+            ErrorCode.QUEUE_FULL_DROP_LRU
+            if policy_label == "drop-lru"
+            else ErrorCode.ADMISSION_REJECT
+        )
         super().__init__(
-            ErrorCode.ADMISSION_REJECT,
+            code,
             message,
             status=429,
             pool_id=pool_id,

@@ -85,7 +85,7 @@ def test_builds_with_every_tab_menu_and_the_api_url(
         window.tabs.tabText(i).replace("&&", "&").replace("&", "", 1)
         for i in range(window.tabs.count())
     ]
-    assert titles == ["Pools", "Chat", "Decisions", "Metrics", "Tasks & logs"]
+    assert titles == ["Pools", "Chat", "Decisions", "Metrics", "Tasks & logs", "Models"]
     menu_texts = [a.text() for a in window.menuBar().actions()]
     assert menu_texts == ["&File", "&View", "&Help"]
     file_menu = window.menuBar().actions()[0].menu()
