@@ -246,7 +246,7 @@ class OpenAIStream:
         self._secrets = tuple(secrets)
         self._on_finish = on_finish
         self._decoder = SseDecoder()
-        self._tokens: deque[str | Delta] = deque()
+        self._tokens: deque[str] = deque()
         self._done = False
         self._closed = False
         self._error: EngineError | None = None
@@ -264,7 +264,7 @@ class OpenAIStream:
     def __aiter__(self) -> OpenAIStream:
         return self
 
-    async def __anext__(self) -> str | Delta:
+    async def __anext__(self) -> str:
         """Return the next token text (a Delta when it carries tool calls or logprobs).
 
         Raises StopAsyncIteration at the end, or EngineError."""

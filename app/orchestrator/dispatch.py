@@ -148,7 +148,7 @@ class Dispatcher:
             if text.__class__ is str:
                 event = TokenEvent(TOKEN, {"t": text, "i": i})
             else:  # a Delta: tool-call fragments or logprobs ride along
-                event = TokenEvent(TOKEN, {"t": text.text, "i": i, "x": text.extra})
+                event = TokenEvent(TOKEN, {"t": str(text), "i": i, "x": text.extra})
             if not await put(event):
                 return
             i += 1

@@ -66,13 +66,16 @@ class EngineRequest:
     """Further OpenAI body fields (``Sampling.engine_fields``), sent to the engine as they are."""
 
 
-@dataclass(frozen=True, slots=True)
-class Delta:
-    """An engine stream item that carries more than text: ``extra`` holds the chunk's
-    ``tool_calls`` and/or ``logprobs`` as the engine sent them (OpenAI's shapes)."""
+class Delta(str):
+    """A token text that carries more: ``extra`` holds the engine chunk's ``tool_calls``
+    and/or ``logprobs`` as the engine sent them (OpenAI's shapes). Plain tokens are str."""
 
-    text: str
     extra: Mapping[str, Any]
+
+    def __new__(cls, text: str, extra: Mapping[str, Any]) -> Delta:
+        self = super().__new__(cls, text)
+        self.extra = extra
+        return self
 
 
 @runtime_checkable
@@ -111,7 +114,7 @@ class EngineStream(Protocol):
 
     def __aiter__(self) -> EngineStream: ...
 
-    async def __anext__(self) -> str | Delta: ...
+    async def __anext__(self) -> str: ...
 
     async def aclose(self) -> None: ...
 

@@ -13,6 +13,7 @@ import openai
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from app.api import ApiSettings, make_app
 from app.engine_host.mock import MockEngine, MockSpec
@@ -39,13 +40,13 @@ ARGUMENT_PIECES = ['{"', 'city":', ' "Par', 'is"}']
 LOGPROBS = {"content": [{"token": "one", "logprob": -0.5, "bytes": [111], "top_logprobs": []}]}
 
 
-def _chunk(delta: dict[str, Any], reason: str | None = None, **choice: Any) -> dict[str, Any]:
+def _chunk(delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-engine",
         "object": "chat.completion.chunk",
         "created": 1,
         "model": "remote-model",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": reason, **choice}],
+        "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
     }
 
 
@@ -63,8 +64,10 @@ def tool_call_chunks() -> list[dict[str, Any]]:
 
 
 def text_chunks(with_logprobs: bool) -> list[dict[str, Any]]:
-    extra = {"logprobs": LOGPROBS} if with_logprobs else {}
-    return [_chunk({"content": "one"}, **extra), _chunk({}, "stop")]
+    first = _chunk({"content": "one"})
+    if with_logprobs:
+        first["choices"][0]["logprobs"] = LOGPROBS
+    return [first, _chunk({}, "stop")]
 
 
 @dataclass
@@ -204,6 +207,7 @@ async def test_a_streamed_tool_call_is_assembled_by_the_sdk(served: Served) -> N
     assert choice.finish_reason == "tool_calls"
     assert choice.message.tool_calls is not None
     call = choice.message.tool_calls[0]
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert (call.id, call.function.name) == ("call_abc", "get_weather")
     assert json.loads(call.function.arguments) == {"city": "Paris"}
     sent = served.engine.bodies[-1]
@@ -220,6 +224,7 @@ async def test_a_whole_tool_call_answer(served: Served) -> None:
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None and choice.message.tool_calls is not None
     call = choice.message.tool_calls[0]
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert (call.id, call.type, call.function.name) == ("call_abc", "function", "get_weather")
     assert call.function.arguments == "".join(ARGUMENT_PIECES)
 
