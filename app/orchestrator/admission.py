@@ -67,6 +67,7 @@ class Admitter:
         except OrchError as exc:
             if exc.engine is None and req.engine is not None:
                 exc.engine = req.engine  # the envelope names the engine the request named
+            self._count_rejection(exc, req)
             raise
 
     def _admit(
@@ -182,7 +183,6 @@ class Admitter:
         self._st.sessions.touch(req.session_id, now)
         refusal = self._st.sessions.check(req.session_id, expected, now)
         if refusal is not None:
-            self._reject("session_" + refusal.limit, "any")
             raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
 
     def _decide(self, req: TaskRequest, tokens_in: int) -> PlacementDecision:
@@ -250,7 +250,6 @@ class Admitter:
         predicted = predicted_finish_ms(pace, position, req.expected_tokens or req.max_tokens)
         refusal = check_deadline(req.deadline_ms, predicted, pool.pool_id)
         if refusal is not None:
-            self._reject("deadline", pool.engine.descriptor.engine)
             raise OrchError(
                 ErrorCode.DEADLINE_UNMET,
                 refusal.message,
@@ -270,7 +269,6 @@ class Admitter:
         best = max(matching, key=lambda d: d.ctx)
         refusal = check_ctx(tokens_in, req.max_tokens, best.ctx, best.pool_id)
         if refusal is not None:
-            self._reject("ctx", best.engine)
             raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
 
     def _check_features(self, req: TaskRequest) -> None:
@@ -300,7 +298,6 @@ class Admitter:
     def _refuse_no_capacity(self, req: TaskRequest, decision: PlacementDecision) -> None:
         reason = decision.log.no_capacity_reason or "no_feasible_pool"
         code = ErrorCode.POOL_UNREADY if decision.only_unready else ErrorCode.POOL_UNAVAILABLE
-        self._reject(reason, req.engine or "any")
         detail = decision.log.summary or reason
         hint = (
             "the pool is still loading; retry shortly"
@@ -324,7 +321,6 @@ class Admitter:
                 backpressure.labels(engine, "drop-lru").inc()
             return result
         backpressure.labels(engine, result.policy_label).inc()
-        self._reject("queue_full", engine)
         ahead = pool.queues.depth(req.priority)
         raise QueueFull(
             result.message,
@@ -336,9 +332,11 @@ class Admitter:
             policy_label=result.policy_label,
         )
 
-    def _reject(self, reason: str, engine: str) -> None:
+    def _count_rejection(self, exc: OrchError, req: TaskRequest) -> None:
+        """Count a refused admission under its error code (the typed taxonomy)."""
         self._st.counters["rejected"] += 1
-        self._st.metrics.tasks_rejected.labels(reason, engine).inc()
+        engine = exc.engine or req.engine or "any"
+        self._st.metrics.tasks_rejected.labels(engine, exc.code).inc()
 
     def _new_record(
         self,
@@ -371,8 +369,9 @@ class Admitter:
         st = self._st
         st.live[rec.task_id] = rec
         st.counters["enqueued"] += 1
-        st.metrics.tasks_enqueued.inc()
-        st.metrics.tokens_in.inc(rec.tokens_in)
+        identity = st.metrics.identity(st.pools[rec.pool_id].engine.descriptor)
+        st.metrics.tasks_enqueued.labels(*identity, rec.request.priority.value).inc()
+        st.metrics.tokens_in.labels(*identity).inc(rec.tokens_in)
         st.update_queue_gauge(st.pools[rec.pool_id])
         loop = asyncio.get_running_loop()
         rec.unopened_timer = loop.call_later(
@@ -394,13 +393,13 @@ class Admitter:
         self, decision: PlacementDecision, refusal: Refusal | None
     ) -> None:
         lg = decision.log
-        outcome = "selected" if refusal is None else "refused"
+        outcome = "assigned" if refusal is None else "refused"
         if decision.pool_id is None:
             outcome = "no_capacity"
         self._st.metrics.placement_decisions.labels(
             outcome, str(lg.pinned).lower(), str(lg.fallback_used).lower()
         ).inc()
-        self._st.metrics.placement_candidates_considered.observe(lg.candidates_considered)
+        self._st.metrics.placement_candidates_considered.set(lg.candidates_considered)
 
 
 def _refusal(exc: OrchError, decision: PlacementDecision) -> Refusal:

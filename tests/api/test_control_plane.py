@@ -106,6 +106,7 @@ async def test_metrics_exposition(make_api: MakeApi) -> None:
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await resp.text()
-    assert "tasks_enqueued_total 1.0" in text
+    labels = 'engine="mock",engine_version="mock-1",pool_id="m0",priority="interactive"'
+    assert f'tasks_enqueued_total{{{labels},replica_id="r0"}} 1.0' in text
     assert 'queue_depth{engine="mock",engine_version="mock-1",pool_id="m0"' in text
     assert "process_resident_memory_bytes" in text
