@@ -288,7 +288,6 @@ class Admitter:
         lacking = [f for f in wanted if not any(f in d.features for d in matching)]
         field = FEATURE_FIELDS[(lacking or wanted)[0]]
         engines = ", ".join(sorted({d.engine for d in matching}))
-        self._reject("features", engines)
         raise Unsupported(
             f"'{field}' is not supported by the engine serving this model ({engines}); "
             f"remove '{field}' or choose a model served by llama-server",
