@@ -127,6 +127,18 @@ def test_banner_is_shown_and_dismissible(
     assert not window.banner.isVisible()
 
 
+def test_banner_leads_to_the_models_view(
+    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+) -> None:
+    window = make_window(bridge, banner="demo model")
+    assert window.banner is not None and window.banner.action_button is not None
+    assert window.banner.action_button.text() == "Get a model"
+
+    window.banner.action_button.click()
+
+    assert window.tabs.currentWidget() is window.models_view
+
+
 def test_pause_admissions_drains_all_then_resumes(
     bridge: FakeBridge, make_window: Callable[..., MainWindow], qloop: QtAsync
 ) -> None:
