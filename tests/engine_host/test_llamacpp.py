@@ -433,7 +433,7 @@ def test_command_line_gives_each_slot_the_pool_context_and_keeps_control() -> No
     assert "--parallel 4 --cont-batching --no-kv-unified -c 8192" in line  # 4 x 2048
     assert "-ngl all" in line
     assert "--flash-attn on -ctk q8_0 -ctv f16 --tensor-split 3,1" in line
-    assert "--metrics --slots --no-webui --alias demo --mlock" in line
+    assert "--jinja --metrics --slots --no-webui --alias demo --mlock" in line
     assert "--api-key" not in line
     cpu = build_command(
         LlamaCppSpec("c", None, device_mask="cpu", gpu_layers=10), "b", Path("m"), 1
