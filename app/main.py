@@ -54,7 +54,7 @@ log = logging.getLogger("llama_orch.main")
 
 FIRST_START_BANNER = (
     "You're running the demo model (a tiny generated model that writes nonsense). "
-    "Get a real model: Get a model (search Hugging Face and download), or Pools → Set model…."
+    "Get a real one with Get a model (search Hugging Face and download) or Pools → Set model…"
 )
 
 

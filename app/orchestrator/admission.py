@@ -14,6 +14,8 @@ import uuid
 
 from app.orchestrator import pools as poolmod
 from app.orchestrator.contracts import (
+    ENGINE_FEATURES,
+    FEATURE_FIELDS,
     AdmissionResponse,
     ErrorCode,
     PlacementMode,
@@ -24,7 +26,14 @@ from app.orchestrator.contracts import (
 from app.orchestrator.deadlines import PoolPace, check_deadline, predicted_finish_ms
 from app.orchestrator.decisions import Refusal
 from app.orchestrator.dispatch import Dispatcher
-from app.orchestrator.errors import Conflict, InvalidParams, OrchError, QueueFull, ShuttingDown
+from app.orchestrator.errors import (
+    Conflict,
+    InvalidParams,
+    OrchError,
+    QueueFull,
+    ShuttingDown,
+    Unsupported,
+)
 from app.orchestrator.estimates import matches, predict_start_ms
 from app.orchestrator.events import DecisionMade, EventChannel
 from app.orchestrator.guardrails import check_ctx, estimate_prompt_tokens, prompt_chars
@@ -181,6 +190,7 @@ class Admitter:
         st = self._st
         required = tokens_in + req.max_tokens
         self._check_ctx(req, tokens_in)
+        self._check_features(req)
         session_pool = None
         if req.session_id is not None:
             sess = st.sessions.get(req.session_id, st.clock.monotonic())
@@ -198,6 +208,7 @@ class Admitter:
                     est_kv_bytes=0,
                     session_pool_id=session_pool,
                     overrides=req.placement,
+                    needs=req.needs(),
                 ),
             )
         )
@@ -259,6 +270,29 @@ class Admitter:
         refusal = check_ctx(tokens_in, req.max_tokens, best.ctx, best.pool_id)
         if refusal is not None:
             raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
+
+    def _check_features(self, req: TaskRequest) -> None:
+        """Raise Unsupported (400, naming the field) when no pool serving the model can
+        do a feature the task asks for (JSON output, tools, logprobs)."""
+        needs = req.needs()
+        if not needs:
+            return
+        matching = [
+            p.engine.descriptor
+            for p in self._st.pools.values()
+            if matches(p.engine.descriptor.model, p.pool_id, p.engine.descriptor.engine, req)
+        ]
+        if not matching or any(needs <= d.features for d in matching):
+            return
+        wanted = [f for f in ENGINE_FEATURES if f in needs]
+        lacking = [f for f in wanted if not any(f in d.features for d in matching)]
+        field = FEATURE_FIELDS[(lacking or wanted)[0]]
+        engines = ", ".join(sorted({d.engine for d in matching}))
+        raise Unsupported(
+            f"'{field}' is not supported by the engine serving this model ({engines}); "
+            f"remove '{field}' or choose a model served by llama-server",
+            field,
+        )
 
     def _refuse_no_capacity(self, req: TaskRequest, decision: PlacementDecision) -> None:
         reason = decision.log.no_capacity_reason or "no_feasible_pool"

@@ -33,6 +33,9 @@ from app.orchestrator.state import CoreState
 from app.orchestrator.tasklog import close_quietly, log, log_task
 from app.orchestrator.tasks import TaskRecord
 
+_ENGINE_REASONS = {"length": FinishReason.LENGTH, "tool_calls": FinishReason.TOOL_CALLS}
+"""The engine finish reasons that are not a plain stop."""
+
 
 class Dispatcher:
     """Dispatches, runs and ends tasks over the shared ``CoreState``."""
@@ -101,9 +104,7 @@ class Dispatcher:
             await self._forward(rec, stream)
             note_kv_warmth(rec, stream)
             if not rec.lifecycle.terminal:
-                reason = (
-                    FinishReason.LENGTH if stream.finish_reason == "length" else (FinishReason.STOP)
-                )
+                reason = _ENGINE_REASONS.get(stream.finish_reason or "", FinishReason.STOP)
                 self._finish(
                     rec, TaskState.DONE, rec.end_event(reason, self._st.clock.monotonic()), reason
                 )
@@ -145,7 +146,11 @@ class Dispatcher:
             if i == 0:
                 rec.first_token_mono = mono()
                 next_metrics = rec.first_token_mono + interval
-            if not await put(TokenEvent(TOKEN, {"t": text, "i": i})):
+            if text.__class__ is str:
+                event = TokenEvent(TOKEN, {"t": text, "i": i})
+            else:  # a Delta: tool-call fragments or logprobs ride along
+                event = TokenEvent(TOKEN, {"t": str(text), "i": i, "x": text.extra})
+            if not await put(event):
                 return
             i += 1
             rec.tokens_out = i

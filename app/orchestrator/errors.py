@@ -55,6 +55,14 @@ class InvalidParams(OrchError):
         super().__init__(ErrorCode.INVALID_PARAMS, message, status=400, retriable=False)
 
 
+class Unsupported(InvalidParams):
+    """400: a request field no candidate pool's engine can honour (``param`` names it)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class NotFound(OrchError):
     def __init__(self, what: str, ident: str) -> None:
         super().__init__("NOT_FOUND", f"{what} '{ident}' not found", status=404, retriable=False)

@@ -52,6 +52,7 @@ def engine_request(rec: TaskRecord) -> EngineRequest:
         stop=tuple(r.stop),
         correlation_id=rec.correlation_id,
         session_id=r.session_id,
+        options=r.sampling.engine_fields() if r.sampling is not None else {},
     )
 
 

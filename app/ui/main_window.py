@@ -100,6 +100,7 @@ class MainWindow(QMainWindow):
         self.metrics = MetricsView(b)
         self.tasks = TasksView(b)
         self.models_view = ModelsView(b)
+        self.pools_view.getModel.connect(self.show_models)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         pages = (

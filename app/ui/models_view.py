@@ -38,9 +38,11 @@ Ask = Callable[[QWidget, str], bool]
 
 
 def mib(n: int | None) -> str:
-    """Return bytes as "12.3 MiB" (or GiB past 1 GiB); "?" when unknown."""
+    """Return bytes as "12.3 MiB" (KiB under 1 MiB, GiB past 1 GiB); "?" when unknown."""
     if n is None:
         return "?"
+    if n < 2**20:
+        return f"{n / 2**10:.0f} KiB"
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 

@@ -16,7 +16,7 @@ from app.ui.bridge import CoreSample
 from app.ui.main_window import MainWindow
 from app.ui.settings_dialog import SettingsDialog
 from tests.ui.conftest import QtAsync
-from tests.ui.fakes import FakeBridge, FakeControls, new_task_id
+from tests.ui.fakes import FakeBridge, FakeControls, new_task_id, pool_view
 
 
 def task_view(state: str) -> TaskView:
@@ -125,6 +125,31 @@ def test_banner_is_shown_and_dismissible(
     assert window.banner.label.text() == text
     window.banner.dismiss_button.click()
     assert not window.banner.isVisible()
+
+
+def test_banner_leads_to_the_models_view(
+    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+) -> None:
+    window = make_window(bridge, banner="demo model")
+    assert window.banner is not None and window.banner.action_button is not None
+    assert window.banner.action_button.text() == "Get a model"
+
+    window.banner.action_button.click()
+
+    assert window.tabs.currentWidget() is window.models_view
+
+
+def test_pools_view_without_a_serving_model_leads_to_the_models_view(
+    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+) -> None:
+    bridge.pool_list = [pool_view("gpu0", state="needs_model", ready=False)]
+    window = make_window(bridge)
+    button = window.pools_view.get_model_button
+    assert button is not None and button.text() == "Get a model…"
+
+    button.click()
+
+    assert window.tabs.currentWidget() is window.models_view
 
 
 def test_pause_admissions_drains_all_then_resumes(

@@ -81,7 +81,7 @@ def test_search_download_cancel_and_use_on_pool(
     assert row.bar.value() == 0 and row.state == "running"
     qloop.wait_until(lambda: row.bar.value() > 0, 10)  # the poll timer moves the bar
     assert row.state == "running"
-    assert " of 0.6 MiB · " in row.info.text() and "ETA" in row.info.text()
+    assert " of 588 KiB · " in row.info.text() and "ETA" in row.info.text()
     view.cancel(row.download_id)
     qloop.wait_until(lambda: row.state != "running", 10)
     assert row.info.text() == "canceled"

@@ -22,6 +22,7 @@ from app.api.openai.wire import (
     ChatCompletionRequest,
     CompletionRequest,
     OpenAIRequest,
+    supported_fields,
     to_task_request,
 )
 from app.api.render import dict_response
@@ -85,13 +86,15 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions -> chat.completion JSON, or chat.completion.chunk SSE."""
-    req = ChatCompletionRequest.model_validate(await _body(request, "messages"))
+    body = supported_fields(await _body(request, "messages"), ChatCompletionRequest)
+    req = ChatCompletionRequest.model_validate(body)
     return await _complete(request, req)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/completions -> text_completion JSON, or text_completion SSE chunks."""
-    req = CompletionRequest.model_validate(await _body(request, "prompt"))
+    body = supported_fields(await _body(request, "prompt"), CompletionRequest)
+    req = CompletionRequest.model_validate(body)
     return await _complete(request, req)
 
 
@@ -183,10 +186,13 @@ async def _whole(
     except ConnectionResetError:
         return web.Response(status=CLIENT_GONE_STATUS)
     if answer.chat:
-        message = {"role": "assistant", "content": done.text}
-        choice = {"index": 0, "message": message, "logprobs": None}
+        message: dict[str, Any] = {"role": "assistant", "content": done.text}
+        if done.tool_calls:
+            message["content"] = done.text or None
+            message["tool_calls"] = done.tool_calls
+        choice = {"index": 0, "message": message, "logprobs": done.logprobs}
     else:
-        choice = {"index": 0, "text": done.text, "logprobs": None}
+        choice = {"index": 0, "text": done.text, "logprobs": done.logprobs}
     choice["finish_reason"] = done.finish_reason
     body: dict[str, Any] = {
         "id": answer.completion_id,
