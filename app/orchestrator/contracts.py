@@ -423,6 +423,10 @@ class SessionBudgets(Strict):
     cost_remaining: float | None = None
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class SessionInfo(Strict):
     session_id: str
     ttl_ms_remaining: int
@@ -433,13 +437,19 @@ class SessionInfo(Strict):
     last_pool_id: str | None = None
     budgets: SessionBudgets
     tokens_budget_remaining: int | None = Field(
-        default=None, description="Upstream's name for budgets.tokens_remaining"
+        default=None,
+        exclude_if=_unset,
+        description="Upstream's name for budgets.tokens_remaining (absent when unlimited)",
     )
     time_budget_remaining_ms: int | None = Field(
-        default=None, description="Upstream's name for budgets.time_remaining_ms"
+        default=None,
+        exclude_if=_unset,
+        description="Upstream's name for budgets.time_remaining_ms (absent when unlimited)",
     )
     cost_budget_remaining: float | None = Field(
-        default=None, description="Upstream's name for budgets.cost_remaining"
+        default=None,
+        exclude_if=_unset,
+        description="Upstream's name for budgets.cost_remaining (absent when unlimited)",
     )
 
 
