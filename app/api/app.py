@@ -298,7 +298,9 @@ async def resume_pool(request: web.Request) -> web.Response:
 
 
 async def reload_pool(request: web.Request) -> web.Response:
-    """POST /v1/pools/{pool_id}/reload {model_ref | new_model_ref, persist} -> 200 ReloadResult.
+    """POST /v1/pools/{pool_id}/reload {model_ref | new_model_ref, persist} -> 200 ReloadResult;
+    409 RELOAD_FAILED with the reason when the engine could not load it (the old model
+    keeps serving).
 
     With a catalog, a catalog ref (``hf:...``), id or path is resolved to its file
     first; ``persist`` writes the chosen ref to the config once the reload worked.
@@ -311,7 +313,9 @@ async def reload_pool(request: web.Request) -> web.Response:
         raise InvalidParams("persist needs the model catalog, which this server does not run")
     target = reload.model_ref if models is None else await models.resolve(reload.model_ref)
     result = await _orch(request).reload(pool_id, target)
-    if result.ok and reload.persist and models is not None:
+    if not result.ok:
+        raise OrchError("RELOAD_FAILED", result.message, status=409, pool_id=pool_id)
+    if reload.persist and models is not None:
         await models.remember_pool_model(pool_id, reload.model_ref)
     return model_response(result)
 

@@ -68,9 +68,11 @@ ERROR_TEXT = {
     401: "Missing or wrong bearer token",
     403: "Host or Origin refused (DNS rebinding / cross-origin protection)",
     404: "Unknown id (NOT_FOUND; model_not_found on the OpenAI routes)",
-    409: "Conflict (duplicate task_id, or a second stream reader)",
+    409: "Conflict (duplicate task_id, a second stream reader, or RELOAD_FAILED: the "
+    "engine could not load the new model and the old one keeps serving)",
     413: "Request body over the size limit",
-    429: "Queue full (ADMISSION_REJECT with policy_label); retry after Retry-After seconds",
+    429: "Queue full (ADMISSION_REJECT, or QUEUE_FULL_DROP_LRU under drop-lru, with "
+    "policy_label); retry after Retry-After seconds",
     500: "Unexpected server error (INTERNAL)",
     503: "No pool can take the task now (POOL_UNAVAILABLE or POOL_UNREADY) or shutting down",
 }
@@ -370,9 +372,8 @@ def _control_plane() -> dict[str, dict[str, Schema]]:
             "post": _op(
                 "reloadPool", "Swap the model atomically (rolls back on failure)",
                 "control-plane",
-                {"200": json_response("Outcome (ok false: old model still serving)",
-                                      ref(ReloadResult)),
-                 **error_responses(400, 404, 413)},
+                {"200": json_response("Now serving the new model", ref(ReloadResult)),
+                 **error_responses(400, 404, 409, 413)},
                 params=(POOL_ID,), request=body(ReloadRequest), examples=ex.reload(),
             ),
         },

@@ -25,6 +25,7 @@ EngineName = Literal["llamacpp", "vllm", "tgi", "triton", "openai", "mock"]
 """Engines a request may name: upstream's four plus our ``openai`` and ``mock`` pools."""
 UPSTREAM_ENGINES = ("llamacpp", "vllm", "tgi", "triton")
 PROMPT_FORMS = ("prompt", "messages", "inputs")
+MAX_TOKENS_OUT = 131_072
 
 
 class Strict(BaseModel):
@@ -272,7 +273,7 @@ class TaskRequest(Strict):
     output_mode: Annotated[str, Field(max_length=64)] | None = Field(
         default=None, description="Accepted and ignored, as the upstream contract requires."
     )
-    max_tokens: Annotated[int, Field(ge=1, le=131_072)] = 256
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_OUT)] = 256
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
     stop: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=8)
     deadline_ms: Annotated[int, Field(ge=1, le=86_400_000)] | None = Field(
@@ -395,7 +396,12 @@ class EngineCapability(Strict):
     engine: str
     engine_version: str
     ctx_max: int
-    workloads: list[Workload]
+    supported_workloads: list[Workload]
+    max_tokens_out: int = Field(description="The most tokens one task may ask for (max_tokens)")
+    workloads: list[Workload] = Field(
+        description="Deprecated alias of supported_workloads, sent for one release.",
+        json_schema_extra={"deprecated": True},
+    )
     concurrency: int
 
 
@@ -417,6 +423,10 @@ class SessionBudgets(Strict):
     cost_remaining: float | None = None
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class SessionInfo(Strict):
     session_id: str
     ttl_ms_remaining: int
@@ -427,13 +437,19 @@ class SessionInfo(Strict):
     last_pool_id: str | None = None
     budgets: SessionBudgets
     tokens_budget_remaining: int | None = Field(
-        default=None, description="Upstream's name for budgets.tokens_remaining"
+        default=None,
+        exclude_if=_unset,
+        description="Upstream's name for budgets.tokens_remaining (absent when unlimited)",
     )
     time_budget_remaining_ms: int | None = Field(
-        default=None, description="Upstream's name for budgets.time_remaining_ms"
+        default=None,
+        exclude_if=_unset,
+        description="Upstream's name for budgets.time_remaining_ms (absent when unlimited)",
     )
     cost_budget_remaining: float | None = Field(
-        default=None, description="Upstream's name for budgets.cost_remaining"
+        default=None,
+        exclude_if=_unset,
+        description="Upstream's name for budgets.cost_remaining (absent when unlimited)",
     )
 
 

@@ -44,6 +44,8 @@ class ModelsClient(Protocol):
 
     async def use_on_pool(self, pool_id: str, ref: str, persist: bool = True) -> ReloadResult: ...
 
+    async def new_pool(self, gpu_index: int, model_id: str) -> str: ...
+
 
 class EmbeddedModels:
     """``ModelsClient`` over the in-process catalog and orchestrator."""
@@ -86,6 +88,10 @@ class EmbeddedModels:
         """Reload ``pool_id`` with the catalog model ``ref``; with ``persist`` the
         choice is written to the config file once the reload worked."""
         return await self._run(reload_with(self._catalog, self._orch, pool_id, ref, persist))
+
+    async def new_pool(self, gpu_index: int, model_id: str) -> str:
+        """Add a pool for ``model_id`` on GPU ``gpu_index`` to the config (next start)."""
+        return await self._run(self._catalog.new_pool(gpu_index, model_id))
 
 
 async def reload_with(

@@ -34,6 +34,7 @@ from app.ui.bridge import Bridge
 POLL_MS = 500
 MODEL_COLUMNS = ("Name", "Quantization", "Size", "Trained ctx", "Fit", "Used by", "State")
 ChoosePool = Callable[[QWidget, list[str]], str | None]
+"""Ask which of the given pools (or GPUs) to use; None when canceled."""
 Ask = Callable[[QWidget, str], bool]
 
 
@@ -150,9 +151,11 @@ class ModelsView(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.buttons = {
-            name: QPushButton(name) for name in ("Use on pool…", "Verify", "Retire", "Delete")
+            name: QPushButton(name)
+            for name in ("Use on pool…", "New pool on GPU…", "Verify", "Retire", "Delete")
         }
         self.buttons["Use on pool…"].clicked.connect(self.use_selected)
+        self.buttons["New pool on GPU…"].clicked.connect(self.new_pool_for_selected)
         self.buttons["Verify"].clicked.connect(lambda: self._act("verify"))
         self.buttons["Retire"].clicked.connect(lambda: self._act("state"))
         self.buttons["Delete"].clicked.connect(lambda: self._act("delete"))
@@ -228,6 +231,22 @@ class ModelsView(QWidget):
         result = await self._bridge.models.use_on_pool(pool, ref)
         self.status.setText(result.message)
         await self._refresh()
+
+    def new_pool_for_selected(self) -> None:
+        """Ask for a GPU and add a pool serving the selected model there (config file)."""
+        model = self.selected_model()
+        gpus = [f"GPU {g.index}" for g in self._bridge.gpu().gpus]
+        if model is None or not gpus:
+            self.status.setText("Select a model; a new pool needs a GPU that NVML found.")
+            return
+        choice = self._choose_pool(self, gpus)
+        if choice is not None:
+            index = int(choice.removeprefix("GPU "))
+            self._bridge.run(self._new_pool(index, model.id), f"adding a pool for {model.id}")
+
+    async def _new_pool(self, gpu_index: int, model_id: str) -> None:
+        assert self._bridge.models is not None
+        self.status.setText(await self._bridge.models.new_pool(gpu_index, model_id))
 
     def _act(self, what: str) -> None:
         model = self.selected_model()

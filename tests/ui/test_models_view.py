@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.config import load_settings
-from app.config.model_edit import set_pool_model
+from app.config.model_edit import add_pool, set_pool_model
 from app.engine_host.catalog import Catalog
 from app.engine_host.downloads import Downloader
 from app.engine_host.mock import MockSpec
@@ -41,9 +41,12 @@ def setup(qloop: QtAsync, tmp_path: Path, demo_gguf: bytes) -> Iterator[dict[str
     async def remember(pool_id: str, ref: str) -> None:
         await asyncio.to_thread(set_pool_model, config, pool_id, ref, {})
 
+    async def new_pool(pool_id: str, ref: str, mask: str) -> None:
+        await asyncio.to_thread(add_pool, config, pool_id, ref, mask, {})
+
     store = ModelStore(
         Catalog(tmp_path / "data"), tmp_path / "models", Downloader({"HF_ENDPOINT": hub.url}),
-        orch=orch, remember=remember,
+        orch=orch, remember=remember, add_pool=new_pool,
     )  # fmt: skip
     bridge = FakeBridge()
     bridge.models = EmbeddedModels(store, orch, lambda coro: coro)
@@ -102,6 +105,11 @@ def test_search_download_cancel_and_use_on_pool(
     assert restarted.pools[0].model == REF
     assert "# the card" in setup["config"].read_text()
     qloop.wait_until(lambda: cell(view, 0, 5) == "gpu0", 5)
+
+    view.new_pool_for_selected()  # the chooser picks "GPU 0"
+    qloop.wait_until(lambda: view.status.text().startswith("added pool gpu0-demo.Q8_0"), 5)
+    added = load_settings(setup["config"], {}).pools[-1]
+    assert (added.id, added.model, added.device_mask) == ("gpu0-demo.Q8_0", REF, "0")
 
 
 def test_progress_text_names_bytes_rate_and_eta() -> None:
