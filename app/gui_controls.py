@@ -21,6 +21,7 @@ from app.config import (
     to_toml,
 )
 from app.logs import REDACTOR
+from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.queues import FullPolicy
 
 if TYPE_CHECKING:
@@ -51,6 +52,10 @@ class GuiControls:
 
     def log_path(self) -> str:
         return str(self._log_file)
+
+    def model_catalog(self) -> ModelCatalog | None:
+        """Return the backend's model catalog (a ModelStore), None without one."""
+        return getattr(self._backend, "models", None)
 
     def current_settings(self) -> Settings:
         return self._backend.settings

@@ -55,7 +55,7 @@ log = logging.getLogger("llama_orch.main")
 
 FIRST_START_BANNER = (
     "You're running the demo model (a tiny generated model that writes nonsense). "
-    "Add a real GGUF model: Pools → Set model…, or edit the config file."
+    "Get a real one with Get a model (search Hugging Face and download) or Pools → Set model…"
 )
 
 

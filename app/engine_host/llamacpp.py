@@ -39,7 +39,7 @@ from app.engine_host.openai_client import OpenAIStream, open_stream, request_bod
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
 from app.engine_host.restart_policy import CrashHistory, RestartPolicy, classify_exit
 from app.engine_host.slot_affinity import SlotAffinity
-from app.orchestrator.contracts import ErrorCode
+from app.orchestrator.contracts import ENGINE_FEATURES, ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
 
@@ -551,6 +551,7 @@ class LlamaCppEngine(PublishedStatus):
             slots=slots,
             device_mask=spec.device_mask,
             demo=spec.demo,
+            features=frozenset(ENGINE_FEATURES),
         )
 
     def _publish(self, state: PoolState, detail: str) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -272,7 +272,12 @@ def ask_yes_no(parent: QWidget, title: str, text: str) -> bool:
 
 
 class PoolsView(QWidget):
-    """The Pools tab. ``choose_model`` is injectable so tests need no dialog."""
+    """The Pools tab. ``choose_model`` is injectable so tests need no dialog.
+
+    While no pool serves a real model, a "Get a model" button leads to the Models
+    view (``getModel``)."""
+
+    getModel = Signal()
 
     def __init__(
         self,
@@ -373,6 +378,12 @@ class PoolsView(QWidget):
             if widget is not None:
                 widget.deleteLater()
         self.gpu_cards, self.other_card, self.pool_cards = {}, None, {}
+        self.get_model_button: QPushButton | None = None
+        if not any(p.state is PoolState.READY and not p.demo for p in self._pools.values()):
+            self.get_model_button = QPushButton("Get a model…")
+            self.get_model_button.setToolTip("Search Hugging Face and download a GGUF model")
+            self.get_model_button.clicked.connect(self.getModel)
+            self._cards_box.addWidget(self.get_model_button, 0, Qt.AlignmentFlag.AlignLeft)
         per_gpu, others = group_pools(list(self._pools.values()), self._inventory.gpus)
         for gpu, pools in per_gpu:
             card = GpuCard(gpu)

@@ -434,7 +434,7 @@ def test_command_line_gives_each_slot_the_pool_context_and_keeps_control() -> No
     assert "--parallel 4 --cont-batching --no-kv-unified -c 8192" in line  # 4 x 2048
     assert "-ngl all" in line
     assert "--flash-attn on -ctk q8_0 -ctv f16 --tensor-split 3,1" in line
-    assert "--metrics --slots --no-webui --alias demo --mlock" in line
+    assert "--jinja --metrics --slots --no-webui --alias demo --mlock" in line
     assert "--api-key" not in line
     cpu = build_command(
         LlamaCppSpec("c", None, device_mask="cpu", gpu_layers=10), "b", Path("m"), 1
@@ -469,3 +469,20 @@ async def test_retune_swaps_in_new_flags_atomically_and_rolls_back_a_bad_one(
     finally:
         await pool.stop()
     assert not alive(first_pid) if first_pid else True
+
+
+@pytest.mark.parametrize("kind", ["truncated", "absurd", "unknown_arch"])
+async def test_reload_refuses_a_bad_model_file_before_any_engine(
+    engine_log_dir: Path, demo_gguf: bytes, kind: str
+) -> None:
+    bad, sentence = write_bad(kind, engine_log_dir, demo_gguf)
+    pool = LlamaCppEngine(cpu_spec("probe2", None), log_dir=engine_log_dir)
+    try:
+        await pool.start()
+        with pytest.raises(EngineError) as caught:
+            await pool.reload(str(bad))
+    finally:
+        await pool.stop()
+    assert caught.value.code is ErrorCode.INVALID_PARAMS
+    assert sentence in caught.value.message
+    assert not pool.log_path.exists(), "no engine is spawned for a refused file"

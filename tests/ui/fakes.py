@@ -88,6 +88,9 @@ class FakeControls:
     def current_settings(self) -> Any:
         return self.settings
 
+    def model_catalog(self) -> Any:
+        return None
+
     async def apply_settings(self, settings: Any) -> None:
         if self.refuse:
             raise ValueError(self.refuse)
@@ -112,6 +115,7 @@ class FakeBridge(QObject):
     def __init__(self, controls: FakeControls | None = None) -> None:
         super().__init__()
         self._controls = controls or FakeControls()
+        self.models: Any = None
         self.commands: list[tuple[str, Any]] = []
         self.pool_logs: dict[str, list[str]] = {}
         self.submitted: list[TaskRequest] = []
