@@ -423,6 +423,10 @@ class SessionBudgets(Strict):
     cost_remaining: float | None = None
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class SessionInfo(Strict):
     session_id: str
     ttl_ms_remaining: int
@@ -433,13 +437,19 @@ class SessionInfo(Strict):
     last_pool_id: str | None = None
     budgets: SessionBudgets
     tokens_budget_remaining: int | None = Field(
-        default=None, description="Upstream's name for budgets.tokens_remaining"
+        default=None,
+        exclude_if=_unset,
+        description="Upstream's name for budgets.tokens_remaining (absent when unlimited)",
     )
     time_budget_remaining_ms: int | None = Field(
-        default=None, description="Upstream's name for budgets.time_remaining_ms"
+        default=None,
+        exclude_if=_unset,
+        description="Upstream's name for budgets.time_remaining_ms (absent when unlimited)",
     )
     cost_budget_remaining: float | None = Field(
-        default=None, description="Upstream's name for budgets.cost_remaining"
+        default=None,
+        exclude_if=_unset,
+        description="Upstream's name for budgets.cost_remaining (absent when unlimited)",
     )
 
 
@@ -502,6 +512,11 @@ class PoolView(Strict):
     perf_tokens_per_s: float | None
     first_token_ms: float | None
     crashes_recent: int
+    features: list[str] = Field(
+        default_factory=list,
+        description="What the engine can do beyond plain decoding: json_schema "
+        "(response_format), tools, logprobs",
+    )
 
 
 CandidateOutcome = Literal["selected", "outranked", "filtered", "refused"]

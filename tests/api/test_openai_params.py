@@ -311,3 +311,12 @@ async def test_sampling_values_are_checked_with_clear_messages(
     if param is not None:
         assert caught.value.param == param
     assert not served.engine.bodies
+
+
+async def test_models_report_context_length_and_capabilities(served: Served) -> None:
+    models = {m.id: m.model_extra or {} for m in (await served.client.models.list()).data}
+    remote, mock = models["remote-model"], models["mock-only"]
+    assert remote["pools"] == ["mock0", "remote0"]
+    assert remote["context_length"] == 4096
+    assert remote["capabilities"] == {"json_schema": True, "tools": True, "logprobs": True}
+    assert mock["capabilities"] == {"json_schema": False, "tools": False, "logprobs": False}
