@@ -13,7 +13,7 @@ from app.engine_host.model_store import ModelStore
 from app.engine_host.nvml import NvmlInventory
 from app.orchestrator.service import Orchestrator, OrchestratorConfig
 from app.orchestrator.vram import COMPUTE_MARGIN_BYTES, estimate_vram, gib
-from tests.engine_host.test_nvml import GIB, MIB, FakeNvml, rtx3090, rtx4060ti
+from tests.engine_host.fake_nvml import GIB, MIB, FakeNvml, rtx3090, rtx4060ti
 from tests.engine_host.test_vram_placement import Probe
 
 
