@@ -17,7 +17,7 @@ from app.ui.bridge import CoreSample
 from app.ui.main_window import MainWindow
 from app.ui.settings_dialog import SettingsDialog
 from tests.ui.conftest import QtAsync
-from tests.ui.fakes import FakeBridge, FakeControls, new_task_id
+from tests.ui.fakes import FakeBridge, FakeControls, new_task_id, pool_view
 
 
 def task_view(state: str) -> TaskView:
@@ -86,7 +86,7 @@ def test_builds_with_every_tab_menu_and_the_api_url(
         window.tabs.tabText(i).replace("&&", "&").replace("&", "", 1)
         for i in range(window.tabs.count())
     ]
-    assert titles == ["Pools", "Chat", "Decisions", "Metrics", "Tasks & logs"]
+    assert titles == ["Pools", "Chat", "Decisions", "Metrics", "Tasks & logs", "Models"]
     menu_texts = [a.text() for a in window.menuBar().actions()]
     assert menu_texts == ["&File", "&View", "&Help"]
     file_menu = window.menuBar().actions()[0].menu()
@@ -126,6 +126,31 @@ def test_banner_is_shown_and_dismissible(
     assert window.banner.label.text() == text
     window.banner.dismiss_button.click()
     assert not window.banner.isVisible()
+
+
+def test_banner_leads_to_the_models_view(
+    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+) -> None:
+    window = make_window(bridge, banner="demo model")
+    assert window.banner is not None and window.banner.action_button is not None
+    assert window.banner.action_button.text() == "Get a model"
+
+    window.banner.action_button.click()
+
+    assert window.tabs.currentWidget() is window.models_view
+
+
+def test_pools_view_without_a_serving_model_leads_to_the_models_view(
+    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+) -> None:
+    bridge.pool_list = [pool_view("gpu0", state="needs_model", ready=False)]
+    window = make_window(bridge)
+    button = window.pools_view.get_model_button
+    assert button is not None and button.text() == "Get a model…"
+
+    button.click()
+
+    assert window.tabs.currentWidget() is window.models_view
 
 
 def test_pause_admissions_drains_all_then_resumes(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QWidget
 
 from app.orchestrator.contracts import PoolView, QueueDepth, ReloadResult
@@ -262,3 +264,38 @@ def test_a_reload_message_is_shown_once(qtbot: Any, qloop: QtAsync) -> None:
     view.pool_cards["gpu0"][0].reload_button.click()
     qloop.wait_until(lambda: "now serves" in view.result.text())
     assert view.result.text().count("now serves") == 1
+
+
+# ---------------------------------------------------------------- engine log pane
+
+
+def test_log_pane_follows_the_chosen_pools_engine_log(
+    qtbot: Any, qloop: QtAsync, tmp_path: Path
+) -> None:
+    bridge = FakeBridge()
+    bridge.pool_list = [pool_view("gpu0"), pool_view("gpu1")]
+    bridge.pool_logs = {
+        "gpu0": ["main: loading model", "srv  update_slots: all slots are idle"],
+        "gpu1": ["load_tensors: offloaded 33/33 layers to GPU"],
+    }
+    opened: list[str] = []
+    view = PoolsView(bridge, ask=lambda *_: True, open_file=opened.append)
+    qtbot.addWidget(view)
+    view.resize(900, 700)
+    view.show()
+    pane = view.log_pane
+    qloop.wait_until(lambda: "all slots are idle" in pane.text.toPlainText(), 3.0)
+    assert pane.file_label.text() == "/logs/gpu0.log"
+
+    view.pool_cards["gpu1"][0].log_button.click()
+    qloop.wait_until(lambda: "offloaded 33/33" in pane.text.toPlainText(), 3.0)
+    assert ("pool_log", ("gpu1", 300)) in bridge.commands
+
+    bridge.pool_logs["gpu1"].append("srv  log_server_r: request: POST /v1/completions 200")
+    qloop.wait_until(lambda: "POST /v1/completions" in pane.text.toPlainText(), 3.0)
+
+    pane.copy_button.click()
+    assert "offloaded 33/33" in QGuiApplication.clipboard().text()
+    pane.open_button.click()
+    assert opened == ["/logs/gpu1.log"]
+    view.grab().save(str(tmp_path / "pools-log.png"))
