@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
     from app.api.server import ApiServer
     from app.api.settings import ApiSettings
     from app.engine_host.gpu_poller import GpuPoller
+    from app.engine_host.llamacpp import LlamaCppSpec
     from app.engine_host.llamacpp_stats import EngineStats
     from app.engine_host.model_store import ModelStore
     from app.gui_controls import GuiControls
@@ -54,7 +55,7 @@ log = logging.getLogger("llama_orch.main")
 
 FIRST_START_BANNER = (
     "You're running the demo model (a tiny generated model that writes nonsense). "
-    "Add a real GGUF model: Pools → Set model…, or edit the config file."
+    "Get a real one with Get a model (search Hugging Face and download) or Pools → Set model…"
 )
 
 
@@ -209,34 +210,41 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Engin
                 health_timeout_s=settings.engines.health_timeout_s,
             )
         )
-    from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
+    from app.engine_host.llamacpp import LlamaCppEngine
     from app.models_wiring import open_catalog, pool_model
 
     model, needs = pool_model(settings, pool, open_catalog())
-    binary = settings.engines.llama_server or None
     return LlamaCppEngine(
-        LlamaCppSpec(
-            pool_id=pool.id,
-            model_ref=model,
-            needs_model_detail=needs,
-            ctx=pool.ctx,
-            slots=pool.slots,
-            device_mask=pool.device_mask,
-            server_binary=str(settings.resolve_path(binary)) if binary else None,
-            demo=pool.demo,
-            startup_timeout_s=float(settings.engines.startup_timeout_s),
-            decode_timeout_s=float(settings.engines.decode_timeout_s),
-            gpu_layers=pool.gpu_layers,
-            flash_attn=pool.flash_attn,
-            cache_type_k=pool.cache_type_k,
-            cache_type_v=pool.cache_type_v,
-            tensor_split=tuple(pool.tensor_split),
-            extra_args=tuple(pool.extra_args),
-            health_interval_s=settings.engines.health_interval_s,
-            health_timeout_s=settings.engines.health_timeout_s,
-        ),
-        log_dir=log_dir,
-        gpu_indices=nvml_gpu_indices,
+        llamacpp_spec(settings, pool, model, needs), log_dir=log_dir, gpu_indices=nvml_gpu_indices
+    )
+
+
+def llamacpp_spec(
+    settings: Settings, pool: PoolSettings, model: str | None, needs: str = ""
+) -> LlamaCppSpec:
+    """Return how to run ``pool``'s llama-server under ``settings`` (the one place it is built)."""
+    from app.engine_host.llamacpp import LlamaCppSpec
+
+    binary = settings.engines.llama_server or None
+    return LlamaCppSpec(
+        pool_id=pool.id,
+        model_ref=model,
+        needs_model_detail=needs,
+        ctx=pool.ctx,
+        slots=pool.slots,
+        device_mask=pool.device_mask,
+        server_binary=str(settings.resolve_path(binary)) if binary else None,
+        demo=pool.demo,
+        startup_timeout_s=float(settings.engines.startup_timeout_s),
+        decode_timeout_s=float(settings.engines.decode_timeout_s),
+        gpu_layers=pool.gpu_layers,
+        flash_attn=pool.flash_attn,
+        cache_type_k=pool.cache_type_k,
+        cache_type_v=pool.cache_type_v,
+        tensor_split=tuple(pool.tensor_split),
+        extra_args=tuple(pool.extra_args),
+        health_interval_s=settings.engines.health_interval_s,
+        health_timeout_s=settings.engines.health_timeout_s,
     )
 
 
