@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
     from app.api.server import ApiServer
     from app.api.settings import ApiSettings
     from app.engine_host.gpu_poller import GpuPoller
+    from app.engine_host.llamacpp import LlamaCppSpec
     from app.engine_host.llamacpp_stats import EngineStats
     from app.engine_host.model_store import ModelStore
     from app.gui_controls import GuiControls
@@ -209,34 +211,41 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Engin
                 health_timeout_s=settings.engines.health_timeout_s,
             )
         )
-    from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
+    from app.engine_host.llamacpp import LlamaCppEngine
     from app.models_wiring import open_catalog, pool_model
 
     model, needs = pool_model(settings, pool, open_catalog())
-    binary = settings.engines.llama_server or None
     return LlamaCppEngine(
-        LlamaCppSpec(
-            pool_id=pool.id,
-            model_ref=model,
-            needs_model_detail=needs,
-            ctx=pool.ctx,
-            slots=pool.slots,
-            device_mask=pool.device_mask,
-            server_binary=str(settings.resolve_path(binary)) if binary else None,
-            demo=pool.demo,
-            startup_timeout_s=float(settings.engines.startup_timeout_s),
-            decode_timeout_s=float(settings.engines.decode_timeout_s),
-            gpu_layers=pool.gpu_layers,
-            flash_attn=pool.flash_attn,
-            cache_type_k=pool.cache_type_k,
-            cache_type_v=pool.cache_type_v,
-            tensor_split=tuple(pool.tensor_split),
-            extra_args=tuple(pool.extra_args),
-            health_interval_s=settings.engines.health_interval_s,
-            health_timeout_s=settings.engines.health_timeout_s,
-        ),
-        log_dir=log_dir,
-        gpu_indices=nvml_gpu_indices,
+        llamacpp_spec(settings, pool, model, needs), log_dir=log_dir, gpu_indices=nvml_gpu_indices
+    )
+
+
+def llamacpp_spec(
+    settings: Settings, pool: PoolSettings, model: str | None, needs: str = ""
+) -> LlamaCppSpec:
+    """Return how to run ``pool``'s llama-server under ``settings`` (the one place it is built)."""
+    from app.engine_host.llamacpp import LlamaCppSpec
+
+    binary = settings.engines.llama_server or None
+    return LlamaCppSpec(
+        pool_id=pool.id,
+        model_ref=model,
+        needs_model_detail=needs,
+        ctx=pool.ctx,
+        slots=pool.slots,
+        device_mask=pool.device_mask,
+        server_binary=str(settings.resolve_path(binary)) if binary else None,
+        demo=pool.demo,
+        startup_timeout_s=float(settings.engines.startup_timeout_s),
+        decode_timeout_s=float(settings.engines.decode_timeout_s),
+        gpu_layers=pool.gpu_layers,
+        flash_attn=pool.flash_attn,
+        cache_type_k=pool.cache_type_k,
+        cache_type_v=pool.cache_type_v,
+        tensor_split=tuple(pool.tensor_split),
+        extra_args=tuple(pool.extra_args),
+        health_interval_s=settings.engines.health_interval_s,
+        health_timeout_s=settings.engines.health_timeout_s,
     )
 
 
@@ -422,26 +431,17 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
         except OSError as exc:
             raise RuntimeError(bind_failure(settings.server.bind, config, exc)) from None
         controls = GuiControls(backend, config, log_file, api_settings)
-        return backend.orch, controls, lambda: backend.stop(hurry=hurry_on_signal())
+        return backend.orch, controls, lambda: backend.stop(hurry=hurry.is_set)
 
+    hurry = threading.Event()  # set by a second SIGINT/SIGTERM, read by the backend's stop
     banner = FIRST_START_BANNER if first else _demo_banner(settings)
-    return run_gui(start, banner=banner, minimized=minimized, backend_loop=backend_loop_factory())
-
-
-def hurry_on_signal() -> Callable[[], bool]:
-    """Make SIGINT/SIGTERM request an immediate stop; return whether one came.
-
-    For the GUI: the window handles the first signal (quit) and puts these
-    handlers back while the backend stops, so the next signal hurries it.
-    """
-    got = [False]
-
-    def handler(_sig: int, _frame: object) -> None:
-        got[0] = True
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-    return lambda: got[0]
+    return run_gui(
+        start,
+        banner=banner,
+        minimized=minimized,
+        backend_loop=backend_loop_factory(),
+        on_repeat_signal=hurry.set,
+    )
 
 
 def bind_failure(bind: str, config: Path, exc: OSError) -> str:

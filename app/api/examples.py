@@ -201,7 +201,8 @@ def models() -> Example:
     """Return a model list answer."""
     card = ModelCard(
         id="qwen2.5-7b-q4", object="model", created=_CREATED, owned_by="llama-orch",
-        pools=["gpu0", "gpu1"],
+        pools=["gpu0", "gpu1"], context_length=8192,
+        capabilities={"json_schema": True, "tools": True, "logprobs": True},
     )  # fmt: skip
     return {
         "curl": "curl http://127.0.0.1:8080/v1/models",

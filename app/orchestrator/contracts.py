@@ -512,6 +512,11 @@ class PoolView(Strict):
     perf_tokens_per_s: float | None
     first_token_ms: float | None
     crashes_recent: int
+    features: list[str] = Field(
+        default_factory=list,
+        description="What the engine can do beyond plain decoding: json_schema "
+        "(response_format), tools, logprobs",
+    )
 
 
 CandidateOutcome = Literal["selected", "outranked", "filtered", "refused"]

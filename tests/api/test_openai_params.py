@@ -37,6 +37,8 @@ WEATHER: Any = {
     },
 }
 ARGUMENT_PIECES = ['{"', 'city":', ' "Par', 'is"}']
+REFUSED_TOP_K = 99
+NO_TOOLS = "tools param requires --jinja flag"
 LOGPROBS = {"content": [{"token": "one", "logprob": -0.5, "bytes": [111], "top_logprobs": []}]}
 
 
@@ -89,6 +91,9 @@ class RecordingEngine:
     async def complete(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.bodies.append(body)
+        if body.get("top_k") == REFUSED_TOP_K:
+            error = {"error": {"code": 400, "message": NO_TOOLS, "type": "invalid_request_error"}}
+            return web.json_response(error, status=400)
         chunks = tool_call_chunks() if body.get("tools") else text_chunks(body.get("logprobs"))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -311,3 +316,20 @@ async def test_sampling_values_are_checked_with_clear_messages(
     if param is not None:
         assert caught.value.param == param
     assert not served.engine.bodies
+
+
+async def test_models_report_context_length_and_capabilities(served: Served) -> None:
+    models = {m.id: m.model_extra or {} for m in (await served.client.models.list()).data}
+    remote, mock = models["remote-model"], models["mock-only"]
+    assert remote["pools"] == ["mock0", "remote0"]
+    assert remote["context_length"] == 4096
+    assert remote["capabilities"] == {"json_schema": True, "tools": True, "logprobs": True}
+    assert mock["capabilities"] == {"json_schema": False, "tools": False, "logprobs": False}
+
+
+async def test_an_engine_refusal_is_a_400_with_the_engines_reason(served: Served) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await served.client.chat.completions.create(
+            model="remote0", messages=HI, tools=[WEATHER], extra_body={"top_k": REFUSED_TOP_K}
+        )
+    assert NO_TOOLS in caught.value.message

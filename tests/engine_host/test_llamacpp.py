@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -441,6 +442,33 @@ def test_command_line_gives_each_slot_the_pool_context_and_keeps_control() -> No
     assert "-ngl 0" in " ".join(cpu.argv)
     assert engine_env("cpu", "k1")["CUDA_VISIBLE_DEVICES"] == ""
     assert engine_env("0,1", "k1")["LLAMA_API_KEY"] == "k1"
+
+
+async def test_retune_swaps_in_new_flags_atomically_and_rolls_back_a_bad_one(
+    demo_model_path: Path, engine_log_dir: Path
+) -> None:
+    spec = cpu_spec("tune", str(demo_model_path))
+    pool = LlamaCppEngine(spec, log_dir=engine_log_dir)
+    try:
+        await pool.start()
+        await pool.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
+        first_pid = pool.engine_pid
+        bad = dataclasses.replace(spec, extra_args=("--no-such-flag",))
+        with pytest.raises(EngineError, match="keeps serving"):
+            await pool.retune(bad)
+        assert pool.engine_pid == first_pid  # the old engine kept serving
+        assert pool.status.state is PoolState.READY
+
+        good = dataclasses.replace(spec, slots=2, extra_args=("--threads", "1"))
+        assert "now serves demo" in await pool.retune(good)
+        assert pool.engine_pid not in (None, first_pid)
+        assert pool.descriptor.slots == 2
+        header = [ln for ln in pool.log_path.read_text().splitlines() if "llama-orch pool" in ln]
+        assert "--parallel 2" in header[-1] and "--threads 1" in header[-1]
+        assert await decode(pool, prompt(max_tokens=4))
+    finally:
+        await pool.stop()
+    assert not alive(first_pid) if first_pid else True
 
 
 @pytest.mark.parametrize("kind", ["truncated", "absurd", "unknown_arch"])

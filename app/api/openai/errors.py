@@ -117,8 +117,9 @@ def _is_union_tag(part: int | str) -> bool:
 def event_error(data: ErrorData) -> OrchError:
     """Return the refusal matching a task's ``error`` event (for non-streamed answers).
 
-    A task dropped from a full queue is a 429; other retriable failures are 503;
-    the rest 500. The mapper adds Retry-After where it applies.
+    A task dropped from a full queue is a 429, one the engine refused as invalid
+    a 400; other retriable failures are 503; the rest 500.
+    The mapper adds Retry-After where it applies.
     """
     code = data["code"] or ErrorCode.INTERNAL
     retriable = data["retriable"]
@@ -126,6 +127,8 @@ def event_error(data: ErrorData) -> OrchError:
     status = 503 if retriable else 500
     if code == ErrorCode.QUEUE_FULL_DROP_LRU:
         status = 429
+    elif code == ErrorCode.INVALID_PARAMS:
+        status = 400  # the engine refused the request (e.g. a template that cannot do tools)
     message = data["message"] or "the task failed"
     return OrchError(
         code,

@@ -28,7 +28,7 @@ from app.api.openai.wire import (
 from app.api.render import dict_response
 from app.api.sse import StreamOptions, serve_stream
 from app.api.state import CORRELATION_ID, IDENTITY, ORCH, SETTINGS, STREAMS
-from app.orchestrator.contracts import PoolView
+from app.orchestrator.contracts import ENGINE_FEATURES, PoolView
 from app.orchestrator.errors import InvalidParams
 from app.orchestrator.placement import serves_model_ref
 from app.orchestrator.service import StreamHandle
@@ -48,15 +48,29 @@ READ_JSON: web.AppKey[ReadJson] = web.AppKey("openai_read_json")
 
 
 def model_cards(views: Iterable[PoolView], created: int) -> list[dict[str, Any]]:
-    """Return one model card per model id the pools serve (pools listed per model). Pure."""
-    pools: dict[str, list[str]] = {}
+    """Return one model card per model id the pools serve. Pure.
+
+    Beside OpenAI's fields each card lists its ``pools``, the largest
+    ``context_length`` among them, and ``capabilities``: for each engine feature
+    (json_schema, tools, logprobs) whether some pool serving the model can do it.
+    """
+    by_model: dict[str, list[PoolView]] = {}
     for view in views:
         if view.model:
-            pools.setdefault(view.model, []).append(view.pool_id)
-    return [
-        {"id": model, "object": "model", "created": created, "owned_by": OWNER, "pools": ids}
-        for model, ids in sorted(pools.items())
-    ]
+            by_model.setdefault(view.model, []).append(view)
+    return [_card(model, pools, created) for model, pools in sorted(by_model.items())]
+
+
+def _card(model: str, pools: list[PoolView], created: int) -> dict[str, Any]:
+    return {
+        "id": model,
+        "object": "model",
+        "created": created,
+        "owned_by": OWNER,
+        "pools": [p.pool_id for p in pools],
+        "context_length": max(p.ctx for p in pools),
+        "capabilities": {f: any(f in p.features for p in pools) for f in ENGINE_FEATURES},
+    }
 
 
 def serving_pools(views: Iterable[PoolView], model: str) -> list[PoolView]:

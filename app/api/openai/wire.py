@@ -357,6 +357,11 @@ class ModelCard(_Wire):
     created: int
     owned_by: str
     pools: list[str] = Field(description="The pools serving this model")
+    context_length: int = Field(description="The largest context among those pools")
+    capabilities: dict[str, bool] = Field(
+        description="json_schema (response_format), tools, logprobs: whether a pool "
+        "serving this model can honour it"
+    )
 
 
 class ModelList(_Wire):
