@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QMenu, QWidget
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QMenu, QWidget
 
 from app.config import parse_settings
 from app.orchestrator.contracts import Priority, TaskView
@@ -254,3 +255,18 @@ def test_tray_and_pools_view_show_one_token_rate(
     assert window.tray.rates is window.pools_view.rates
     assert window.pools_view.rates.rates == {"gpu0": 42.0}
     assert "42.0 tokens/s" in window.tray.tooltip
+
+
+def test_ctrl_2_and_a_new_chat_put_the_cursor_in_the_message_box(make_window: Any) -> None:
+    window = make_window(FakeBridge())
+    window.show()
+    window.activateWindow()
+    assert QTest.qWaitForWindowActive(window, 2000)
+    window.tabs.setCurrentIndex(0)
+    QTest.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+    assert window.tabs.currentWidget() is window.chat
+    assert QApplication.focusWidget() is window.chat.current().prompt
+    conv = window.chat.new_conversation()
+    assert QApplication.focusWidget() is conv.prompt
+    assert "press Enter" in conv.transcript.placeholderText()
+    window.hide()
