@@ -36,6 +36,7 @@ from app.orchestrator.ports import GpuInfo, GpuInventory
 from app.ui.bridge import Bridge
 from app.ui.icons import RED, badge_stylesheet, state_colour
 from app.ui.pool_log_pane import FileOpener, PoolLogPane
+from app.ui.pool_tuning import Tuner, ask_tuning
 
 ModelChooser = Callable[[QWidget, PoolView], str | None]
 """Ask the user for a model for a pool; returns a GGUF path (llamacpp) or a model
@@ -177,6 +178,9 @@ class PoolCard(QFrame):
         self.reload_button = QPushButton("Reload…")
         self.restart_button = QPushButton("Restart")
         self.set_model_button = QPushButton("Set model…")
+        self.tune_button = QPushButton("Tune…")
+        self.tune_button.clicked.connect(lambda: self._view.tune(self.pool_id))
+        self.tune_button.setAccessibleName(f"Tune the llama-server settings of pool {self.pool_id}")
         self.log_button = QPushButton("Log")
         self.log_button.clicked.connect(lambda: self._view.log_pane.show_pool(self.pool_id))
         self.log_button.setAccessibleName(f"Show the engine log of pool {self.pool_id}")
@@ -199,6 +203,7 @@ class PoolCard(QFrame):
         for b in (self.drain_button, self.reload_button, self.set_model_button):
             buttons.addWidget(b)
         buttons.addWidget(self.restart_button)
+        buttons.addWidget(self.tune_button)
         buttons.addWidget(self.log_button)
         buttons.addStretch(1)
         box = QVBoxLayout(self)
@@ -287,9 +292,11 @@ class PoolsView(QWidget):
         choose_model: ModelChooser | None = None,
         ask: AskYesNo | None = None,
         open_file: FileOpener | None = None,
+        tuner: Tuner | None = None,
     ) -> None:
         super().__init__(parent)
         self._bridge = bridge
+        self._tuner = tuner or ask_tuning
         self.log_pane = PoolLogPane(bridge, opener=open_file)
         self._choose = choose_model or default_model_chooser
         self._ask = ask or ask_yes_no
@@ -461,6 +468,34 @@ class PoolsView(QWidget):
             self.result.setText(res.message if said else f"Pool {pool_id} now serves {res.model}.")
         else:
             self.result.setText(f"Reload of pool {pool_id} failed: {res.message}")
+
+    def tune(self, pool_id: str) -> None:
+        """Ask for new llama-server settings (modal) and apply them: an atomic reload of
+        the pool, then the config is saved. Never blocks beyond the dialog."""
+        settings = self._bridge.controls.current_settings()
+        pool = next((p for p in getattr(settings, "pools", []) if p.id == pool_id), None)
+        if pool is None or pool.engine != "llamacpp":
+            self.result.setText(f"Pool {pool_id} does not run llama-server; nothing to tune.")
+            return
+        try:
+            values = self._tuner(self, pool.model_dump())
+        except ValueError as exc:
+            self.result.setText(f"Pool {pool_id} not changed: {exc}")
+            return
+        if values is None:
+            return
+        pools = [p.model_copy(update=values) if p.id == pool_id else p for p in settings.pools]
+        self.result.setText(f"Restarting pool {pool_id} with the new settings beside the old…")
+        new = settings.model_copy(update={"pools": pools})
+        self._bridge.run(self._apply_tuning(pool_id, new), f"tuning pool {pool_id}")
+
+    async def _apply_tuning(self, pool_id: str, settings: Any) -> None:
+        try:
+            await self._bridge.controls.apply_settings(settings)
+        except ValueError as exc:
+            self.result.setText(f"Pool {pool_id} not changed: {exc}")
+            return
+        self.result.setText(f"Pool {pool_id} runs with the new settings; saved to the config.")
 
     def restart(self, pool_id: str) -> None:
         """Ask first (modal), then restart the pool's engine in the background."""
