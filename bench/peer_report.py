@@ -51,7 +51,32 @@ def _value(fig: dict[str, Any], name: str, get: Getter) -> float | None:
         value = get(part)
     except (KeyError, TypeError):
         return None
+    if _failed(part, get):
+        return None
     return None if value is None or math.isnan(value) else float(value)
+
+
+def _failed(part: dict[str, Any], get: Getter) -> bool:
+    """Return True when the run behind ``get`` delivered no token (every stream failed)."""
+    for streams, run in part.get("concurrent", {}).items():
+        probe = {"concurrent": {streams: {"through": {"cpu_us_per_token": {"orchestrator": 1}}}}}
+        try:
+            get(probe)
+        except (KeyError, TypeError):
+            continue
+        return not run["through"].get("tokens")
+    return False
+
+
+def _errors(fig: dict[str, Any], name: str) -> str:
+    part = fig.get("peers", {}).get(name)
+    if not isinstance(part, dict):
+        return ""
+    runs = [part.get("single", {}), *part.get("concurrent", {}).values()]
+    failed = [r.get("through", r) for r in runs]
+    errors = sum(int(f.get("errors") or 0) for f in failed)
+    first = next((f.get("first_error") for f in failed if f.get("first_error")), None)
+    return f"{name}: {errors} failed streams in this run (first: {first})" if errors else ""
 
 
 def _cell(value: float | None, unit: str) -> str:
@@ -83,4 +108,6 @@ def peer_table(fig: dict[str, Any]) -> list[str]:
     for name in PEERS:
         if isinstance(peers.get(name), str):
             lines += ["", f"{name}: {peers[name]}"]
+        elif note := _errors(fig, name):
+            lines += ["", note + "; its figures from runs without a token are n/a."]
     return [*lines, ""]

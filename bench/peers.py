@@ -63,6 +63,7 @@ def start_litellm(work: Path, engine_url: str, binary: Path) -> procs.Child:
         "      api_key: none\n"
         "general_settings:\n"
         "  disable_spend_logs: true\n"
+        "  dangerously_permit_weak_or_unset_master_key: true\n"  # loopback, bench only
     )
     log_path = work / "litellm.log"
     with log_path.open("wb") as out:

@@ -333,3 +333,27 @@ async def test_an_engine_refusal_is_a_400_with_the_engines_reason(served: Served
             model="remote0", messages=HI, tools=[WEATHER], extra_body={"top_k": REFUSED_TOP_K}
         )
     assert NO_TOOLS in caught.value.message
+
+
+async def test_langchain_assembles_a_tool_call(served: Served) -> None:
+    from langchain_openai import ChatOpenAI
+
+    model = ChatOpenAI(
+        model="remote-model",
+        base_url=served.base + "/v1",
+        api_key="x",
+        max_retries=0,
+    ).bind_tools([WEATHER], tool_choice="get_weather")
+    whole = await model.ainvoke("weather in Paris?")
+    assert [(c["name"], c["args"], c["id"]) for c in whole.tool_calls] == [
+        ("get_weather", {"city": "Paris"}, "call_abc")
+    ]
+    merged: Any = None
+    async for chunk in model.astream("weather in Paris?"):
+        merged = chunk if merged is None else merged + chunk
+    assert [(c["name"], c["args"]) for c in merged.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    assert merged.response_metadata["finish_reason"] == "tool_calls"
+    sent = served.engine.bodies[-1]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
