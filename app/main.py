@@ -34,6 +34,7 @@ from app.config import (
     save_settings,
 )
 from app.logs import REDACTOR, setup_logging
+from app.models_wiring import add_model_commands, run_model_command
 
 if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
     from prometheus_client.registry import Collector
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
     from app.api.settings import ApiSettings
     from app.engine_host.gpu_poller import GpuPoller
     from app.engine_host.llamacpp_stats import EngineStats
+    from app.engine_host.model_store import ModelStore
     from app.gui_controls import GuiControls
     from app.orchestrator.ports import EngineControl
     from app.orchestrator.service import Orchestrator, OrchestratorConfig
@@ -68,10 +70,13 @@ class Backend:
     api: ApiServer
     poller: GpuPoller
     engines: list[EngineControl] = field(default_factory=list)
+    models: ModelStore | None = None
+    _fetching: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
-        """Start the GPU poller, the engines and the API server. Raises on failure
-        (UnsafeBind, OSError for a port in use) after stopping what started."""
+        """Start the GPU poller, the engines and the API server (and, with
+        ``[models] auto_fetch``, the downloads of missing pool models). Raises on
+        failure (UnsafeBind, OSError for a port in use) after stopping what started."""
         self.poller.start()
         await self.orch.start()
         try:
@@ -80,6 +85,12 @@ class Backend:
             await self.orch.shutdown(deadline_s=0)
             self.poller.stop()
             raise
+        if self.models is not None and self.settings.models.auto_fetch:
+            from app.models_wiring import auto_fetch
+
+            task = asyncio.create_task(auto_fetch(self.settings, self.models, self.orch))
+            self._fetching.add(task)
+            task.add_done_callback(self._fetching.discard)
 
     async def stop(self, deadline_s: float = 10.0, hurry: Callable[[], bool] | None = None) -> None:
         """Stop admitting, drain in-flight work until ``deadline_s``, close live
@@ -99,6 +110,8 @@ class Backend:
         await graceful
 
     async def _stop(self, deadline_s: float) -> None:
+        if self.models is not None:
+            await self.models.close()
         await self.orch.shutdown(deadline_s=deadline_s)
         await self.api.stop()
         await asyncio.to_thread(self.poller.stop)
@@ -108,6 +121,7 @@ def api_settings(settings: Settings) -> ApiSettings:
     """Return the app.api ApiSettings for ``settings``."""
     from app.api.connections import ConnectionLimits
     from app.api.settings import ApiSettings
+    from app.orchestrator.loopback import host_key
 
     host, port = settings.bind_host_port()
     s = settings.server
@@ -121,7 +135,7 @@ def api_settings(settings: Settings) -> ApiSettings:
         sse_heartbeat_ms=s.sse_heartbeat_ms,
         sse_microbatch_ms=s.sse_microbatch_ms,
         cors_origins=tuple(s.cors_origins),
-        allowed_hosts=tuple(h.lower().rstrip(".") for h in s.allowed_hosts),
+        allowed_hosts=tuple(host_key(h) for h in s.allowed_hosts),
         trusted_proxies=tuple(s.trusted_proxies),
         limits=ConnectionLimits(
             head_timeout_s=s.request_head_timeout_s,
@@ -196,13 +210,15 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Engin
             )
         )
     from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
+    from app.models_wiring import open_catalog, pool_model
 
-    model = settings.model_path(pool)
+    model, needs = pool_model(settings, pool, open_catalog())
     binary = settings.engines.llama_server or None
     return LlamaCppEngine(
         LlamaCppSpec(
             pool_id=pool.id,
-            model_ref=str(model) if model else None,
+            model_ref=model,
+            needs_model_detail=needs,
             ctx=pool.ctx,
             slots=pool.slots,
             device_mask=pool.device_mask,
@@ -255,6 +271,7 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
     from app.api.server import ApiServer
     from app.engine_host.gpu_poller import GpuPoller
     from app.engine_host.nvml import NvmlInventory
+    from app.models_wiring import build_model_store
     from app.orchestrator.service import Orchestrator
 
     loop = loop or asyncio.get_running_loop()
@@ -267,9 +284,13 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
     poller = GpuPoller(NvmlInventory(engine_pids=engine_pids), dispatch=loop.call_soon_threadsafe)
     orch = Orchestrator(engines, orchestrator_config(settings), gpu_probe=poller)
     orch.metrics.registry.register(engine_metrics(engines))
-    api = ApiServer(orch, api_settings(settings))
+    models = build_model_store(settings, orch)
+    api = ApiServer(orch, api_settings(settings), models=models)
     REDACTOR.add(settings.auth_token)
-    return Backend(settings=settings, orch=orch, api=api, poller=poller, engines=engines)
+    REDACTOR.add(os.environ.get("HF_TOKEN"))
+    return Backend(
+        settings=settings, orch=orch, api=api, poller=poller, engines=engines, models=models
+    )
 
 
 # ---- configuration on first start ------------------------------------------------------
@@ -528,6 +549,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     cc = sub.add_parser("check-config", help="validate a config file (exit 2 on problems)")
     cc.add_argument("path")
     _add_ask_parser(sub)
+    add_model_commands(sub)
     p.add_argument("--config", type=Path, default=None, help="config file (TOML)")
     return p.parse_args(argv)
 
@@ -557,6 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config_main(args.path)
     if command == "ask":
         return cmd_ask(args)
+    if command in ("pull", "models", "rm"):
+        return run_model_command(command, args, config)
     return cmd_gui(config, minimized=getattr(args, "minimized", False))
 
 

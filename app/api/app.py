@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from pydantic import BaseModel
 
 from app.api.auth import bearer_auth, browser_guard
+from app.api.catalog import catalog_routes
 from app.api.errors import ApiError
 from app.api.middleware import CORRELATION_HEADER, request_context, stamp_headers
 from app.api.openai.errors import openai_errors
@@ -27,6 +28,7 @@ from app.api.sse import LiveStreams, StreamOptions, serve_stream
 from app.api.state import (
     CORRELATION_ID,
     IDENTITY,
+    MODELS,
     OPENAPI_JSON,
     ORCH,
     SETTINGS,
@@ -34,6 +36,7 @@ from app.api.state import (
     SettingsBox,
 )
 from app.api.wire import DrainAccepted, PoolHealth, PoolLog
+from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.contracts import DrainRequest, ReloadRequest, TaskRequest
 from app.orchestrator.errors import InvalidParams, NotFound
 from app.orchestrator.service import Orchestrator
@@ -252,9 +255,21 @@ async def resume_pool(request: web.Request) -> web.Response:
 
 
 async def reload_pool(request: web.Request) -> web.Response:
-    """POST /v1/pools/{pool_id}/reload {model_ref} -> 200 ReloadResult."""
+    """POST /v1/pools/{pool_id}/reload {model_ref | new_model_ref, persist} -> 200 ReloadResult.
+
+    With a catalog, a catalog ref (``hf:...``), id or path is resolved to its file
+    first; ``persist`` writes the chosen ref to the config once the reload worked.
+    """
     reload = await parse_body(request, ReloadRequest)
-    result = await _orch(request).reload(request.match_info["pool_id"], reload.model_ref)
+    pool_id = request.match_info["pool_id"]
+    models = request.app.get(MODELS)
+    _orch(request).pool_view(pool_id)  # NotFound before any catalog work
+    if models is None and reload.persist:
+        raise InvalidParams("persist needs the model catalog, which this server does not run")
+    target = reload.model_ref if models is None else await models.resolve(reload.model_ref)
+    result = await _orch(request).reload(pool_id, target)
+    if result.ok and reload.persist and models is not None:
+        await models.remember_pool_model(pool_id, reload.model_ref)
     return model_response(result)
 
 
@@ -306,7 +321,9 @@ async def _close_streams(app: web.Application) -> None:
     await app[STREAMS].close_all()
 
 
-def make_app(orch: Orchestrator, settings: ApiSettings) -> web.Application:
+def make_app(
+    orch: Orchestrator, settings: ApiSettings, *, models: ModelCatalog | None = None
+) -> web.Application:
     """Return the application serving ``orch`` with ``settings``. Never blocks.
 
     Live streams are closed with an ``error`` frame once, at shutdown (on_shutdown
@@ -320,10 +337,14 @@ def make_app(orch: Orchestrator, settings: ApiSettings) -> web.Application:
     app[ORCH] = orch
     app[SETTINGS] = SettingsBox(settings)
     app[STREAMS] = LiveStreams(orch.cancel)
-    app[OPENAPI_JSON] = dumps(build_openapi())
+    app[OPENAPI_JSON] = dumps(build_openapi(catalog=models is not None))
     app.on_response_prepare.append(stamp_headers)
     app.on_shutdown.append(_close_streams)
-    for method, path, handler in ROUTES:
+    routes = ROUTES
+    if models is not None:
+        app[MODELS] = models
+        routes += catalog_routes(parse_body)
+    for method, path, handler in routes:
         app.router.add_route(method, path, handler)
     add_openai_routes(app, read_json)
     return app

@@ -460,8 +460,13 @@ def _array(model: type[BaseModel]) -> Schema:
     return {"type": "array", "items": ref(model)}
 
 
-def build_openapi() -> Schema:
-    """Return the OpenAPI 3.1 document (a fresh dict). Never blocks."""
+def build_openapi(*, catalog: bool = False) -> Schema:
+    """Return the OpenAPI 3.1 document (a fresh dict), with the catalog routes when
+    ``catalog``. Never blocks."""
+    from app.api.catalog_doc import catalog_operations, catalog_schemas
+
+    paths = operations() | (catalog_operations() if catalog else {})
+    schemas = component_schemas() | (catalog_schemas() if catalog else {})
     return {
         "openapi": "3.1.0",
         "info": {
@@ -474,9 +479,9 @@ def build_openapi() -> Schema:
                 "needs `Authorization: Bearer <token>`."
             ),
         },
-        "paths": operations(),
+        "paths": paths,
         "components": {
-            "schemas": component_schemas(),
+            "schemas": schemas,
             "headers": HEADERS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },

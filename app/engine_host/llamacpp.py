@@ -366,7 +366,8 @@ class LlamaCppEngine(PublishedStatus):
 
     def _begin_launch(self, model_ref: str | None, *, recovering: bool, detail: str) -> None:
         if model_ref is None:
-            self._publish(PoolState.NEEDS_MODEL, "no model configured; reload a model to serve")
+            detail = self._spec.needs_model_detail or "no model configured; reload a model to serve"
+            self._publish(PoolState.NEEDS_MODEL, detail)
             return
         self._pool.descriptor = self._describe(model_ref, None)
         self._launch = asyncio.create_task(self._launcher.launch(model_ref))

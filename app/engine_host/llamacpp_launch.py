@@ -58,6 +58,8 @@ class LlamaCppSpec:
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     tensor_split: tuple[float, ...] = ()
+    needs_model_detail: str = ""
+    """What the pool says while it has no model (e.g. the ref to download)."""
     health_interval_s: float = 10.0
     health_timeout_s: float = 5.0
     stats_interval_s: float = 1.0

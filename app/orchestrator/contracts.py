@@ -361,7 +361,20 @@ class DrainRequest(Strict):
 
 
 class ReloadRequest(Strict):
+    """POST /v1/pools/{id}/reload: ``model_ref`` (or the upstream name ``new_model_ref``)
+    and ``persist`` (write the choice to the config file so it survives a restart)."""
+
     model_ref: Annotated[str, Field(min_length=1, max_length=4096)]
+    persist: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upstream_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "new_model_ref" in data:
+            data = dict(data)
+            alias = data.pop("new_model_ref")
+            data.setdefault("model_ref", alias)
+        return data
 
 
 class ReloadResult(Strict):

@@ -69,6 +69,18 @@ class OrchMetrics:
             ["outcome", "pinned", "fallback"],
             registry=r,
         )
+        self.catalog_verifications = Counter(
+            "catalog_verifications",
+            "Catalog model verifications (digest and GGUF checks).",
+            ["result", "reason", "engine"],
+            registry=r,
+        )
+        self.model_state = Gauge(
+            "model_state",
+            "1 for a catalog model's current state.",
+            ["model_id", "state"],
+            registry=r,
+        )
         self.pool_state = Gauge(
             "pool_state",
             "1 for the pool's current supervision state, 0 for the others.",

@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMenu,
-    QMessageBox,
     QSystemTrayIcon,
     QTabWidget,
     QToolButton,
@@ -31,29 +30,16 @@ from app.ui.decisions_view import DecisionsView
 from app.ui.desktop_menus import DesktopActions
 from app.ui.icons import app_icon
 from app.ui.metrics_view import MetricsView
-from app.ui.pools_view import ModelChooser, PoolsView
+from app.ui.pools_view import AskYesNo, ModelChooser, PoolsView, ask_yes_no
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.tasks_view import TasksView
 from app.ui.tray import PauseAdmissions, Tray
 
-Ask = Callable[[QWidget, str, str], bool]
-"""Ask a yes/no question (parent, title, text); returns True for yes. Blocks (modal)."""
+Ask = AskYesNo
 
 ERROR_SHOWN_MS = 10_000
 ERRORS_KEPT = 50
 TAB_TITLES = ("&Pools", "&Chat", "&Decisions", "&Metrics", "&Tasks && logs")
-
-
-def ask_yes_no(parent: QWidget, title: str, text: str) -> bool:
-    """Ask with a modal QMessageBox (blocks in a nested event loop); True for Yes."""
-    answer = QMessageBox.question(
-        parent,
-        title,
-        text,
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
 
 
 class MainWindow(QMainWindow):
@@ -105,7 +91,7 @@ class MainWindow(QMainWindow):
         self, choose_model: ModelChooser | None, banner: str | None, store: ChatStore | None
     ) -> None:
         b = self._bridge
-        self.pools_view = PoolsView(b, choose_model=choose_model)
+        self.pools_view = PoolsView(b, choose_model=choose_model, ask=self._ask)
         self.chat = ChatPanel(b, store=store)
         self.chat.navigate.connect(self.navigate)
         self.decisions = DecisionsView(b)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -215,9 +216,9 @@ class PoolCard(QFrame):
         failed = pool.state is PoolState.FAILED
         self.detail.setStyleSheet(f"color: {RED};" if failed else "")
         self.detail.setVisible(show_detail)
-        needs_model = pool.state is PoolState.NEEDS_MODEL
-        self.set_model_button.setVisible(needs_model)
-        self.reload_button.setVisible(not needs_model)
+        wants_model = pool.state is PoolState.NEEDS_MODEL or pool.demo
+        self.set_model_button.setVisible(wants_model)  # the banner points here on demo
+        self.reload_button.setVisible(not wants_model)
         self.drain_button.setText("Resume" if pool.draining else "Drain")
 
 
@@ -253,6 +254,17 @@ class GpuCard(QGroupBox):
         self.readings.setText(gpu_readings(gpu))
 
 
+AskYesNo = Callable[[QWidget, str, str], bool]
+"""Ask a yes/no question (parent, title, text); True for yes. Blocks (modal)."""
+
+
+def ask_yes_no(parent: QWidget, title: str, text: str) -> bool:
+    """Ask with a modal QMessageBox; True for Yes."""
+    buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+    answer = QMessageBox.question(parent, title, text, buttons, QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
 class PoolsView(QWidget):
     """The Pools tab. ``choose_model`` is injectable so tests need no dialog."""
 
@@ -262,10 +274,12 @@ class PoolsView(QWidget):
         parent: QWidget | None = None,
         *,
         choose_model: ModelChooser | None = None,
+        ask: AskYesNo | None = None,
     ) -> None:
         super().__init__(parent)
         self._bridge = bridge
         self._choose = choose_model or default_model_chooser
+        self._ask = ask or ask_yes_no
         self.rates = TokenRates()
         """Tokens/s per pool, updated once per sample (the tray reads them too)."""
         self._pools: dict[str, PoolView] = {}
@@ -416,16 +430,29 @@ class PoolsView(QWidget):
         except OrchError as exc:
             self.result.setText(f"Reload of pool {pool_id} refused: {exc.message}")
             return
-        if res.ok:
-            self.result.setText(f"Pool {pool_id} now serves {res.model}. {res.message}")
+        if res.ok:  # the engine's message often says the same: say it once
+            said = res.model in res.message
+            self.result.setText(res.message if said else f"Pool {pool_id} now serves {res.model}.")
         else:
             self.result.setText(f"Reload of pool {pool_id} failed: {res.message}")
 
     def restart(self, pool_id: str) -> None:
-        """Restart the pool's engine in the background. Never blocks."""
+        """Ask first (modal), then restart the pool's engine in the background."""
+        question = (
+            f"Restart pool {pool_id}? Its running answers stop and the model loads again, "
+            "which can take a while."
+        )
+        if not self._ask(self, "Restart the pool?", question):
+            return
         self.result.setText(f"Restarting pool {pool_id}…")
         self._bridge.run(self._restart(pool_id), f"restart of pool {pool_id}")
 
     async def _restart(self, pool_id: str) -> None:
         await self._bridge.restart(pool_id)
-        self.result.setText(f"Pool {pool_id} restarted.")
+        pool = self._pools.get(pool_id)
+        if pool is not None and pool.ready:
+            self.result.setText(f"Pool {pool_id} is serving again.")
+        else:
+            self.result.setText(
+                f"Pool {pool_id} is starting again; its badge turns ready when it serves."
+            )

@@ -32,8 +32,8 @@ def sample(bridge: FakeBridge, at: float, tokens: dict[str, int]) -> CoreSample:
     )
 
 
-def make_view(qtbot: Any, bridge: FakeBridge, chooser: Any = None) -> PoolsView:
-    view = PoolsView(bridge, choose_model=chooser)
+def make_view(qtbot: Any, bridge: FakeBridge, chooser: Any = None, ask: Any = None) -> PoolsView:
+    view = PoolsView(bridge, choose_model=chooser, ask=ask or (lambda *_: True))
     qtbot.addWidget(view)
     return view
 
@@ -125,7 +125,8 @@ def test_needs_model_offers_set_model_and_demo_is_labelled(qtbot: Any) -> None:
     demo = view.pool_cards["demo"][0]
     assert not demo.demo_badge.isHidden()
     assert demo.demo_badge.text() == "demo model"
-    assert demo.set_model_button.isHidden()
+    assert not demo.set_model_button.isHidden()  # the first-start banner points here
+    assert demo.reload_button.isHidden()
 
 
 def test_slots_queues_and_tokens_per_second_from_samples(qtbot: Any) -> None:
@@ -228,9 +229,36 @@ def test_set_model_on_a_needs_model_pool_reloads_it(qtbot: Any, qloop: QtAsync) 
     assert bridge.commands == [("reload", ("gpu0", "file:///m/first.gguf"))]
 
 
-def test_restart_sends_restart(qtbot: Any, qloop: QtAsync) -> None:
+def test_restart_asks_first_and_says_what_state_follows(qtbot: Any, qloop: QtAsync) -> None:
     bridge = FakeBridge()
-    view = make_view(qtbot, bridge)
+    bridge.pool_list = [pool_view("gpu0", state="starting", ready=False)]
+    answers = [False, True]
+    asked: list[str] = []
+
+    def ask(_parent: Any, title: str, text: str) -> bool:
+        asked.append(text)
+        return answers.pop(0)
+
+    view = make_view(qtbot, bridge, ask=ask)
     view.pool_cards["gpu0"][0].restart_button.click()
-    qloop.wait_until(lambda: "restarted" in view.result.text())
+    assert bridge.commands == [] and asked[0].startswith("Restart pool gpu0?")
+    view.pool_cards["gpu0"][0].restart_button.click()
+    qloop.wait_until(lambda: "starting again" in view.result.text())
     assert bridge.commands == [("restart", "gpu0")]
+    assert "restarted" not in view.result.text()
+
+
+def test_a_reload_message_is_shown_once(qtbot: Any, qloop: QtAsync) -> None:
+    class Saying(FakeBridge):
+        async def reload(self, pool_id: str, model_ref: str) -> ReloadResult:
+            return ReloadResult(
+                pool_id=pool_id,
+                ok=True,
+                model="tiny-real",
+                message="Pool gpu0 now serves tiny-real.",
+            )
+
+    view = make_view(qtbot, Saying(), lambda _p, _pool: "/m/tiny-real.gguf")
+    view.pool_cards["gpu0"][0].reload_button.click()
+    qloop.wait_until(lambda: "now serves" in view.result.text())
+    assert view.result.text().count("now serves") == 1
