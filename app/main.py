@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,26 +405,11 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
         except OSError as exc:
             raise RuntimeError(bind_failure(settings.server.bind, config, exc)) from None
         controls = GuiControls(backend, config, log_file, api_settings)
-        return backend.orch, controls, lambda: backend.stop(hurry=hurry_on_signal())
+        return backend.orch, controls, lambda: backend.stop(hurry=stop_now.is_set)
 
+    stop_now = threading.Event()  # set by a second SIGINT/SIGTERM, read on the backend thread
     banner = FIRST_START_BANNER if first else _demo_banner(settings)
-    return run_gui(start, banner=banner, minimized=minimized)
-
-
-def hurry_on_signal() -> Callable[[], bool]:
-    """Make SIGINT/SIGTERM request an immediate stop; return whether one came.
-
-    For the GUI: the window handles the first signal (quit) and puts these
-    handlers back while the backend stops, so the next signal hurries it.
-    """
-    got = [False]
-
-    def handler(_sig: int, _frame: object) -> None:
-        got[0] = True
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-    return lambda: got[0]
+    return run_gui(start, banner=banner, minimized=minimized, hurry=stop_now.set)
 
 
 def bind_failure(bind: str, config: Path, exc: OSError) -> str:

@@ -51,6 +51,7 @@ def run_gui(
     window_factory: Callable[[Bridge, str | None], MainWindow] | None = None,
     minimized: bool = False,
     backend_loop: LoopFactory = asyncio.new_event_loop,
+    hurry: Callable[[], None] | None = None,
 ) -> int:
     """Run the desktop app until the user quits; return the process exit code.
 
@@ -60,6 +61,8 @@ def run_gui(
     and a tray exists), and after quit runs the returned stop function on the
     backend loop and ends that thread. Returns 1 when ``start()`` raises (its
     message is shown with ``show_error``), else 0. Blocks for the whole session.
+    A SIGINT/SIGTERM quits; one more while the backend stops calls ``hurry``
+    (from the signal handler: it must be thread-safe and quick).
     """
     app = _application()
     loop = qasync.QEventLoop(app)
@@ -74,9 +77,15 @@ def run_gui(
         if not done.done():
             done.set_result(None)
 
+    def on_signal() -> None:
+        if done.done() and hurry is not None:
+            hurry()  # already quitting: stop now
+        else:
+            loop.call_soon_threadsafe(finish)
+
     try:
         # SIGTERM/Ctrl+C quit cleanly from here on: the API serves before the window shows.
-        with _signals_quit(loop, finish):
+        with _signals_quit(on_signal):
             try:
                 orch, controls = backend.start()
             except Exception as exc:
@@ -211,13 +220,13 @@ def _serve_until_quit(
 
 
 @contextlib.contextmanager
-def _signals_quit(loop: asyncio.AbstractEventLoop, finish: Callable[[], None]) -> Iterator[None]:
+def _signals_quit(on_signal: Callable[[], None]) -> Iterator[None]:
     """Make Ctrl+C in the terminal and SIGTERM (logout, ``kill``) quit cleanly, so
     engines are stopped and live streams closed; a timer lets Python see the signal."""
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in signals}
     for sig in signals:
-        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(finish))
+        signal.signal(sig, lambda *_: on_signal())
     ticker = QTimer()
     ticker.timeout.connect(lambda: None)
     ticker.start(250)

@@ -31,6 +31,7 @@ from tests.integration.support import (
     launch_serve,
     wait_listening,
 )
+from tests.support.gguf_files import with_tensors
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -65,8 +66,7 @@ def _metrics_when(port: int, name: str, value: float, within_s: float, **labels:
 @pytest.mark.engine
 def test_a_failed_pool_and_engine_crashes_show_in_metrics(tmp_path: Path) -> None:
     port = free_port()
-    broken = tmp_path / "broken.gguf"
-    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    broken = with_tensors(tmp_path, "broken.gguf", "llama")  # passes the checks, cannot load
     cfg = _write(
         tmp_path,
         f"""allow_cpu_inference = true
@@ -412,6 +412,11 @@ class _HugeLineEngine:
         return response
 
 
+def _all_ready(port: int) -> bool:
+    pools: list[dict[str, object]] = json.loads(http_get(port, "/v1/pools")[1])
+    return all(p["ready"] for p in pools)
+
+
 def _stream(port: int, body: dict[str, object], timeout: float = 30.0) -> bytes:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/tasks",
@@ -437,9 +442,8 @@ def test_a_remote_engine_sending_a_huge_line_fails_only_that_task(tmp_path: Path
         proc = launch_serve(cfg, clean_env(tmp_path))
         try:
             wait_listening(proc, port)
-            ready = lambda: all(p["ready"] for p in json.loads(http_get(port, "/v1/pools")[1]))  # noqa: E731
             deadline = time.monotonic() + 20
-            while not ready() and time.monotonic() < deadline:
+            while not _all_ready(port) and time.monotonic() < deadline:
                 time.sleep(0.1)
             started = time.monotonic()
             huge = _stream(port, {"prompt": "x", "max_tokens": 5, "model_ref": "huge"})
@@ -466,7 +470,8 @@ def _children(pid: int) -> list[int]:
 
 
 def _demo_pool_state(port: int) -> dict[str, object]:
-    return {p["pool_id"]: p for p in json.loads(http_get(port, "/v1/pools")[1])}["demo"]
+    pools: list[dict[str, object]] = json.loads(http_get(port, "/v1/pools")[1])
+    return next(p for p in pools if p["pool_id"] == "demo")
 
 
 @pytest.mark.engine
