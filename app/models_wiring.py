@@ -52,7 +52,7 @@ def pool_model(settings: Settings, pool: PoolSettings, catalog: Catalog) -> tupl
 
 def build_model_store(settings: Settings, orch: Any, env: Mapping[str, str] = os.environ) -> Any:
     """Return the ModelStore of the app (catalog, downloads, search, config writes)."""
-    from app.config.model_edit import set_pool_model
+    from app.config.model_edit import add_pool, set_pool_model
     from app.engine_host.downloads import Downloader
     from app.engine_host.model_store import ModelStore
 
@@ -62,9 +62,14 @@ def build_model_store(settings: Settings, orch: Any, env: Mapping[str, str] = os
         if source is not None:
             await asyncio.to_thread(set_pool_model, source, pool_id, ref)
 
+    async def new_pool(pool_id: str, ref: str, mask: str) -> None:
+        if source is not None:
+            await asyncio.to_thread(add_pool, source, pool_id, ref, mask)
+
     return ModelStore(
         open_catalog(env), settings.models_dir_path(env), Downloader(env),
         orch=orch, metrics=orch.metrics, remember=remember,
+        add_pool=new_pool if source is not None else None,
     )  # fmt: skip
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from app.api.auth import bearer_auth, browser_guard
 from app.api.catalog import catalog_routes
-from app.api.errors import ApiError
+from app.api.errors import ApiError, describe_validation
 from app.api.middleware import CORRELATION_HEADER, request_context, stamp_headers
 from app.api.openai.errors import openai_errors
 from app.api.openai.routes import add_openai_routes
@@ -37,9 +37,15 @@ from app.api.state import (
 )
 from app.api.wire import DrainAccepted, PoolHealth, PoolLog
 from app.orchestrator.catalog_port import ModelCatalog
-from app.orchestrator.contracts import DrainRequest, ReloadRequest, TaskRequest
-from app.orchestrator.errors import InvalidParams, NotFound
-from app.orchestrator.service import Orchestrator
+from app.orchestrator.contracts import (
+    DrainRequest,
+    EngineName,
+    ErrorCode,
+    ReloadRequest,
+    TaskRequest,
+)
+from app.orchestrator.errors import InvalidParams, NotFound, OrchError
+from app.orchestrator.service import Orchestrator, StreamHandle
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -130,14 +136,43 @@ def _orch(request: web.Request) -> Orchestrator:
 # ---- data plane ------------------------------------------------------------------
 
 
-async def submit_task(request: web.Request) -> web.Response:
-    """POST /v1/tasks -> 202 AdmissionResponse."""
-    task = await parse_body(request, TaskRequest)
-    admission = _orch(request).submit(
+async def submit_task(request: web.Request) -> web.StreamResponse:
+    """POST /v1/tasks -> 202 AdmissionResponse (X-Budget-* headers in a session with
+    budgets); with ``Accept: text/event-stream``, the one-request form: 200 and the task's
+    SSE stream at once (``X-Orch-Task-Id`` names it). A refusal names the engine the
+    request named (schema errors included)."""
+    data = await read_json(request)
+    if data is None:
+        raise InvalidParams(
+            "request body is empty; send a JSON TaskRequest (see GET /openapi.json)"
+        )
+    try:
+        task = TaskRequest.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid_naming_engine(exc, data) from None
+    orch = _orch(request)
+    admission = orch.submit(
         task, identity=request[IDENTITY], correlation_id=request[CORRELATION_ID]
     )
     location = f"/v1/tasks/{admission.task_id}/stream"
-    return model_response(admission, status=202, headers={"Location": location})
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        handle = orch.open_stream(str(admission.task_id))
+        extra = {"Location": location, "X-Orch-Task-Id": str(admission.task_id)}
+        return await _serve(request, handle, extra)
+    headers = {"Location": location} | budget_headers(orch, admission.session_id)
+    return model_response(admission, status=202, headers=headers)
+
+
+def _invalid_naming_engine(exc: ValidationError, data: Any) -> OrchError:
+    """Return the 400 INVALID_PARAMS for a schema error, naming a valid requested engine."""
+    engine = data.get("engine") if isinstance(data, dict) else None
+    return OrchError(
+        ErrorCode.INVALID_PARAMS,
+        describe_validation(exc),
+        status=400,
+        engine=engine if engine in get_args(EngineName) else None,
+        retriable=False,
+    )
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -153,17 +188,23 @@ async def get_task(request: web.Request) -> web.Response:
 
 async def stream_task(request: web.Request) -> web.StreamResponse:
     """GET /v1/tasks/{task_id}/stream -> SSE until the terminal event."""
-    orch = _orch(request)
-    handle = orch.open_stream(request.match_info["task_id"])
+    handle = _orch(request).open_stream(request.match_info["task_id"])
     if CORRELATION_HEADER not in request.headers:
         request[CORRELATION_ID] = handle.correlation_id
+    return await _serve(request, handle, {})
+
+
+async def _serve(
+    request: web.Request, handle: StreamHandle, extra: dict[str, str]
+) -> web.StreamResponse:
+    orch = _orch(request)
     settings = request.app[SETTINGS].current
     options = StreamOptions(
         heartbeat_ms=settings.sse_heartbeat_ms,
         microbatch_ms=settings.sse_microbatch_ms,
         cancel_on_disconnect=settings.cancel_on_disconnect,
     )
-    headers = budget_headers(orch, handle.session_id)
+    headers = {**budget_headers(orch, handle.session_id), **extra}
     return await serve_stream(request, handle, request.app[STREAMS], options, headers)
 
 
@@ -180,6 +221,8 @@ def budget_headers(orch: Orchestrator, session_id: str | None) -> dict[str, str]
         headers["X-Budget-Tokens-Remaining"] = str(budgets.tokens_remaining)
     if budgets.time_remaining_ms is not None:
         headers["X-Budget-Time-Remaining-Ms"] = str(budgets.time_remaining_ms)
+    if budgets.cost_remaining is not None:
+        headers["X-Budget-Cost-Remaining"] = f"{budgets.cost_remaining:g}"
     return headers
 
 
@@ -255,7 +298,9 @@ async def resume_pool(request: web.Request) -> web.Response:
 
 
 async def reload_pool(request: web.Request) -> web.Response:
-    """POST /v1/pools/{pool_id}/reload {model_ref | new_model_ref, persist} -> 200 ReloadResult.
+    """POST /v1/pools/{pool_id}/reload {model_ref | new_model_ref, persist} -> 200 ReloadResult;
+    409 RELOAD_FAILED with the reason when the engine could not load it (the old model
+    keeps serving).
 
     With a catalog, a catalog ref (``hf:...``), id or path is resolved to its file
     first; ``persist`` writes the chosen ref to the config once the reload worked.
@@ -268,7 +313,9 @@ async def reload_pool(request: web.Request) -> web.Response:
         raise InvalidParams("persist needs the model catalog, which this server does not run")
     target = reload.model_ref if models is None else await models.resolve(reload.model_ref)
     result = await _orch(request).reload(pool_id, target)
-    if result.ok and reload.persist and models is not None:
+    if not result.ok:
+        raise OrchError("RELOAD_FAILED", result.message, status=409, pool_id=pool_id)
+    if reload.persist and models is not None:
         await models.remember_pool_model(pool_id, reload.model_ref)
     return model_response(result)
 

@@ -39,7 +39,8 @@ _FOREIGN_HOST_WITHOUT_TOKEN = (
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Correlation-Id"
 CORS_EXPOSE_HEADERS = (
     "X-Correlation-Id, Retry-After, X-Backoff-Ms, "
-    "X-Budget-Tokens-Remaining, X-Budget-Time-Remaining-Ms, Location, "
+    "X-Budget-Tokens-Remaining, X-Budget-Time-Remaining-Ms, X-Budget-Cost-Remaining, "
+    "Location, "
     "X-Orch-Pool-Id, X-Orch-Task-Id"
 )
 

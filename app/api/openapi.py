@@ -68,9 +68,11 @@ ERROR_TEXT = {
     401: "Missing or wrong bearer token",
     403: "Host or Origin refused (DNS rebinding / cross-origin protection)",
     404: "Unknown id (NOT_FOUND; model_not_found on the OpenAI routes)",
-    409: "Conflict (duplicate task_id, or a second stream reader)",
+    409: "Conflict (duplicate task_id, a second stream reader, or RELOAD_FAILED: the "
+    "engine could not load the new model and the old one keeps serving)",
     413: "Request body over the size limit",
-    429: "Queue full (ADMISSION_REJECT with policy_label); retry after Retry-After seconds",
+    429: "Queue full (ADMISSION_REJECT, or QUEUE_FULL_DROP_LRU under drop-lru, with "
+    "policy_label); retry after Retry-After seconds",
     500: "Unexpected server error (INTERNAL)",
     503: "No pool can take the task now (POOL_UNAVAILABLE or POOL_UNREADY) or shutting down",
 }
@@ -109,6 +111,12 @@ def _header(description: str, schema: Schema, required: bool = True) -> Schema:
     return {"description": description, "required": required, "schema": schema}
 
 
+BUDGET_HEADERS = (
+    "X-Budget-Tokens-Remaining",
+    "X-Budget-Time-Remaining-Ms",
+    "X-Budget-Cost-Remaining",
+)
+ADMITTED_HEADERS = ("Location", *BUDGET_HEADERS)
 HEADERS: dict[str, Schema] = {
     "X-Correlation-Id": _header(
         "Echo of the request's X-Correlation-Id, else a new UUIDv4",
@@ -124,6 +132,9 @@ HEADERS: dict[str, Schema] = {
     ),
     "X-Budget-Time-Remaining-Ms": _header(
         "Milliseconds left in the session time budget", {"type": "integer"}, False
+    ),
+    "X-Budget-Cost-Remaining": _header(
+        "Cost units left in the session cost budget", {"type": "number"}, False
     ),
     "Location": _header("Where to stream the task's events", {"type": "string"}),
     "X-Orch-Pool-Id": _header("The pool the task was placed on", {"type": "string"}),
@@ -210,7 +221,7 @@ SESSION_ID = path_param("session_id", "The session id given in task requests")
 POOL_ID = path_param("pool_id", "A pool id from GET /v1/pools")
 
 
-def _stream_response() -> Schema:
+def _stream_response(*headers: str) -> Schema:
     events = {name: ref(model) for name, model in SSE_EVENTS.items()}
     return {
         "description": (
@@ -218,7 +229,7 @@ def _stream_response() -> Schema:
             "at a bounded cadence after the first token), then `end`; or one `error` "
             "as the terminal event. `: keep-alive` comment lines when heartbeats are on."
         ),
-        "headers": _headers("X-Budget-Tokens-Remaining", "X-Budget-Time-Remaining-Ms"),
+        "headers": _headers(*BUDGET_HEADERS, *headers),
         "content": {
             "text/event-stream": {
                 "schema": {"type": "string"},
@@ -255,8 +266,12 @@ def operations() -> dict[str, dict[str, Schema]]:
     return {
         "/v1/tasks": {
             "post": _op(
-                "enqueueTask", "Admit a task into a pool's queue", "data-plane",
-                {"202": json_response("Admitted", ref(AdmissionResponse), "Location"),
+                "enqueueTask",
+                "Admit a task into a pool's queue; with `Accept: text/event-stream`, "
+                "answer with its SSE stream at once (one request instead of two)",
+                "data-plane",
+                {"202": json_response("Admitted", ref(AdmissionResponse), *ADMITTED_HEADERS),
+                 "200": _stream_response("Location", "X-Orch-Task-Id"),
                  **error_responses(400, 409, 413, 429, 503)},
                 request=body(TaskRequest), examples=ex.enqueue(),
             ),
@@ -357,9 +372,8 @@ def _control_plane() -> dict[str, dict[str, Schema]]:
             "post": _op(
                 "reloadPool", "Swap the model atomically (rolls back on failure)",
                 "control-plane",
-                {"200": json_response("Outcome (ok false: old model still serving)",
-                                      ref(ReloadResult)),
-                 **error_responses(400, 404, 413)},
+                {"200": json_response("Now serving the new model", ref(ReloadResult)),
+                 **error_responses(400, 404, 409, 413)},
                 params=(POOL_ID,), request=body(ReloadRequest), examples=ex.reload(),
             ),
         },

@@ -256,7 +256,7 @@ class SseWriter:
             event = self._take_pending() or get_nowait() or await self._wait()
             if event is None:
                 return
-            if event.kind == TOKEN and self._batch_s > 0:
+            if event.kind == TOKEN and self._batch_s > 0 and "x" not in event.data:
                 event = await self._coalesce(event)
                 data = self.render(event)
             else:
@@ -332,7 +332,7 @@ class SseWriter:
                     break
                 if event is None:
                     break
-            if event.kind != TOKEN:
+            if event.kind != TOKEN or "x" in event.data:
                 self._pending = event
                 break
             texts.append(event.data["t"])

@@ -36,3 +36,27 @@ def set_pool_model(
     text = tomlkit.dumps(doc)
     parse_settings(tomllib.loads(text), env, source=path)
     atomic_write(path, text.encode("utf-8"))
+
+
+def add_pool(
+    path: Path, pool_id: str, model: str, device_mask: str, env: Mapping[str, str] = os.environ
+) -> None:
+    """Append a llamacpp ``[[pools]]`` entry serving ``model`` on ``device_mask``.
+
+    Raises ConfigError when the id is taken or the result would not load; the
+    file is then unchanged. The pool starts with the next start. BLOCKING.
+    """
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    pools = doc.get("pools")
+    if pools is None:
+        pools = tomlkit.aot()
+        doc["pools"] = pools
+    if any(p.get("id") == pool_id for p in pools):
+        message = f"there is already a pool {pool_id!r}; pick another id"
+        raise ConfigError([Problem(f"pools.{pool_id}", message)])
+    entry = tomlkit.table()
+    entry.update({"id": pool_id, "engine": "llamacpp", "model": model, "device_mask": device_mask})
+    pools.append(entry)
+    text = tomlkit.dumps(doc)
+    parse_settings(tomllib.loads(text), env, source=path)
+    atomic_write(path, text.encode("utf-8"))

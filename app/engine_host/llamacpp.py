@@ -39,7 +39,7 @@ from app.engine_host.openai_client import OpenAIStream, open_stream, request_bod
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
 from app.engine_host.restart_policy import CrashHistory, RestartPolicy, classify_exit
 from app.engine_host.slot_affinity import SlotAffinity
-from app.orchestrator.contracts import ErrorCode
+from app.orchestrator.contracts import ENGINE_FEATURES, ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
 
@@ -53,8 +53,9 @@ _STARTABLE = (PoolState.STOPPED, PoolState.FAILED)
 
 @dataclass
 class _Command:
-    kind: Literal["start", "restart", "reload", "stop", "hung"]
+    kind: Literal["start", "restart", "reload", "stop", "hung", "retune"]
     model_ref: str | None = None
+    spec: LlamaCppSpec | None = None
     instance: EngineProcess | None = None
     reply: asyncio.Future[str] | None = None
     cause: str = ""
@@ -84,9 +85,8 @@ class LlamaCppEngine(PublishedStatus):
         self._pool = StatusPublisher(self._describe(spec.model_ref, None), clock=self._clock)
         self._model_ref = spec.model_ref
         self._http = LazySession(force_close=True)
-        self._launcher = EngineLauncher(
-            spec, log_path=self._log_path, session=self._http, gpu_indices=gpu_indices
-        )
+        self._gpu_indices = gpu_indices
+        self._launcher = self._launcher_for(spec)
         self._mailbox: Mailbox[_Command] = Mailbox(self._supervise, name=f"pool-{spec.pool_id}")
         # Owned by the supervisor task:
         self._inst: EngineProcess | None = None
@@ -95,6 +95,7 @@ class LlamaCppEngine(PublishedStatus):
         self._launch_reply: asyncio.Future[str] | None = None
         self._candidate: asyncio.Task[EngineProcess] | None = None
         self._candidate_reply: asyncio.Future[str] | None = None
+        self._candidate_spec: LlamaCppSpec | None = None
         self._timer: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[str] | None = None
         self._stats_task: asyncio.Task[None] | None = None
@@ -178,6 +179,19 @@ class LlamaCppEngine(PublishedStatus):
         Waits up to the startup timeout.
         """
         return await self._mailbox.send(_Command("reload", model_ref=model_ref))
+
+    async def retune(self, spec: LlamaCppSpec) -> str:
+        """Run the current model with ``spec`` (new flags, slots or context): start it
+        beside the serving engine and swap once it is ready, like a reload.
+
+        Returns a message. Raises EngineError when the new engine fails to become
+        ready (the old one keeps serving with its old settings) and ValueError for
+        another pool's spec. Without a model it only keeps ``spec`` for the next start.
+        """
+        if spec.pool_id != self._spec.pool_id:
+            raise ValueError(f"spec of pool {spec.pool_id!r} given to pool {self._spec.pool_id!r}")
+        sent = await self._mailbox.send(_Command("retune", model_ref=self._model_ref, spec=spec))
+        return sent or f"pool {spec.pool_id} keeps its new settings for its next start"
 
     async def stop(self) -> None:
         """Stop the engine (SIGTERM, SIGKILL after the grace period) and wait for it to exit."""
@@ -313,7 +327,10 @@ class LlamaCppEngine(PublishedStatus):
             self._stopping = True
         elif command.kind == "hung":
             self._on_hung(command.instance, command.cause)
-        elif command.kind == "reload":
+        elif command.kind == "retune" and self._model_ref is None:
+            assert command.spec is not None
+            self._set_spec(command.spec)  # nothing runs: the next start uses it
+        elif command.kind in ("reload", "retune"):
             await self._on_reload(command)
             return
         elif command.kind == "restart" or self._pool.state in _STARTABLE:
@@ -335,11 +352,15 @@ class LlamaCppEngine(PublishedStatus):
             busy = EngineError(ErrorCode.POOL_UNAVAILABLE, why, retriable=True)
             command.reply.set_exception(busy)
         elif self._inst is not None:
-            self._candidate = asyncio.create_task(self._launcher.launch(ref))
+            launcher = self._launcher_for(command.spec) if command.spec else self._launcher
+            self._candidate = asyncio.create_task(launcher.launch(ref))
             self._candidate_reply = command.reply
+            self._candidate_spec = command.spec
             self._publish(self._pool.state, f"loading {model_id_for(ref)} beside the current model")
         else:
             await self._cancel_all()
+            if command.spec is not None:
+                self._set_spec(command.spec)
             self._history = CrashHistory()
             self._model_ref = ref
             self._begin_launch(ref, recovering=False, detail="starting")
@@ -393,6 +414,7 @@ class LlamaCppEngine(PublishedStatus):
     async def _on_candidate(self, task: asyncio.Task[EngineProcess]) -> None:
         self._candidate = None
         reply, self._candidate_reply = self._candidate_reply, None
+        spec, self._candidate_spec = self._candidate_spec, None
         try:
             inst = task.result()
         except LaunchFailed as exc:
@@ -405,12 +427,23 @@ class LlamaCppEngine(PublishedStatus):
                 self._publish(self._pool.state, why)
             return
         old = self._inst
+        if spec is not None:
+            self._set_spec(spec)
         self._history = CrashHistory()
         self._model_ref = inst.model_ref
         self._serve(inst, "")
         if old is not None:
             self._retire(old)
         _resolve(reply, f"pool {self._spec.pool_id} now serves {self._pool.descriptor.model}")
+
+    def _launcher_for(self, spec: LlamaCppSpec) -> EngineLauncher:
+        return EngineLauncher(
+            spec, log_path=self._log_path, session=self._http, gpu_indices=self._gpu_indices
+        )
+
+    def _set_spec(self, spec: LlamaCppSpec) -> None:
+        self._spec = spec
+        self._launcher = self._launcher_for(spec)
 
     def _serve(self, inst: EngineProcess, detail: str) -> None:
         self._inst = inst
@@ -490,6 +523,7 @@ class LlamaCppEngine(PublishedStatus):
         for reply in (self._launch_reply, self._candidate_reply):
             _resolve(reply, EngineError(ErrorCode.POOL_UNAVAILABLE, "superseded", retriable=True))
         self._launch_reply = self._candidate_reply = None
+        self._candidate_spec = None
 
     async def _teardown(self) -> None:
         if self._pool.can(PoolState.STOPPING):
@@ -517,6 +551,7 @@ class LlamaCppEngine(PublishedStatus):
             slots=slots,
             device_mask=spec.device_mask,
             demo=spec.demo,
+            features=frozenset(ENGINE_FEATURES),
         )
 
     def _publish(self, state: PoolState, detail: str) -> None:

@@ -132,7 +132,9 @@ def build_command(spec: LlamaCppSpec, binary: str, model: Path, port: int) -> En
     argv += ["--flash-attn", spec.flash_attn, "-ctk", spec.cache_type_k, "-ctv", spec.cache_type_v]
     if spec.tensor_split and not cpu:
         argv += ["--tensor-split", ",".join(f"{part:g}" for part in spec.tensor_split)]
-    argv += ["--metrics", "--slots", "--no-webui", "--alias", model.stem, *spec.extra_args]
+    # --jinja: the model's own chat template, which tool calls need
+    argv += ["--jinja", "--metrics", "--slots", "--no-webui", "--alias", model.stem]
+    argv += spec.extra_args
     return EngineCommand(tuple(argv), "/health", "llama-server", spec.slots)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ SEARCH_TTL_S = 60.0
 _QUANT_WORDS = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_0",
                 "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "IQ4_XS", "F16", "BF16", "F32")  # fmt: skip
 Remember = Callable[[str, str], Awaitable[None]]
+AddPool = Callable[[str, str, str], Awaitable[None]]
 
 
 @dataclass
@@ -84,6 +86,7 @@ class ModelStore:
         orch: Any = None,
         metrics: OrchMetrics | None = None,
         remember: Remember | None = None,
+        add_pool: AddPool | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.catalog = catalog
@@ -92,6 +95,7 @@ class ModelStore:
         self._orch = orch
         self._metrics = metrics
         self._remember = remember
+        self._add_pool = add_pool
         self._clock = clock
         self._jobs: dict[str, _Job] = {}
         self._ids = itertools.count(1)
@@ -212,6 +216,18 @@ class ModelStore:
         """Write the pool's model to the config file (no-op without a config)."""
         if self._remember is not None:
             await self._remember(pool_id, model_ref)
+
+    async def new_pool(self, gpu_index: int, model_id: str) -> str:
+        """Add a llamacpp pool for ``model_id`` on GPU ``gpu_index`` to the config.
+
+        Raises NotFound, or InvalidParams when there is no config file to write.
+        """
+        record = await self._record(model_id)
+        if self._add_pool is None:
+            raise InvalidParams("this server has no config file to add a pool to")
+        pool_id = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"gpu{gpu_index}-{record.id}")[:64]
+        await self._add_pool(pool_id, record.ref, str(gpu_index))
+        return f"added pool {pool_id} on GPU {gpu_index} to the config; restart to start it"
 
     # ---- downloads ----
 
@@ -344,8 +360,8 @@ class ModelStore:
     def _users(self, record: CatalogRecord) -> list[str]:
         if self._orch is None:
             return []
-        stem = record.path.stem
-        return [v.pool_id for v in self._orch.pool_views() if v.model == stem]
+        names = (record.path.stem, str(record.path))
+        return [v.pool_id for v in self._orch.pool_views() if v.model in names]
 
     def _fits(self, record: CatalogRecord, ctx: int = 4096, slots: int = 1) -> list[str]:
         shape = shape_of(record)

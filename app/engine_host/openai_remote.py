@@ -22,7 +22,7 @@ from app.engine_host.lazy_session import LazySession
 from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, redact, request_body
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
-from app.orchestrator.contracts import ErrorCode
+from app.orchestrator.contracts import ENGINE_FEATURES, ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
 
@@ -295,6 +295,7 @@ class OpenAIEngine(PublishedStatus):
             ctx=spec.ctx,
             slots=spec.slots,
             device_mask=spec.device_mask,
+            features=frozenset(ENGINE_FEATURES),  # the remote engine judges them itself
         )
 
     def _publish(self, state: PoolState, detail: str) -> None:

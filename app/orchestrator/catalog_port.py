@@ -140,3 +140,8 @@ class ModelCatalog(Protocol):
     async def remember_pool_model(self, pool_id: str, model_ref: str) -> None:
         """Write the pool's model to the config file (comments kept)."""
         ...
+
+    async def new_pool(self, gpu_index: int, model_id: str) -> str:
+        """Add a pool serving ``model_id`` on GPU ``gpu_index`` to the config; returns
+        a sentence saying it starts with the next start."""
+        ...

@@ -33,6 +33,9 @@ from app.orchestrator.state import CoreState
 from app.orchestrator.tasklog import close_quietly, log, log_task
 from app.orchestrator.tasks import TaskRecord
 
+_ENGINE_REASONS = {"length": FinishReason.LENGTH, "tool_calls": FinishReason.TOOL_CALLS}
+"""The engine finish reasons that are not a plain stop."""
+
 
 class Dispatcher:
     """Dispatches, runs and ends tasks over the shared ``CoreState``."""
@@ -60,7 +63,8 @@ class Dispatcher:
         rec.dispatched_mono = st.clock.monotonic()
         pool.running.add(rec.task_id)
         st.counters["started"] += 1
-        st.metrics.tasks_started.inc()
+        identity = st.metrics.identity(pool.engine.descriptor)
+        st.metrics.tasks_started.labels(*identity, rec.request.priority.value).inc()
         if rec.request.session_id is not None:
             rec.kv_warm = st.sessions.warm_for(
                 rec.request.session_id, pool.pool_id, rec.dispatched_mono
@@ -100,9 +104,7 @@ class Dispatcher:
             await self._forward(rec, stream)
             note_kv_warmth(rec, stream)
             if not rec.lifecycle.terminal:
-                reason = (
-                    FinishReason.LENGTH if stream.finish_reason == "length" else (FinishReason.STOP)
-                )
+                reason = _ENGINE_REASONS.get(stream.finish_reason or "", FinishReason.STOP)
                 self._finish(
                     rec, TaskState.DONE, rec.end_event(reason, self._st.clock.monotonic()), reason
                 )
@@ -144,7 +146,11 @@ class Dispatcher:
             if i == 0:
                 rec.first_token_mono = mono()
                 next_metrics = rec.first_token_mono + interval
-            if not await put(TokenEvent(TOKEN, {"t": text, "i": i})):
+            if text.__class__ is str:
+                event = TokenEvent(TOKEN, {"t": text, "i": i})
+            else:  # a Delta: tool-call fragments or logprobs ride along
+                event = TokenEvent(TOKEN, {"t": str(text), "i": i, "x": text.extra})
+            if not await put(event):
                 return
             i += 1
             rec.tokens_out = i
@@ -200,16 +206,20 @@ class Dispatcher:
 
     def _observe_timings(self, pool: PoolRuntime, rec: TaskRecord) -> None:
         metrics = self._st.metrics
+        d = pool.engine.descriptor
+        by_priority = (d.engine, d.engine_version, d.pool_id, rec.request.priority.value)
         decode_ms = rec.decode_time_ms()
         ttft = rec.ttft_ms()
         if rec.state is TaskState.DONE and decode_ms is not None:
             pool.perf.observe(rec.tokens_out, float(decode_ms), float(ttft or 0))
-            metrics.latency_decode_ms.labels(pool.pool_id).observe(decode_ms)
+            metrics.latency_decode_ms.labels(*by_priority).observe(decode_ms)
         if ttft is not None:
             self._st.ttfts.append(ttft)
-            metrics.latency_first_token_ms.labels(pool.pool_id).observe(ttft)
+        since_admission = rec.first_token_since_admission_ms()
+        if since_admission is not None:
+            metrics.latency_first_token_ms.labels(*by_priority).observe(since_admission)
         pool.perf.tokens_out_total += rec.tokens_out
-        metrics.tokens_out.inc(rec.tokens_out)
+        metrics.tokens_out.labels(*metrics.identity(d)).inc(rec.tokens_out)
 
     # ---- terminal transitions --------------------------------------------------
 
@@ -225,7 +235,9 @@ class Dispatcher:
         if was_queued:
             self._st.pools[rec.pool_id].queues.remove(rec.task_id)
         self._st.counters["canceled"] += 1
-        self._st.metrics.tasks_canceled.inc()
+        identity = self._st.metrics.identity(self._st.pools[rec.pool_id].engine.descriptor)
+        reason = "while_queued" if was_queued else "while_running"
+        self._st.metrics.tasks_canceled.labels(*identity, reason).inc()
         # tokens still buffered are discarded below: count only what the reader took
         rec.tokens_out = rec.channel.tokens_taken
         self._finish(

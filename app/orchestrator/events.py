@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, NamedTuple, TypedDict
+from typing import Any, Final, Literal, NamedTuple, NotRequired, TypedDict
 
 from app.orchestrator.contracts import DecisionRecord, PoolView, TaskView
 
@@ -39,6 +40,8 @@ class StartedData(TypedDict):
 class TokenData(TypedDict):
     t: str
     i: int
+    x: NotRequired[Mapping[str, Any]]
+    """Only when the engine sent tool-call fragments or logprobs with this token."""
 
 
 class MetricsData(TypedDict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from app.orchestrator.device_mask import device_indices
 from app.orchestrator.ports import GpuInventory
 from app.orchestrator.state import CoreState
 from app.orchestrator.tasklog import log
@@ -37,7 +38,7 @@ class Housekeeper:
     def __init__(self, state: CoreState) -> None:
         self._st = state
         self._timer: asyncio.TimerHandle | None = None
-        self._devices: set[str] = set()
+        self._devices: set[tuple[str, ...]] = set()
 
     def start(self) -> None:
         """Run ``tick`` now and then every interval until ``stop``. Never blocks."""
@@ -69,17 +70,30 @@ class Housekeeper:
         return gone
 
     def publish_gpu(self, inventory: GpuInventory) -> None:
-        """Set gpu_utilization and vram_used_bytes per device; drop vanished devices."""
+        """Set gpu_utilization and vram_used_bytes per device and pool on it (empty pool
+        labels for a device no pool uses); drop the series of vanished devices."""
         metrics = self._st.metrics
-        seen: set[str] = set()
+        seen: set[tuple[str, ...]] = set()
         for device, util, used in gpu_gauge_values(inventory):
-            seen.add(device)
-            if util is not None:
-                metrics.gpu_utilization.labels(device).set(util)
-            if used is not None:
-                metrics.vram_used_bytes.labels(device).set(used)
-        for device in self._devices - seen:
+            for identity in self._identities_on(int(device)):
+                labels = (*identity, device)
+                seen.add(labels)
+                if util is not None:
+                    metrics.gpu_utilization.labels(*labels).set(util)
+                if used is not None:
+                    metrics.vram_used_bytes.labels(*labels).set(used)
+        for gone in self._devices - seen:
             for gauge in (metrics.gpu_utilization, metrics.vram_used_bytes):
                 with contextlib.suppress(KeyError):
-                    gauge.remove(device)
+                    gauge.remove(*gone)
         self._devices = seen
+
+    def _identities_on(self, device: int) -> list[tuple[str, str, str, str]]:
+        """Return the identity labels of the pools whose device mask names ``device``."""
+        metrics = self._st.metrics
+        found = [
+            metrics.identity(p.engine.descriptor)
+            for p in self._st.pools.values()
+            if device in device_indices(p.engine.descriptor.device_mask)
+        ]
+        return found or [("", "", "", "")]

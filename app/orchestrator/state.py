@@ -110,7 +110,8 @@ class CoreState:
             self.metrics.queue_depth.labels(d.engine, d.engine_version, d.pool_id, prio.value).set(
                 pool.queues.depth(prio)
             )
-        self.metrics.kv_cache_usage_ratio.labels(d.pool_id).set(pool.busy / max(1, d.slots))
+        ratio = pool.busy / max(1, d.slots)
+        self.metrics.kv_cache_usage_ratio.labels(*self.metrics.identity(d)).set(ratio)
 
 
 def _build_pools(

@@ -109,6 +109,12 @@ class TaskRecord:
             return None
         return int((self.first_token_mono - self.dispatched_mono) * 1000)
 
+    def first_token_since_admission_ms(self) -> int | None:
+        """Return ms from admission to the first token (queue wait included), None before it."""
+        if self.first_token_mono is None:
+            return None
+        return int((self.first_token_mono - self.created_mono) * 1000)
+
     def view(self, queue_position: int | None) -> TaskView:
         """Return the public view of the task."""
         queued_ms = None

@@ -30,6 +30,7 @@ from app.ui.decisions_view import DecisionsView
 from app.ui.desktop_menus import DesktopActions
 from app.ui.icons import app_icon
 from app.ui.metrics_view import MetricsView
+from app.ui.models_view import ModelsView
 from app.ui.pools_view import AskYesNo, ModelChooser, PoolsView, ask_yes_no
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.tasks_view import TasksView
@@ -39,7 +40,7 @@ Ask = AskYesNo
 
 ERROR_SHOWN_MS = 10_000
 ERRORS_KEPT = 50
-TAB_TITLES = ("&Pools", "&Chat", "&Decisions", "&Metrics", "&Tasks && logs")
+TAB_TITLES = ("&Pools", "&Chat", "&Decisions", "&Metrics", "&Tasks && logs", "M&odels")
 
 
 class MainWindow(QMainWindow):
@@ -98,13 +99,19 @@ class MainWindow(QMainWindow):
         self.chat.taskLabelled.connect(self.decisions.set_label)
         self.metrics = MetricsView(b)
         self.tasks = TasksView(b)
+        self.models_view = ModelsView(b)
+        self.pools_view.getModel.connect(self.show_models)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        pages = (self.pools_view, self.chat, self.decisions, self.metrics, self.tasks)
+        pages = (
+            self.pools_view, self.chat, self.decisions, self.metrics, self.tasks, self.models_view
+        )  # fmt: skip
         for page, title in zip(pages, TAB_TITLES, strict=True):
             self.tabs.addTab(page, title)
         self.tabs.currentChanged.connect(self._on_tab)
-        self.banner = Banner(banner) if banner else None
+        self.banner = Banner(banner, action="Get a model") if banner else None
+        if self.banner is not None:
+            self.banner.actionClicked.connect(self.show_models)
         central = QWidget()
         box = QVBoxLayout(central)
         box.setContentsMargins(4, 4, 4, 4)
@@ -194,10 +201,12 @@ class MainWindow(QMainWindow):
     def _on_tab(self, _index: int) -> None:
         if self.tabs.currentWidget() is self.chat:
             self.chat.focus_composer()
+        elif self.tabs.currentWidget() is self.models_view:
+            self.models_view.refresh()
 
     def show_models(self) -> None:
-        """Show where models are chosen (the Pools view, until a Models view exists)."""
-        self.tabs.setCurrentWidget(self.pools_view)
+        """Show the Models view (search, download, use on a pool)."""
+        self.tabs.setCurrentWidget(self.models_view)
 
     def navigate(self, action: str) -> None:
         """Carry out a chat's error action: open Models, Settings, Pools or the logs."""

@@ -133,7 +133,7 @@ def test_reload_is_no_file_existence_oracle_and_shows_no_engine_output(tmp_path:
         answers = []
         for path in (existing, tmp_path / "absent.gguf", Path("/etc/passwd"), tmp_path):
             status, result = _post(port, "/v1/pools/p/reload", {"model_ref": str(path)})
-            assert status == 200 and result["ok"] is False, result
+            assert status == 409 and result["code"] == "RELOAD_FAILED", result
             # the answer names the caller's own path (and its stem as the model tried)
             message = str(result["message"]).replace(str(path), "PATH")
             answers.append(message.replace(path.stem, "STEM"))

@@ -220,7 +220,7 @@ async def test_pin_and_avoid_reach_the_decision_log() -> None:
     assert any(c.pool_id == "a" and c.filter == "avoided" for c in decisions[0].candidates)
     with pytest.raises(OrchError) as exc:
         orch.submit(_req(placement={"mode": "pin", "pin_pool_id": "zzz"}))
-    assert "pinned_pool_infeasible" in exc.value.message
+    assert (exc.value.code, exc.value.status) == ("INVALID_PARAMS", 400)  # no such pool
     await orch.shutdown()
 
 
