@@ -11,8 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.config import ConfigError, Settings, parse_settings, save_settings, to_toml
+from app.config import (
+    LLAMACPP_KEYS,
+    ConfigError,
+    PoolSettings,
+    Settings,
+    parse_settings,
+    save_settings,
+    to_toml,
+)
 from app.logs import REDACTOR
+from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.queues import FullPolicy
 
 if TYPE_CHECKING:
@@ -44,6 +53,10 @@ class GuiControls:
     def log_path(self) -> str:
         return str(self._log_file)
 
+    def model_catalog(self) -> ModelCatalog | None:
+        """Return the backend's model catalog (a ModelStore), None without one."""
+        return getattr(self._backend, "models", None)
+
     def current_settings(self) -> Settings:
         return self._backend.settings
 
@@ -53,6 +66,7 @@ class GuiControls:
         Raises ValueError naming every problem; nothing changes then.
         """
         checked = await asyncio.to_thread(self._revalidate, settings)
+        await self._retune_pools(checked)
         await self._backend.api.rebind(self._api_settings(checked))
         await asyncio.to_thread(save_settings, checked, self._config_path)
         self._backend.orch.set_admission(
@@ -60,6 +74,30 @@ class GuiControls:
         )
         REDACTOR.add(checked.auth_token)
         self._backend.settings = checked
+
+    async def _retune_pools(self, new: Settings) -> None:
+        """Apply changed llama-server settings of existing pools, one atomic reload each.
+
+        Raises ValueError when a pool's engine does not start with them (it keeps
+        serving with the old ones).
+        """
+        from app.engine_host.llamacpp import LlamaCppEngine
+        from app.main import llamacpp_spec
+        from app.orchestrator.ports import EngineError
+
+        old = {p.id: p for p in self._backend.settings.pools}
+        engines = {e.descriptor.pool_id: e for e in self._backend.engines}
+        for pool in new.pools:
+            engine = engines.get(pool.id)
+            before = old.get(pool.id)
+            if not isinstance(engine, LlamaCppEngine) or before is None:
+                continue
+            if engine_settings(before) == engine_settings(pool):
+                continue
+            try:
+                await engine.retune(llamacpp_spec(new, pool, None))
+            except EngineError as exc:
+                raise ValueError(f"pool {pool.id}: {exc.message}") from None
 
     def _revalidate(self, settings: Settings) -> Settings:
         import tomllib
@@ -69,3 +107,8 @@ class GuiControls:
             return parse_settings(data, source=self._config_path)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+
+
+def engine_settings(pool: PoolSettings) -> tuple[object, ...]:
+    """Return the settings of ``pool`` that its running llama-server was started with."""
+    return (pool.slots, pool.ctx, *(getattr(pool, key) for key in LLAMACPP_KEYS))

@@ -162,7 +162,7 @@ class Traffic:
 
 
 async def _chat(window: Any) -> Any:
-    conversation = window.chat.current()
+    conversation = window.chat.new_conversation()
     conversation.max_tokens.setValue(120)
     conversation.seed.setText("7")
     conversation.prompt.setPlainText(CHAT_PROMPT)
@@ -207,22 +207,43 @@ async def _grab_settings(window: Any, out: Path) -> Path:
     return path
 
 
+def _window(bridge: Any, folder: Path) -> tuple[Any, Any]:
+    """Return the shown main window (first-start banner, seeded chats) and the
+    markdown chat of the seeded store."""
+    from PySide6.QtCore import QSettings
+
+    from app.main import FIRST_START_BANNER
+    from app.screenshots_chat import seeded_store
+    from app.ui.main_window import MainWindow
+
+    ini = QSettings(str(folder / "window.ini"), QSettings.Format.IniFormat)
+    store, markdown_chat = seeded_store(folder)
+    window = MainWindow(
+        bridge, banner=FIRST_START_BANNER, tray_available=lambda: False, settings=ini,
+        chat_store=store,
+    )  # fmt: skip
+    window.resize(1280, 860)
+    window.show()
+    return window, markdown_chat
+
+
 async def render(out: Path, folder: Path) -> list[Path]:
     """Run the demo stack in ``folder``, drive it, and write the PNGs into ``out``.
 
     Returns the written paths. Raises TimeoutError when the pools never settle.
     """
-    from PySide6.QtCore import QSettings
-
     from app.gui_controls import GuiControls
     from app.logs import setup_logging
-    from app.main import FIRST_START_BANNER, api_settings, build_backend
+    from app.main import api_settings, build_backend
+    from app.screenshots_chat import chat_scenes
+    from app.screenshots_models import grab_models, start_hub
     from app.ui.backend_thread import BackendThread
     from app.ui.embedded_bridge import EmbeddedBridge
-    from app.ui.main_window import MainWindow
 
+    os.environ["XDG_DATA_HOME"] = str(folder / "data")  # a throwaway catalog and models
     env = {k: v for k, v in os.environ.items() if k not in _ENV_OVERRIDES}
     settings = await asyncio.to_thread(demo_settings, folder, env)
+    hub, demo_model = await start_hub(settings)
     log_file = folder / "logs" / "llama-orch.log"
     setup_logging(log_file, stream=None)
 
@@ -238,12 +259,7 @@ async def render(out: Path, folder: Path) -> list[Path]:
     traffic = Traffic(backend.api.url)
     try:
         bridge = EmbeddedBridge(backend.orch, controls, thread)
-        ini = QSettings(str(folder / "window.ini"), QSettings.Format.IniFormat)
-        window = MainWindow(
-            bridge, banner=FIRST_START_BANNER, tray_available=lambda: False, settings=ini
-        )
-        window.resize(1280, 860)
-        window.show()
+        window, markdown_chat = _window(bridge, folder)
         await _until(lambda: _settled(bridge), READY_TIMEOUT_S, "the pools to start")
         await bridge.drain("mock1", 3_600_000)  # a draining pool, so decisions show a filter
         conversation = await _chat(window)
@@ -254,12 +270,15 @@ async def render(out: Path, folder: Path) -> list[Path]:
         written = [await _grab_tab(window, bridge, out, n) for n in ("pools", "tasks")]
         await running
         await _until(lambda: not conversation.busy, 120.0, "the chat answer")
-        written += [await _grab_tab(window, bridge, out, n) for n in ("chat", "decisions")]
+        written += await chat_scenes(window, conversation, markdown_chat, out)
+        written += [await _grab_tab(window, bridge, out, "decisions")]
         written += [await _grab_tab(window, bridge, out, "metrics")]
         written.append(await _grab_settings(window, out))
+        written.append(await grab_models(window, demo_model, out))
         window.hide()
         return written
     finally:
+        await hub.stop()
         await traffic.close()
         if bridge is not None:
             bridge.close()

@@ -23,7 +23,17 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import client, gui_bench, machine, placement_bench, report, scenarios
+from bench import (
+    client,
+    engines_bench,
+    gui_bench,
+    machine,
+    peers,
+    placement_bench,
+    procs,
+    report,
+    scenarios,
+)
 from bench.scenarios import Rig, Sizes
 
 HERE = Path(__file__).resolve().parent
@@ -64,9 +74,12 @@ async def timed(label: str, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     return figures
 
 
-async def api_scenarios(rig: Rig, api: str, sizes: Sizes) -> dict[str, Any]:
-    """Scenarios 1 and 2 through one of the orchestrator's APIs."""
-    through = rig.orchqueue if api == "orchqueue" else rig.openai
+async def api_scenarios(
+    rig: Rig, api: str, sizes: Sizes, through: client.StreamFn | None = None
+) -> dict[str, Any]:
+    """Scenarios 1 and 2 through one of the orchestrator's APIs (or a peer's ``through``)."""
+    if through is None:
+        through = rig.orchqueue if api == "orchqueue" else rig.openai
     out: dict[str, Any] = {
         "single": await timed(f"{api}: one stream", scenarios.single_stream(rig, through, sizes))
     }
@@ -90,12 +103,37 @@ async def main_rig_scenarios(work: Path, sizes: Sizes) -> dict[str, Any]:
                 figures["openai"] = report.NOT_SERVED
                 say(report.NOT_SERVED)
             figures["memory"] = await timed("memory churn", scenarios.memory_churn(rig, sizes))
+            figures["peers"] = await peer_scenarios(rig, work, sizes)
         finally:
             scenarios.stop_rig(rig)
         figures["admission"] = await timed(
             "admission burst", scenarios.admission_burst(http, work, sizes)
         )
     return figures
+
+
+async def peer_scenarios(rig: Rig, work: Path, sizes: Sizes) -> dict[str, Any]:
+    """Scenarios 1 and 2 through the bare relay and LiteLLM's proxy, on the same engine."""
+    out: dict[str, Any] = {}
+    binary = await asyncio.to_thread(peers.litellm_binary)
+    starters: dict[str, Any] = {"relay": lambda: peers.start_relay(work, rig.engine.url)}
+    if isinstance(binary, str):
+        out["litellm"] = binary
+        say(binary)
+    else:
+        starters["litellm"] = lambda: peers.start_litellm(work, rig.engine.url, binary)
+    for name, start in starters.items():
+        child = start()
+        try:
+            await procs.wait_engine_ready(rig.http, child)
+            peer = Rig(rig.http, rig.engine, child)
+            out[name] = await api_scenarios(peer, name, sizes, client.openai_stream(child.url))
+        except (RuntimeError, TimeoutError) as exc:
+            out[name] = f"not measured: {str(exc).splitlines()[0][:200]}"
+            say(out[name])
+        finally:
+            child.stop()
+    return out
 
 
 async def real_engine_scenarios(work: Path, sizes: Sizes) -> dict[str, Any]:
@@ -151,6 +189,7 @@ async def all_scenarios(
         return await real_engine_scenarios(work, sizes)
     figures = await main_rig_scenarios(work, sizes)
     figures["placement"] = await timed("placement decide", _placement(quick))
+    figures["engines"] = await timed("llama-server vs llama-cpp-python", engines_bench.run(work))
     figures["gui"] = await _gui(work, quick) if gui else "not measured: skipped (--no-gui)"
     return figures
 

@@ -188,6 +188,9 @@ async def memory_churn(rig: Rig, sizes: Sizes) -> dict[str, Any]:
         errors += sum(1 for r in batch if r.error is not None)
         rss.append(rig.orch.rss())
     elapsed = time.perf_counter() - start
+    direct_start = time.perf_counter()
+    await client.run_pool(rig.http, rig.direct, churn, width, short)
+    direct_rate = churn / (time.perf_counter() - direct_start)
     per_k = [(rss[i + 1] - rss[i]) / (churn / 1000) / 1024 for i in range(2)]
     return {
         "streams": 2 * churn,
@@ -197,6 +200,8 @@ async def memory_churn(rig: Rig, sizes: Sizes) -> dict[str, Any]:
         "rss_growth_kib_per_1000_streams": per_k,
         "cpu_ms_per_stream": (rig.orch.cpu() - cpu_before) / (2 * churn) * 1000,
         "streams_per_s": 2 * churn / elapsed,
+        "direct_streams_per_s": direct_rate,
+        "concurrency": width,
     }
 
 

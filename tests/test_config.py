@@ -123,8 +123,6 @@ INVALID = [
         "pool 'big' runs on the CPU (device_mask = \"cpu\"), which is off by default; "
         "set allow_cpu_inference = true",
     ),
-    ("[[pools]]\nid = 'a'\nmodel = 'file:/no/such/m.gguf'", "pools[0].model", "/no/such/m.gguf"),
-    ("[[pools]]\nid = 'a'\nmodel = '/no/such/m.gguf'", "pools[0].model", 'set model = ""'),
     ("[[pools]]\nid = 'o'\nengine = 'openai'\nmodel = 'm'", "pools[0].base_url", "needs base_url"),
     (
         "[[pools]]\nid = 'o'\nengine = 'openai'\nbase_url = 'http://h:1/v1'",
@@ -680,6 +678,21 @@ def test_llamacpp_tuning_keys_round_trip_through_the_file(tmp_path: Path) -> Non
     assert (pool.cache_type_k, pool.cache_type_v) == ("q8_0", "q4_0")
     assert pool.tensor_split == [3.0, 1.0]
     assert pool.extra_args == ["--mlock"]
+
+
+def test_a_missing_model_file_is_a_warning_not_a_refusal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pool waits for a model; the config (and the other pools) stay usable."""
+    path = write(tmp_path, "[[pools]]\nid = 'a'\nmodel = 'file:/no/such/m.gguf'\n")
+    settings = load_settings(path, NO_ENV)
+    (warning,) = settings.warnings
+    assert warning.key == "pools[0].model" and warning.code == "MODEL_MISSING"
+    assert "/no/such/m.gguf" in warning.message and 'set model = ""' in warning.message
+    assert check_config_main(str(path), NO_ENV) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith("warning: pools[0].model: model file /no/such/m.gguf")
+    assert "ok:" in out.out
 
 
 def test_check_config_main_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

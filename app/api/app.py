@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from app.api.artifacts import artifact_routes
 from app.api.auth import bearer_auth, browser_guard
-from app.api.errors import ApiError
+from app.api.catalog import catalog_routes
+from app.api.errors import ApiError, describe_validation
 from app.api.middleware import CORRELATION_HEADER, request_context, stamp_headers
 from app.api.openai.errors import openai_errors
 from app.api.openai.routes import add_openai_routes
@@ -25,23 +27,34 @@ from app.api.render import JSON_TYPE, dumps, model_response
 from app.api.settings import ApiSettings
 from app.api.sse import LiveStreams, StreamOptions, serve_stream
 from app.api.state import (
+    ARTIFACTS,
     CORRELATION_ID,
     IDENTITY,
+    MODELS,
     OPENAPI_JSON,
     ORCH,
     SETTINGS,
     STREAMS,
     SettingsBox,
 )
-from app.api.wire import DrainAccepted, PoolHealth
-from app.orchestrator.contracts import DrainRequest, ReloadRequest, TaskRequest
-from app.orchestrator.errors import InvalidParams, NotFound
-from app.orchestrator.service import Orchestrator
+from app.api.wire import DrainAccepted, PoolHealth, PoolLog
+from app.orchestrator.artifacts_port import ArtifactRegistry
+from app.orchestrator.catalog_port import ModelCatalog
+from app.orchestrator.contracts import (
+    DrainRequest,
+    EngineName,
+    ErrorCode,
+    ReloadRequest,
+    TaskRequest,
+)
+from app.orchestrator.errors import InvalidParams, NotFound, OrchError
+from app.orchestrator.service import Orchestrator, StreamHandle
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_LIMIT = 500
+MAX_LOG_LINES = 5000
 
 _PROCESS_REGISTRY = CollectorRegistry()
 ProcessCollector(registry=_PROCESS_REGISTRY)
@@ -126,14 +139,43 @@ def _orch(request: web.Request) -> Orchestrator:
 # ---- data plane ------------------------------------------------------------------
 
 
-async def submit_task(request: web.Request) -> web.Response:
-    """POST /v1/tasks -> 202 AdmissionResponse."""
-    task = await parse_body(request, TaskRequest)
-    admission = _orch(request).submit(
+async def submit_task(request: web.Request) -> web.StreamResponse:
+    """POST /v1/tasks -> 202 AdmissionResponse (X-Budget-* headers in a session with
+    budgets); with ``Accept: text/event-stream``, the one-request form: 200 and the task's
+    SSE stream at once (``X-Orch-Task-Id`` names it). A refusal names the engine the
+    request named (schema errors included)."""
+    data = await read_json(request)
+    if data is None:
+        raise InvalidParams(
+            "request body is empty; send a JSON TaskRequest (see GET /openapi.json)"
+        )
+    try:
+        task = TaskRequest.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid_naming_engine(exc, data) from None
+    orch = _orch(request)
+    admission = orch.submit(
         task, identity=request[IDENTITY], correlation_id=request[CORRELATION_ID]
     )
     location = f"/v1/tasks/{admission.task_id}/stream"
-    return model_response(admission, status=202, headers={"Location": location})
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        handle = orch.open_stream(str(admission.task_id))
+        extra = {"Location": location, "X-Orch-Task-Id": str(admission.task_id)}
+        return await _serve(request, handle, extra)
+    headers = {"Location": location} | budget_headers(orch, admission.session_id)
+    return model_response(admission, status=202, headers=headers)
+
+
+def _invalid_naming_engine(exc: ValidationError, data: Any) -> OrchError:
+    """Return the 400 INVALID_PARAMS for a schema error, naming a valid requested engine."""
+    engine = data.get("engine") if isinstance(data, dict) else None
+    return OrchError(
+        ErrorCode.INVALID_PARAMS,
+        describe_validation(exc),
+        status=400,
+        engine=engine if engine in get_args(EngineName) else None,
+        retriable=False,
+    )
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -149,17 +191,23 @@ async def get_task(request: web.Request) -> web.Response:
 
 async def stream_task(request: web.Request) -> web.StreamResponse:
     """GET /v1/tasks/{task_id}/stream -> SSE until the terminal event."""
-    orch = _orch(request)
-    handle = orch.open_stream(request.match_info["task_id"])
+    handle = _orch(request).open_stream(request.match_info["task_id"])
     if CORRELATION_HEADER not in request.headers:
         request[CORRELATION_ID] = handle.correlation_id
+    return await _serve(request, handle, {})
+
+
+async def _serve(
+    request: web.Request, handle: StreamHandle, extra: dict[str, str]
+) -> web.StreamResponse:
+    orch = _orch(request)
     settings = request.app[SETTINGS].current
     options = StreamOptions(
         heartbeat_ms=settings.sse_heartbeat_ms,
         microbatch_ms=settings.sse_microbatch_ms,
         cancel_on_disconnect=settings.cancel_on_disconnect,
     )
-    headers = budget_headers(orch, handle.session_id)
+    headers = {**budget_headers(orch, handle.session_id), **extra}
     return await serve_stream(request, handle, request.app[STREAMS], options, headers)
 
 
@@ -176,6 +224,8 @@ def budget_headers(orch: Orchestrator, session_id: str | None) -> dict[str, str]
         headers["X-Budget-Tokens-Remaining"] = str(budgets.tokens_remaining)
     if budgets.time_remaining_ms is not None:
         headers["X-Budget-Time-Remaining-Ms"] = str(budgets.time_remaining_ms)
+    if budgets.cost_remaining is not None:
+        headers["X-Budget-Cost-Remaining"] = f"{budgets.cost_remaining:g}"
     return headers
 
 
@@ -226,6 +276,14 @@ async def pool_health(request: web.Request) -> web.Response:
     return model_response(PoolHealth.of(view))
 
 
+async def pool_log(request: web.Request) -> web.Response:
+    """GET /v1/pools/{pool_id}/log?tail=N (1..5000 lines, default 200)."""
+    pool_id = request.match_info["pool_id"]
+    tail = int_query(request, "tail", 200, 1, MAX_LOG_LINES)
+    log_file, lines = await _orch(request).pool_log(pool_id, tail)
+    return model_response(PoolLog(pool_id=pool_id, log_file=log_file, lines=lines))
+
+
 async def drain_pool(request: web.Request) -> web.Response:
     """POST /v1/pools/{pool_id}/drain {deadline_ms} -> 202."""
     pool_id = request.match_info["pool_id"]
@@ -243,9 +301,25 @@ async def resume_pool(request: web.Request) -> web.Response:
 
 
 async def reload_pool(request: web.Request) -> web.Response:
-    """POST /v1/pools/{pool_id}/reload {model_ref} -> 200 ReloadResult."""
+    """POST /v1/pools/{pool_id}/reload {model_ref | new_model_ref, persist} -> 200 ReloadResult;
+    409 RELOAD_FAILED with the reason when the engine could not load it (the old model
+    keeps serving).
+
+    With a catalog, a catalog ref (``hf:...``), id or path is resolved to its file
+    first; ``persist`` writes the chosen ref to the config once the reload worked.
+    """
     reload = await parse_body(request, ReloadRequest)
-    result = await _orch(request).reload(request.match_info["pool_id"], reload.model_ref)
+    pool_id = request.match_info["pool_id"]
+    models = request.app.get(MODELS)
+    _orch(request).pool_view(pool_id)  # NotFound before any catalog work
+    if models is None and reload.persist:
+        raise InvalidParams("persist needs the model catalog, which this server does not run")
+    target = reload.model_ref if models is None else await models.resolve(reload.model_ref)
+    result = await _orch(request).reload(pool_id, target)
+    if not result.ok:
+        raise OrchError("RELOAD_FAILED", result.message, status=409, pool_id=pool_id)
+    if reload.persist and models is not None:
+        await models.remember_pool_model(pool_id, reload.model_ref)
     return model_response(result)
 
 
@@ -280,6 +354,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/v1/capabilities", capabilities),
     ("GET", "/v1/pools", list_pools),
     ("GET", "/v1/pools/{pool_id}/health", pool_health),
+    ("GET", "/v1/pools/{pool_id}/log", pool_log),
     ("POST", "/v1/pools/{pool_id}/drain", drain_pool),
     ("POST", "/v1/pools/{pool_id}/resume", resume_pool),
     ("POST", "/v1/pools/{pool_id}/reload", reload_pool),
@@ -296,7 +371,13 @@ async def _close_streams(app: web.Application) -> None:
     await app[STREAMS].close_all()
 
 
-def make_app(orch: Orchestrator, settings: ApiSettings) -> web.Application:
+def make_app(
+    orch: Orchestrator,
+    settings: ApiSettings,
+    *,
+    models: ModelCatalog | None = None,
+    artifacts: ArtifactRegistry | None = None,
+) -> web.Application:
     """Return the application serving ``orch`` with ``settings``. Never blocks.
 
     Live streams are closed with an ``error`` frame once, at shutdown (on_shutdown
@@ -310,10 +391,19 @@ def make_app(orch: Orchestrator, settings: ApiSettings) -> web.Application:
     app[ORCH] = orch
     app[SETTINGS] = SettingsBox(settings)
     app[STREAMS] = LiveStreams(orch.cancel)
-    app[OPENAPI_JSON] = dumps(build_openapi())
+    app[OPENAPI_JSON] = dumps(
+        build_openapi(catalog=models is not None, artifacts=artifacts is not None)
+    )
     app.on_response_prepare.append(stamp_headers)
     app.on_shutdown.append(_close_streams)
-    for method, path, handler in ROUTES:
+    routes = ROUTES
+    if models is not None:
+        app[MODELS] = models
+        routes += catalog_routes(parse_body)
+    if artifacts is not None:
+        app[ARTIFACTS] = artifacts
+        routes += artifact_routes(parse_body)
+    for method, path, handler in routes:
         app.router.add_route(method, path, handler)
     add_openai_routes(app, read_json)
     return app

@@ -20,7 +20,12 @@ from yarl import URL
 from app.api.errors import ApiError
 from app.api.settings import ApiSettings
 from app.api.state import IDENTITY, SETTINGS
-from app.orchestrator.loopback import is_loopback_address, is_loopback_host, peer_address
+from app.orchestrator.loopback import (
+    host_key,
+    is_loopback_address,
+    is_loopback_host,
+    peer_address,
+)
 
 REALM = 'Bearer realm="llama-orch"'
 PROXY_USER_HEADER = "X-Forwarded-User"
@@ -34,7 +39,8 @@ _FOREIGN_HOST_WITHOUT_TOKEN = (
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Correlation-Id"
 CORS_EXPOSE_HEADERS = (
     "X-Correlation-Id, Retry-After, X-Backoff-Ms, "
-    "X-Budget-Tokens-Remaining, X-Budget-Time-Remaining-Ms, Location, "
+    "X-Budget-Tokens-Remaining, X-Budget-Time-Remaining-Ms, X-Budget-Cost-Remaining, "
+    "Location, "
     "X-Orch-Pool-Id, X-Orch-Task-Id"
 )
 
@@ -59,7 +65,7 @@ def addressed_locally(request: web.Request, settings: ApiSettings) -> bool:
     if host is None:
         return True
     name = host_without_port(host)
-    return is_loopback_host(name) or name.lower().rstrip(".") in settings.allowed_hosts
+    return is_loopback_host(name) or host_key(name) in settings.allowed_hosts
 
 
 def token_identity(token: str) -> str:

@@ -29,6 +29,7 @@ from app.orchestrator.contracts import (
     DrainRequest,
     EndPayload,
     EngineCapability,
+    ErrorEnvelope,
     FinishReason,
     MetricsPayload,
     Priority,
@@ -148,6 +149,7 @@ def capabilities() -> Example:
         engines=[
             EngineCapability(
                 engine="llamacpp", engine_version="b4500", ctx_max=8192,
+                supported_workloads=["completion"], max_tokens_out=8192,
                 workloads=["completion"], concurrency=2,
             )
         ],
@@ -177,15 +179,15 @@ def reload() -> Example:
         model="file:/models/qwen2.5-7b-q4.gguf",
         message="now serving file:/models/qwen2.5-7b-q4.gguf",
     )
-    failed = ReloadResult(
-        pool_id="gpu0", ok=False, model="file:/models/llama-3.1-8b-q4.gguf",
+    failed = ErrorEnvelope(
+        code="RELOAD_FAILED", pool_id="gpu0", retriable=False,
         message="cannot load model 'file:/models/missing.gguf'; "
         "still serving file:/models/llama-3.1-8b-q4.gguf",
     )  # fmt: skip
     return {
         "request": _json(ReloadRequest(model_ref="file:/models/qwen2.5-7b-q4.gguf")),
         "response": {"status": 200, "body": _json(ok)},
-        "rolled_back": {"status": 200, "body": _json(failed)},
+        "rolled_back": {"status": 409, "body": _json(failed)},
     }
 
 
@@ -199,7 +201,8 @@ def models() -> Example:
     """Return a model list answer."""
     card = ModelCard(
         id="qwen2.5-7b-q4", object="model", created=_CREATED, owned_by="llama-orch",
-        pools=["gpu0", "gpu1"],
+        pools=["gpu0", "gpu1"], context_length=8192,
+        capabilities={"json_schema": True, "tools": True, "logprobs": True},
     )  # fmt: skip
     return {
         "curl": "curl http://127.0.0.1:8080/v1/models",

@@ -24,7 +24,7 @@ from app.api.openai.wire import (
     ModelList,
     OpenAIErrorBody,
 )
-from app.api.wire import AuthErrorBody, DrainAccepted, PoolHealth
+from app.api.wire import AuthErrorBody, DrainAccepted, PoolHealth, PoolLog
 from app.orchestrator.contracts import (
     API_VERSION,
     AdmissionResponse,
@@ -51,7 +51,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 )  # fmt: skip
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     AdmissionResponse, TaskView, SessionInfo, Capabilities, PoolView, PoolHealth,
-    DrainAccepted, ReloadResult, DecisionRecord, ErrorEnvelope, AuthErrorBody,
+    DrainAccepted, PoolLog, ReloadResult, DecisionRecord, ErrorEnvelope, AuthErrorBody,
     StartedPayload, TokenPayload, MetricsPayload, EndPayload, ErrorPayload,
     ModelList, ModelCard, ChatCompletion, ChatCompletionChunk, Completion, OpenAIErrorBody,
 )  # fmt: skip
@@ -63,13 +63,16 @@ SSE_EVENTS: dict[str, type[BaseModel]] = {
     "error": ErrorPayload,
 }
 ERROR_TEXT = {
-    400: "Invalid JSON or parameters (INVALID_PARAMS) or a guardrail refusal (ADMISSION_REJECT)",
+    400: "Invalid JSON or parameters (INVALID_PARAMS), a guardrail refusal (ADMISSION_REJECT) "
+    "or a deadline_ms the pool cannot meet (DEADLINE_UNMET)",
     401: "Missing or wrong bearer token",
     403: "Host or Origin refused (DNS rebinding / cross-origin protection)",
     404: "Unknown id (NOT_FOUND; model_not_found on the OpenAI routes)",
-    409: "Conflict (duplicate task_id, or a second stream reader)",
+    409: "Conflict (duplicate task_id, a second stream reader, or RELOAD_FAILED: the "
+    "engine could not load the new model and the old one keeps serving)",
     413: "Request body over the size limit",
-    429: "Queue full (ADMISSION_REJECT with policy_label); retry after Retry-After seconds",
+    429: "Queue full (ADMISSION_REJECT, or QUEUE_FULL_DROP_LRU under drop-lru, with "
+    "policy_label); retry after Retry-After seconds",
     500: "Unexpected server error (INTERNAL)",
     503: "No pool can take the task now (POOL_UNAVAILABLE or POOL_UNREADY) or shutting down",
 }
@@ -108,6 +111,12 @@ def _header(description: str, schema: Schema, required: bool = True) -> Schema:
     return {"description": description, "required": required, "schema": schema}
 
 
+BUDGET_HEADERS = (
+    "X-Budget-Tokens-Remaining",
+    "X-Budget-Time-Remaining-Ms",
+    "X-Budget-Cost-Remaining",
+)
+ADMITTED_HEADERS = ("Location", *BUDGET_HEADERS)
 HEADERS: dict[str, Schema] = {
     "X-Correlation-Id": _header(
         "Echo of the request's X-Correlation-Id, else a new UUIDv4",
@@ -123,6 +132,9 @@ HEADERS: dict[str, Schema] = {
     ),
     "X-Budget-Time-Remaining-Ms": _header(
         "Milliseconds left in the session time budget", {"type": "integer"}, False
+    ),
+    "X-Budget-Cost-Remaining": _header(
+        "Cost units left in the session cost budget", {"type": "number"}, False
     ),
     "Location": _header("Where to stream the task's events", {"type": "string"}),
     "X-Orch-Pool-Id": _header("The pool the task was placed on", {"type": "string"}),
@@ -197,12 +209,19 @@ def body(model: type[BaseModel], required: bool = True) -> Schema:
     return {"required": required, "content": {"application/json": {"schema": ref(model)}}}
 
 
+TAIL_PARAM: Schema = {
+    "name": "tail",
+    "in": "query",
+    "required": False,
+    "description": "How many of the last lines to return (1..5000, default 200)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 200},
+}
 TASK_ID = path_param("task_id", "The task id returned by POST /v1/tasks")
 SESSION_ID = path_param("session_id", "The session id given in task requests")
 POOL_ID = path_param("pool_id", "A pool id from GET /v1/pools")
 
 
-def _stream_response() -> Schema:
+def _stream_response(*headers: str) -> Schema:
     events = {name: ref(model) for name, model in SSE_EVENTS.items()}
     return {
         "description": (
@@ -210,7 +229,7 @@ def _stream_response() -> Schema:
             "at a bounded cadence after the first token), then `end`; or one `error` "
             "as the terminal event. `: keep-alive` comment lines when heartbeats are on."
         ),
-        "headers": _headers("X-Budget-Tokens-Remaining", "X-Budget-Time-Remaining-Ms"),
+        "headers": _headers(*BUDGET_HEADERS, *headers),
         "content": {
             "text/event-stream": {
                 "schema": {"type": "string"},
@@ -247,8 +266,12 @@ def operations() -> dict[str, dict[str, Schema]]:
     return {
         "/v1/tasks": {
             "post": _op(
-                "enqueueTask", "Admit a task into a pool's queue", "data-plane",
-                {"202": json_response("Admitted", ref(AdmissionResponse), "Location"),
+                "enqueueTask",
+                "Admit a task into a pool's queue; with `Accept: text/event-stream`, "
+                "answer with its SSE stream at once (one request instead of two)",
+                "data-plane",
+                {"202": json_response("Admitted", ref(AdmissionResponse), *ADMITTED_HEADERS),
+                 "200": _stream_response("Location", "X-Orch-Task-Id"),
                  **error_responses(400, 409, 413, 429, 503)},
                 request=body(TaskRequest), examples=ex.enqueue(),
             ),
@@ -321,6 +344,14 @@ def _control_plane() -> dict[str, dict[str, Schema]]:
                 params=(POOL_ID,),
             ),
         },
+        "/v1/pools/{pool_id}/log": {
+            "get": _op(
+                "getPoolLog", "The last lines of the pool's engine log", "control-plane",
+                {"200": json_response("Log lines, oldest first", ref(PoolLog)),
+                 **error_responses(400, 404)},
+                params=(POOL_ID, TAIL_PARAM),
+            ),
+        },
         "/v1/pools/{pool_id}/drain": {
             "post": _op(
                 "drainPool", "Stop admissions; cancel leftovers at the deadline", "control-plane",
@@ -341,15 +372,16 @@ def _control_plane() -> dict[str, dict[str, Schema]]:
             "post": _op(
                 "reloadPool", "Swap the model atomically (rolls back on failure)",
                 "control-plane",
-                {"200": json_response("Outcome (ok false: old model still serving)",
-                                      ref(ReloadResult)),
-                 **error_responses(400, 404, 413)},
+                {"200": json_response("Now serving the new model", ref(ReloadResult)),
+                 **error_responses(400, 404, 409, 413)},
                 params=(POOL_ID,), request=body(ReloadRequest), examples=ex.reload(),
             ),
         },
         "/v1/placement/decisions": {
             "get": _op(
-                "listDecisions", "Recent placement decisions with per-candidate reasons",
+                "listDecisions",
+                "Recent placement decisions, newest first: each says admitted or refused "
+                "(a 429 included) and gives every candidate its outcome and its filter or rank key",
                 "control-plane",
                 {"200": json_response("Decisions, newest first", _array(DecisionRecord)),
                  **error_responses(400)},
@@ -442,8 +474,17 @@ def _array(model: type[BaseModel]) -> Schema:
     return {"type": "array", "items": ref(model)}
 
 
-def build_openapi() -> Schema:
-    """Return the OpenAPI 3.1 document (a fresh dict). Never blocks."""
+def build_openapi(*, catalog: bool = False, artifacts: bool = False) -> Schema:
+    """Return the OpenAPI 3.1 document (a fresh dict), with the catalog routes when
+    ``catalog`` and the artifact routes when ``artifacts``. Never blocks."""
+    from app.api.artifacts import artifact_operations, artifact_schemas
+    from app.api.catalog_doc import catalog_operations, catalog_schemas
+
+    paths = operations() | (catalog_operations() if catalog else {})
+    schemas = component_schemas() | (catalog_schemas() if catalog else {})
+    if artifacts:
+        paths |= artifact_operations()
+        schemas |= artifact_schemas()
     return {
         "openapi": "3.1.0",
         "info": {
@@ -456,9 +497,9 @@ def build_openapi() -> Schema:
                 "needs `Authorization: Bearer <token>`."
             ),
         },
-        "paths": operations(),
+        "paths": paths,
         "components": {
-            "schemas": component_schemas(),
+            "schemas": schemas,
             "headers": HEADERS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },

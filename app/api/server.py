@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import socket
@@ -13,6 +14,8 @@ from app.api.app import make_app
 from app.api.connections import ConnectionGuard, GuardedSite, install_accept_error_reporter
 from app.api.settings import ApiSettings, check_bind
 from app.api.state import SETTINGS
+from app.orchestrator.artifacts_port import ArtifactRegistry
+from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.service import Orchestrator
 
 log = logging.getLogger("llama_orch.api")
@@ -55,9 +58,17 @@ class ApiServer:
     All methods run on the caller's (already running) event loop.
     """
 
-    def __init__(self, orch: Orchestrator, settings: ApiSettings) -> None:
+    def __init__(
+        self,
+        orch: Orchestrator,
+        settings: ApiSettings,
+        models: ModelCatalog | None = None,
+        artifacts: ArtifactRegistry | None = None,
+    ) -> None:
         self._orch = orch
         self._settings = settings
+        self._models = models
+        self._artifacts = artifacts
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
@@ -94,7 +105,7 @@ class ApiServer:
             return
         check_bind(self._settings)
         install_accept_error_reporter(asyncio.get_running_loop())
-        app = make_app(self._orch, self._settings)
+        app = make_app(self._orch, self._settings, models=self._models, artifacts=self._artifacts)
         limits = self._settings.limits
         self._guard = ConnectionGuard(limits)
         runner = web.AppRunner(
@@ -133,30 +144,51 @@ class ApiServer:
         """
         if self._app is None or self._runner is None:
             return
-        await self._runner.cleanup()
-        self._app = self._runner = self._site = None
+        runner = self._runner
+        self._app = self._runner = self._site = None  # a second stop returns at once
+        await runner.cleanup()
         log.info("API stopped")
 
     async def rebind(self, settings: ApiSettings) -> None:
         """Apply ``settings`` without restarting the process; awaits the new listener.
 
-        A changed address is bound first and the old listener closed after, so
-        on failure (UnsafeBind, OSError) the old one keeps serving with the old
-        settings. Open connections and live streams are kept.
+        A new port is bound first and the old listener closed after. On the same
+        port with another address (``127.0.0.1:P`` -> ``0.0.0.0:P``, which Linux
+        refuses while the old one listens) the old listener is closed first and
+        bound again if the new address fails. On failure (UnsafeBind, OSError)
+        the old address keeps serving with the old settings. Open connections
+        and live streams are kept.
         """
         check_bind(settings)
         if self._app is None or self._runner is None:
             self._settings, self._port = settings, settings.bind_port
             return
-        same = (settings.bind_host, settings.bind_port) == (
-            self._settings.bind_host,
-            self._port,
-        )
-        old = self._site
-        if not same or old is None:
-            self._site, self._port = await self._open_site(self._runner, settings)
+        old, old_settings = self._site, self._settings
+        address = (settings.bind_host, settings.bind_port)
+        if old is None or address != (old_settings.bind_host, self._port):
+            if old is not None and settings.bind_port == self._port:
+                await self._swap_same_port(old, old_settings, settings)
+            else:
+                self._site, self._port = await self._open_site(self._runner, settings)
+                if old is not None:
+                    await old.stop()
+            moved = True
+        else:
+            moved = False
         self._app[SETTINGS].replace(settings)
         self._settings = settings
-        if not same and old is not None:
-            await old.stop()
+        if moved:
             log.info("API now listening on %s", self.url, extra={"fields": {"url": self.url}})
+
+    async def _swap_same_port(
+        self, old: web.SockSite, old_settings: ApiSettings, settings: ApiSettings
+    ) -> None:
+        """Close ``old``, then listen on ``settings``; on failure listen on the old address."""
+        assert self._runner is not None
+        back = dataclasses.replace(old_settings, bind_port=self._port)
+        await old.stop()
+        try:
+            self._site, self._port = await self._open_site(self._runner, settings)
+        except BaseException:
+            self._site, self._port = await self._open_site(self._runner, back)
+            raise

@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -46,6 +46,33 @@ MAX_EVENTS_PER_WRITE = 64
 def frame(kind: str, data: Mapping[str, object]) -> bytes:
     """Return one SSE frame for ``kind`` with ``data`` as compact JSON."""
     return f"event: {kind}\ndata: {_ENCODE(data)}\n\n".encode()
+
+
+class FrameFormat(Protocol):
+    """How a stream's events become bytes (the OrchQueue frames, or OpenAI chunks)."""
+
+    def render(self, event: TaskEvent) -> bytes:
+        """Return the bytes ``event`` is sent as (b"" sends nothing). Called per token."""
+        ...
+
+    def shutdown_bytes(self) -> bytes:
+        """Return what ends a stream at server shutdown."""
+        ...
+
+
+class OrchQueueFrames:
+    """The OrchQueue format: ``event: <kind>`` and ``data: <compact json>`` per event."""
+
+    def render(self, event: TaskEvent) -> bytes:
+        """Return the SSE frame of ``event``."""
+        return frame(event.kind, event.data)
+
+    def shutdown_bytes(self) -> bytes:
+        """Return the ``error`` frame of a server shutdown."""
+        return frame(ERROR, SHUTDOWN_ERROR)
+
+
+ORCHQUEUE_FRAMES = OrchQueueFrames()
 
 
 @dataclass(eq=False, slots=True)
@@ -185,7 +212,8 @@ class SseWriter:
     """Writes one task's events to a prepared StreamResponse.
 
     ``heartbeat_s`` > 0 adds ``: keep-alive`` comments after that much silence;
-    ``batch_s`` > 0 coalesces consecutive tokens arriving within that window.
+    ``batch_s`` > 0 coalesces consecutive tokens arriving within that window;
+    ``frames`` renders the events (OrchQueue frames unless told otherwise).
     """
 
     def __init__(
@@ -196,7 +224,10 @@ class SseWriter:
         *,
         heartbeat_s: float = 0.0,
         batch_s: float = 0.0,
+        frames: FrameFormat = ORCHQUEUE_FRAMES,
     ) -> None:
+        self.render = frames.render
+        self._frames = frames
         self._request = request
         self._response = response
         self._handle = handle
@@ -219,24 +250,13 @@ class SseWriter:
         finally:
             self._poll.close()
 
-    def render(self, event: TaskEvent) -> bytes:
-        """Return the bytes ``event`` is sent as: its OrchQueue SSE frame.
-
-        A subclass renders another format (b"" sends nothing). Called per token.
-        """
-        return frame(event.kind, event.data)
-
-    def shutdown_bytes(self) -> bytes:
-        """Return what ends a stream at server shutdown: the OrchQueue ``error`` frame."""
-        return frame(ERROR, SHUTDOWN_ERROR)
-
     async def _pump(self) -> None:
         get_nowait = self._handle.channel.get_nowait
         while True:
             event = self._take_pending() or get_nowait() or await self._wait()
             if event is None:
                 return
-            if event.kind == TOKEN and self._batch_s > 0:
+            if event.kind == TOKEN and self._batch_s > 0 and "x" not in event.data:
                 event = await self._coalesce(event)
                 data = self.render(event)
             else:
@@ -263,8 +283,8 @@ class SseWriter:
         return event, frames[0] if len(frames) == 1 else b"".join(frames)
 
     async def write_shutdown_error(self) -> None:
-        """Write the shutdown bytes (``shutdown_bytes``) and end the body."""
-        await self._end(self.shutdown_bytes())
+        """Write the format's shutdown bytes and end the body."""
+        await self._end(self._frames.shutdown_bytes())
 
     async def _end(self, data: bytes) -> None:
         """Write the last bytes of the stream and end the body."""
@@ -312,7 +332,7 @@ class SseWriter:
                     break
                 if event is None:
                     break
-            if event.kind != TOKEN:
+            if event.kind != TOKEN or "x" in event.data:
                 self._pending = event
                 break
             texts.append(event.data["t"])
@@ -337,23 +357,24 @@ async def serve_stream(
     options: StreamOptions,
     headers: Mapping[str, str],
     *,
-    writer_factory: Callable[..., SseWriter] = SseWriter,
+    frames: FrameFormat = ORCHQUEUE_FRAMES,
 ) -> web.StreamResponse:
     """Serve ``handle``'s events as SSE until the terminal event. Awaits the task.
 
-    ``writer_factory`` builds the writer (called like ``SseWriter``; a subclass
-    renders other frame formats). A client that goes away gets its task canceled
+    ``frames`` renders the events (OpenAI chunks for the OpenAI-compatible
+    routes). A client that goes away gets its task canceled
     (``cancel_on_disconnect``) or drained in the background; a shutdown ends the
     stream with the writer's shutdown error and cancels the task. Raises
     CancelledError when aiohttp cancels the handler.
     """
     response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
-    writer = writer_factory(
+    writer = SseWriter(
         request,
         response,
         handle,
         heartbeat_s=options.heartbeat_ms / 1000,
         batch_s=options.microbatch_ms / 1000,
+        frames=frames,
     )
     live = streams.register(handle.task_id)
     shutdown = False

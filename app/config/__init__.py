@@ -20,6 +20,7 @@ from app.config.files import (
     atomic_write,
     generate_token,
     read_token_file,
+    remove_stale_temporaries,
     token_fingerprint,
     write_token_file,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "parse_bind",
     "parse_settings",
     "read_token_file",
+    "remove_stale_temporaries",
     "save_settings",
     "to_toml",
     "token_fingerprint",

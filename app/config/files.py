@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +49,36 @@ def atomic_write(path: Path, data: bytes, *, fsync: Callable[[int], None] = os.f
         fsync(folder)
     finally:
         os.close(folder)
+
+
+STALE_TEMPORARY_AGE_S = 5.0
+"""A save's temporary file older than this belongs to a save that was killed."""
+
+
+def remove_stale_temporaries(
+    path: Path, *, now: float | None = None, min_age_s: float = STALE_TEMPORARY_AGE_S
+) -> list[Path]:
+    """Delete the temporaries ``atomic_write`` left beside ``path`` when a save was
+    killed (``.NAME.<12 hex>.tmp`` not modified for ``min_age_s``).
+
+    Returns the deleted paths, sorted. Files it cannot read or delete are left
+    alone; never raises OSError. BLOCKING (lists the folder).
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{12}}\.tmp")
+    cutoff = (time.time() if now is None else now) - min_age_s
+    removed: list[Path] = []
+    try:
+        candidates = sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        try:
+            if tmp.is_file() and tmp.stat().st_mtime <= cutoff:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
 
 
 def generate_token() -> str:

@@ -50,13 +50,20 @@ def check_config(path: Path, env: Mapping[str, str] = os.environ) -> list[Proble
 
 
 def check_config_main(path: str, env: Mapping[str, str] = os.environ) -> int:
-    """Print ``ok: PATH`` (stdout) and return 0, or one line per problem (stderr) and return 2."""
-    problems = check_config(Path(path), env)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if not problems:
-        print(f"ok: {path}")
-    return 2 if problems else 0
+    """Print ``ok: PATH`` (stdout) and return 0, or one line per problem (stderr) and return 2.
+
+    Warnings (a pool's missing model file) print as ``warning: ...`` lines and keep exit 0.
+    """
+    try:
+        settings = load_settings(Path(path), env)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    for warning in settings.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"ok: {path}")
+    return 0
 
 
 def default_config_path(env: Mapping[str, str] = os.environ) -> Path:

@@ -23,6 +23,8 @@ from app.orchestrator.loopback import is_loopback_host
 INVALID_CONFIG = "INVALID_CONFIG"
 NON_LOOPBACK_WITHOUT_TOKEN = "NON_LOOPBACK_WITHOUT_TOKEN"
 PROXY_AUTH_ON_LAN = "PROXY_AUTH_ON_LAN"
+MODEL_MISSING = "MODEL_MISSING"
+"""A pool's model file does not exist: a warning; that pool waits for a model."""
 Engine = Literal["llamacpp", "openai", "mock"]
 KvCacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 _KV_TYPES = '"f16" (default), "q8_0", "q4_0", ... (llama-server\'s -ctk/-ctv values)'
@@ -435,6 +437,12 @@ class Settings(BaseModel):
     _token_source: str | None = PrivateAttr(default=None)
     _source_path: Path | None = PrivateAttr(default=None)
     _overrides: dict[str, EnvOverride] = PrivateAttr(default_factory=dict)
+    _warnings: tuple[Problem, ...] = PrivateAttr(default=())
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        """Return what is wrong but does not stop serving (e.g. a pool's missing model file)."""
+        return self._warnings
 
     @property
     def auth_token(self) -> str | None:

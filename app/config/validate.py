@@ -21,6 +21,7 @@ from app.config.files import read_token_file, token_problem
 from app.config.schema import (
     LLAMACPP_KEYS,
     MOCK_KEYS,
+    MODEL_MISSING,
     OPENAI_KEYS,
     ConfigError,
     Engine,
@@ -188,12 +189,13 @@ def _model_problems(key: str, pool: PoolSettings, base: Settings) -> list[Proble
     path = base.model_path(pool)
     if path is None:
         return []
-    if not path.is_file():
+    if not path.exists():
         return [
             Problem(
                 f"{key}.model",
-                f"model file {path} does not exist; put the GGUF file there, fix the path, "
-                'or set model = "" to choose a model later',
+                f"model file {path} does not exist; pool {pool.id!r} waits for a model "
+                'until you put the GGUF file there, fix the path, or set model = ""',
+                MODEL_MISSING,
             )
         ]
     problem = gguf_problem(path, shown_as=pool.model_file())
@@ -344,14 +346,17 @@ def parse_settings(
 ) -> Settings:
     """Return validated settings from a TOML-shaped mapping, environment overrides applied.
 
-    Raises ConfigError listing every problem found. Blocks briefly: it checks that
-    model files, the token file and ``llama_server`` exist.
+    Raises ConfigError listing every problem found; a missing model file is only
+    a warning (``Settings.warnings``): that pool waits for a model, the others
+    serve. Blocks briefly: it checks model files, the token file and ``llama_server``.
     """
     settings, found = validate_data(data)
     base = Settings()
     base._source_path = source
     runtime, env_found = _runtime(data, env, base)
     found += env_found + _pools_problems(data, base) + _engines_problems(data, env, base)
+    warnings = [p for p in found if p.code == MODEL_MISSING]
+    found = [p for p in found if p.code != MODEL_MISSING]
     if settings is None or found:
         raise ConfigError(list(dict.fromkeys(found)))
     update = {k: o.value for k, o in runtime.overrides.items()}
@@ -359,4 +364,5 @@ def parse_settings(
     result._overrides = dict(runtime.overrides)
     result._auth_token, result._token_source = runtime.token, runtime.token_source
     result._source_path = source
+    result._warnings = tuple(warnings)
     return result

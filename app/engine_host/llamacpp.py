@@ -38,7 +38,8 @@ from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
 from app.engine_host.restart_policy import CrashHistory, RestartPolicy, classify_exit
-from app.orchestrator.contracts import ErrorCode
+from app.engine_host.slot_affinity import SlotAffinity
+from app.orchestrator.contracts import ENGINE_FEATURES, ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
 
@@ -52,8 +53,9 @@ _STARTABLE = (PoolState.STOPPED, PoolState.FAILED)
 
 @dataclass
 class _Command:
-    kind: Literal["start", "restart", "reload", "stop", "hung"]
+    kind: Literal["start", "restart", "reload", "stop", "hung", "retune"]
     model_ref: str | None = None
+    spec: LlamaCppSpec | None = None
     instance: EngineProcess | None = None
     reply: asyncio.Future[str] | None = None
     cause: str = ""
@@ -83,9 +85,8 @@ class LlamaCppEngine(PublishedStatus):
         self._pool = StatusPublisher(self._describe(spec.model_ref, None), clock=self._clock)
         self._model_ref = spec.model_ref
         self._http = LazySession(force_close=True)
-        self._launcher = EngineLauncher(
-            spec, log_path=self._log_path, session=self._http, gpu_indices=gpu_indices
-        )
+        self._gpu_indices = gpu_indices
+        self._launcher = self._launcher_for(spec)
         self._mailbox: Mailbox[_Command] = Mailbox(self._supervise, name=f"pool-{spec.pool_id}")
         # Owned by the supervisor task:
         self._inst: EngineProcess | None = None
@@ -94,10 +95,12 @@ class LlamaCppEngine(PublishedStatus):
         self._launch_reply: asyncio.Future[str] | None = None
         self._candidate: asyncio.Task[EngineProcess] | None = None
         self._candidate_reply: asyncio.Future[str] | None = None
+        self._candidate_spec: LlamaCppSpec | None = None
         self._timer: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[str] | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self.stats = EngineStats()  # written by the stats task only
+        self._affinity = SlotAffinity(spec.slots)  # a fresh one per engine process
         self._retiring: set[asyncio.Task[int]] = set()
         self._hung: tuple[EngineProcess, str] | None = None
         self._last_crash = ""
@@ -112,6 +115,18 @@ class LlamaCppEngine(PublishedStatus):
     def log_path(self) -> Path:
         """Return the file that collects the engine's output."""
         return self._log_path
+
+    async def read_log(self, tail_lines: int) -> list[str]:
+        """Return the last ``tail_lines`` lines of the engine's log, oldest first (may be []).
+
+        Awaits a file read of at most 1 MiB in a worker thread.
+        """
+
+        def read() -> list[str]:
+            text = process.read_log_tail(self._log_path, max_bytes=1024 * 1024)
+            return text.splitlines()[-tail_lines:] if tail_lines > 0 else []
+
+        return await asyncio.to_thread(read)
 
     @property
     def engine_pid(self) -> int | None:
@@ -165,6 +180,19 @@ class LlamaCppEngine(PublishedStatus):
         """
         return await self._mailbox.send(_Command("reload", model_ref=model_ref))
 
+    async def retune(self, spec: LlamaCppSpec) -> str:
+        """Run the current model with ``spec`` (new flags, slots or context): start it
+        beside the serving engine and swap once it is ready, like a reload.
+
+        Returns a message. Raises EngineError when the new engine fails to become
+        ready (the old one keeps serving with its old settings) and ValueError for
+        another pool's spec. Without a model it only keeps ``spec`` for the next start.
+        """
+        if spec.pool_id != self._spec.pool_id:
+            raise ValueError(f"spec of pool {spec.pool_id!r} given to pool {self._spec.pool_id!r}")
+        sent = await self._mailbox.send(_Command("retune", model_ref=self._model_ref, spec=spec))
+        return sent or f"pool {spec.pool_id} keeps its new settings for its next start"
+
     async def stop(self) -> None:
         """Stop the engine (SIGTERM, SIGKILL after the grace period) and wait for it to exit."""
         await self._mailbox.close(_Command("stop"))
@@ -180,14 +208,26 @@ class LlamaCppEngine(PublishedStatus):
         if inst is None or not self._pool.state.serving:
             raise self._pool.unready()
         path, body = request_body(request, self._pool.descriptor.model)
-        return await self._open(inst, path, body, self._spec.decode_timeout_s)
+        slot, warm = self._affinity.acquire(request.session_id)
+        body["id_slot"] = slot  # a session's turns go to the slot caching its prompt
+        body["cache_prompt"] = True
+        try:
+            stream = await self._open(inst, path, body, self._spec.decode_timeout_s, slot)
+        except BaseException:
+            self._affinity.release(slot)
+            raise
+        stream.expected_warm = warm
+        return stream
 
     # ---- streams ----
 
     async def _open(
-        self, inst: EngineProcess, path: str, body: dict[str, object], timeout_s: float
+        self, inst: EngineProcess, path: str, body: dict[str, object], timeout_s: float, slot: int
     ) -> OpenAIStream:
+        affinity = self._affinity
+
         def finished(error: EngineError | None) -> None:
+            affinity.release(slot)
             if error is not None and error.code is ErrorCode.DECODE_TIMEOUT:
                 cause = f"hung (no token within {timeout_s:g} s), killed"
                 self._mailbox.post(_Command("hung", instance=inst, cause=cause))
@@ -287,13 +327,20 @@ class LlamaCppEngine(PublishedStatus):
             self._stopping = True
         elif command.kind == "hung":
             self._on_hung(command.instance, command.cause)
-        elif command.kind == "reload":
+        elif command.kind == "retune" and self._model_ref is None:
+            assert command.spec is not None
+            self._set_spec(command.spec)  # nothing runs: the next start uses it
+        elif command.kind in ("reload", "retune"):
             await self._on_reload(command)
             return
         elif command.kind == "restart" or self._pool.state in _STARTABLE:
             await self._cancel_all()
             self._history = CrashHistory()
-            self._begin_launch(self._model_ref, recovering=False, detail="starting")
+            missing = self._missing_model() if self._pool.state in _STARTABLE else None
+            if missing is not None:
+                self._publish(PoolState.NEEDS_MODEL, missing)
+            else:
+                self._begin_launch(self._model_ref, recovering=False, detail="starting")
         if command.reply is not None and not command.reply.done():
             command.reply.set_result("")
 
@@ -305,19 +352,43 @@ class LlamaCppEngine(PublishedStatus):
             busy = EngineError(ErrorCode.POOL_UNAVAILABLE, why, retriable=True)
             command.reply.set_exception(busy)
         elif self._inst is not None:
-            self._candidate = asyncio.create_task(self._launcher.launch(ref))
+            launcher = self._launcher_for(command.spec) if command.spec else self._launcher
+            self._candidate = asyncio.create_task(launcher.launch(ref))
             self._candidate_reply = command.reply
+            self._candidate_spec = command.spec
             self._publish(self._pool.state, f"loading {model_id_for(ref)} beside the current model")
         else:
             await self._cancel_all()
+            if command.spec is not None:
+                self._set_spec(command.spec)
             self._history = CrashHistory()
             self._model_ref = ref
             self._begin_launch(ref, recovering=False, detail="starting")
             self._launch_reply = command.reply
 
+    def _missing_model(self) -> str | None:
+        """Return why the configured model is absent ("needs a model", with its path), or None.
+
+        Only for the pool's own model: a reload's path gets the launcher's one
+        answer for every unusable path, so callers cannot probe for files.
+        """
+        if not self._model_ref:
+            return None
+        try:
+            path = resolve_model_ref(self._model_ref)
+        except ValueError:
+            return None
+        if path.exists():
+            return None
+        return (
+            f"needs a model: the model file {path} does not exist; put the GGUF file there "
+            "or choose another model"
+        )
+
     def _begin_launch(self, model_ref: str | None, *, recovering: bool, detail: str) -> None:
         if model_ref is None:
-            self._publish(PoolState.NEEDS_MODEL, "no model configured; reload a model to serve")
+            detail = self._spec.needs_model_detail or "no model configured; reload a model to serve"
+            self._publish(PoolState.NEEDS_MODEL, detail)
             return
         self._pool.descriptor = self._describe(model_ref, None)
         self._launch = asyncio.create_task(self._launcher.launch(model_ref))
@@ -343,6 +414,7 @@ class LlamaCppEngine(PublishedStatus):
     async def _on_candidate(self, task: asyncio.Task[EngineProcess]) -> None:
         self._candidate = None
         reply, self._candidate_reply = self._candidate_reply, None
+        spec, self._candidate_spec = self._candidate_spec, None
         try:
             inst = task.result()
         except LaunchFailed as exc:
@@ -355,6 +427,8 @@ class LlamaCppEngine(PublishedStatus):
                 self._publish(self._pool.state, why)
             return
         old = self._inst
+        if spec is not None:
+            self._set_spec(spec)
         self._history = CrashHistory()
         self._model_ref = inst.model_ref
         self._serve(inst, "")
@@ -362,13 +436,23 @@ class LlamaCppEngine(PublishedStatus):
             self._retire(old)
         _resolve(reply, f"pool {self._spec.pool_id} now serves {self._pool.descriptor.model}")
 
+    def _launcher_for(self, spec: LlamaCppSpec) -> EngineLauncher:
+        return EngineLauncher(
+            spec, log_path=self._log_path, session=self._http, gpu_indices=self._gpu_indices
+        )
+
+    def _set_spec(self, spec: LlamaCppSpec) -> None:
+        self._spec = spec
+        self._launcher = self._launcher_for(spec)
+
     def _serve(self, inst: EngineProcess, detail: str) -> None:
         self._inst = inst
+        self._affinity = SlotAffinity(self._spec.slots)
         self._stop_watch()
         self._watch = asyncio.create_task(self._watch_health(inst))
         poll = self.stats.poll(self._http, inst.base_url, inst.headers, self._spec.stats_interval_s)
         self._stats_task = asyncio.create_task(poll)
-        self._pool.descriptor = self._describe(inst.model_ref, inst.command)
+        self._pool.descriptor = self._describe(inst.model_ref, inst.command, inst.features)
         self._history = self._policy.on_ready(self._history, self._clock.monotonic())
         self._publish(PoolState.READY, detail)
 
@@ -439,6 +523,7 @@ class LlamaCppEngine(PublishedStatus):
         for reply in (self._launch_reply, self._candidate_reply):
             _resolve(reply, EngineError(ErrorCode.POOL_UNAVAILABLE, "superseded", retriable=True))
         self._launch_reply = self._candidate_reply = None
+        self._candidate_spec = None
 
     async def _teardown(self) -> None:
         if self._pool.can(PoolState.STOPPING):
@@ -451,7 +536,12 @@ class LlamaCppEngine(PublishedStatus):
 
     # ---- status ----
 
-    def _describe(self, model_ref: str | None, command: EngineCommand | None) -> PoolDescriptor:
+    def _describe(
+        self,
+        model_ref: str | None,
+        command: EngineCommand | None,
+        features: frozenset[str] = frozenset(ENGINE_FEATURES),
+    ) -> PoolDescriptor:
         spec = self._spec
         if command is not None:
             version, slots = command.version, command.slots
@@ -466,6 +556,7 @@ class LlamaCppEngine(PublishedStatus):
             slots=slots,
             device_mask=spec.device_mask,
             demo=spec.demo,
+            features=features,
         )
 
     def _publish(self, state: PoolState, detail: str) -> None:

@@ -72,6 +72,7 @@ class MockSpec:
     decode_timeout_s: float = 60.0
     demo: bool = False
     vram_estimate_bytes: int = 0
+    engine: str = "mock"  # the engine name it reports (contract tests stand in for llamacpp)
 
 
 def mock_token(seed: int | None, prompt_key: str, index: int) -> str:
@@ -158,7 +159,7 @@ class MockEngine(PublishedStatus):
         self._sleep = sleep
         descriptor = PoolDescriptor(
             pool_id=spec.pool_id,
-            engine="mock",
+            engine=spec.engine,
             engine_version="mock-1",
             model=spec.model,
             ctx=spec.ctx,

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import aiohttp
 
 from app.orchestrator.contracts import ErrorCode
-from app.orchestrator.ports import EngineError, EngineRequest
+from app.orchestrator.ports import Delta, EngineError, EngineRequest
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _MAX_MESSAGE = 300
@@ -238,6 +238,8 @@ class OpenAIStream:
     ) -> None:
         self.finish_reason: str | None = None
         self.prompt_tokens: int | None = None
+        self.cached_tokens: int | None = None  # prompt tokens the engine took from its KV cache
+        self.expected_warm: bool | None = None  # set by an engine that routes sessions to slots
         self._response = response
         self._timeout = decode_timeout_s
         self._name = name
@@ -251,11 +253,21 @@ class OpenAIStream:
         self._loop = asyncio.get_running_loop()
         self._deadline = self._loop.time() + decode_timeout_s
 
+    @property
+    def kv_warm(self) -> bool | None:
+        """Return whether the prompt found its KV cache warm: the engine's count of cached
+        prompt tokens once the stream reported it, else the routing's expectation."""
+        if self.cached_tokens is not None:
+            return self.cached_tokens > 0
+        return self.expected_warm
+
     def __aiter__(self) -> OpenAIStream:
         return self
 
     async def __anext__(self) -> str:
-        """Return the next token text. Raises StopAsyncIteration at the end, or EngineError."""
+        """Return the next token text (a Delta when it carries tool calls or logprobs).
+
+        Raises StopAsyncIteration at the end, or EngineError."""
         if not self._tokens:  # the decode timeout counts while we wait, not while the
             self._deadline = self._loop.time() + self._timeout  # consumer is busy
         while not self._tokens:
@@ -334,6 +346,9 @@ class OpenAIStream:
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
             self.prompt_tokens = usage["prompt_tokens"]
+            details = usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens") if isinstance(details, dict) else None
+            self.cached_tokens = cached if isinstance(cached, int) else None
         choices = obj.get("choices")
         if choices and isinstance(choices, list) and isinstance(choices[0], dict):
             self._choice(choices[0])
@@ -341,11 +356,14 @@ class OpenAIStream:
     def _choice(self, choice: dict[str, Any]) -> None:
         delta = choice.get("delta")
         text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-        if text and isinstance(text, str):
+        calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+        if calls or choice.get("logprobs"):
+            self._tokens.append(_delta(text, calls, choice.get("logprobs")))
+        elif text and isinstance(text, str):
             self._tokens.append(text)
         reason = choice.get("finish_reason")
         if reason:
-            self.finish_reason = "length" if reason == "length" else "stop"
+            self.finish_reason = reason if reason in ("length", "tool_calls") else "stop"
 
     def _end(self) -> None:
         self._done = True
@@ -410,6 +428,16 @@ async def open_stream(
     )
 
 
+def _delta(text: Any, calls: Any, logprobs: Any) -> Delta:
+    """Return the stream item of a chunk with tool-call fragments or logprobs."""
+    extra: dict[str, Any] = {}
+    if calls:
+        extra["tool_calls"] = calls
+    if logprobs:
+        extra["logprobs"] = logprobs
+    return Delta(text if isinstance(text, str) else "", extra)
+
+
 def request_body(request: EngineRequest, model: str) -> tuple[str, dict[str, Any]]:
     """Return the OpenAI endpoint (relative to ``/v1``) and streaming body for ``request``.
 
@@ -425,8 +453,9 @@ def request_body(request: EngineRequest, model: str) -> tuple[str, dict[str, Any
         body["seed"] = request.seed
     if request.stop:
         body["stop"] = list(request.stop)
+    body.update(request.options)
     if request.messages is not None:
-        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        body["messages"] = [m.model_dump(mode="json", exclude_none=True) for m in request.messages]
         return "chat/completions", body
     body["prompt"] = request.prompt or ""
     return "completions", body

@@ -22,7 +22,7 @@ from app.engine_host.lazy_session import LazySession
 from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, redact, request_body
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
-from app.orchestrator.contracts import ErrorCode
+from app.orchestrator.contracts import ENGINE_FEATURES, ErrorCode
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import Clock, EngineError, EngineRequest, PoolDescriptor, SystemClock
 
@@ -95,7 +95,9 @@ class OpenAIEngine(PublishedStatus):
         self._model = spec.model
         self._version = "unknown"
         self._pool = StatusPublisher(self._describe(), clock=self._clock)
-        self._http = LazySession()
+        # a connection per request: llama-server (a common engine here) closes one after
+        # a streamed answer while announcing keep-alive, and a reused one then fails
+        self._http = LazySession(force_close=True)
         self._mailbox: Mailbox[_Command] = Mailbox(self._run, name=f"pool-{spec.pool_id}")
 
     def __repr__(self) -> str:
@@ -295,6 +297,7 @@ class OpenAIEngine(PublishedStatus):
             ctx=spec.ctx,
             slots=spec.slots,
             device_mask=spec.device_mask,
+            features=frozenset(ENGINE_FEATURES),  # the remote engine judges them itself
         )
 
     def _publish(self, state: PoolState, detail: str) -> None:

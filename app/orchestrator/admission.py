@@ -14,15 +14,26 @@ import uuid
 
 from app.orchestrator import pools as poolmod
 from app.orchestrator.contracts import (
+    ENGINE_FEATURES,
+    FEATURE_FIELDS,
     AdmissionResponse,
     ErrorCode,
     PlacementMode,
+    Priority,
     TaskRequest,
     Workload,
 )
+from app.orchestrator.deadlines import PoolPace, check_deadline, predicted_finish_ms
 from app.orchestrator.decisions import Refusal
 from app.orchestrator.dispatch import Dispatcher
-from app.orchestrator.errors import Conflict, InvalidParams, OrchError, QueueFull, ShuttingDown
+from app.orchestrator.errors import (
+    Conflict,
+    InvalidParams,
+    OrchError,
+    QueueFull,
+    ShuttingDown,
+    Unsupported,
+)
 from app.orchestrator.estimates import matches, predict_start_ms
 from app.orchestrator.events import DecisionMade, EventChannel
 from app.orchestrator.guardrails import check_ctx, estimate_prompt_tokens, prompt_chars
@@ -51,9 +62,21 @@ class Admitter:
         task_id), OrchError ADMISSION_REJECT (guardrail, 400), POOL_UNAVAILABLE /
         POOL_UNREADY (503), QueueFull (429) or ShuttingDown (503).
         """
+        try:
+            return self._admit(req, identity=identity, correlation_id=correlation_id, api=api)
+        except OrchError as exc:
+            if exc.engine is None and req.engine is not None:
+                exc.engine = req.engine  # the envelope names the engine the request named
+            self._count_rejection(exc, req)
+            raise
+
+    def _admit(
+        self, req: TaskRequest, *, identity: str, correlation_id: str | None, api: str
+    ) -> AdmissionResponse:
         st = self._st
         if st.closing:
             raise ShuttingDown()
+        self._check_pin(req)
         if req.workload is not Workload.COMPLETION:
             raise InvalidParams(f"workload '{req.workload}' is not served yet; use 'completion'")
         task_id = str(req.task_id)
@@ -66,6 +89,7 @@ class Admitter:
         decision = self._decide(req, tokens_in)
         try:
             pool = self._chosen(req, decision)
+            self._check_deadline(req, pool)
             queued = self._enqueue(pool, req, task_id, now)
         except OrchError as exc:
             self._record(task_id, req, decision, exc)
@@ -143,6 +167,15 @@ class Admitter:
         self._st.notify_task(rec)
         self._dispatcher.pump(pool)
 
+    def _check_pin(self, req: TaskRequest) -> None:
+        """Raise InvalidParams when the request pins a pool that does not exist."""
+        pin = req.placement.pin_pool_id
+        if req.placement.mode is PlacementMode.PIN and pin not in self._st.pools:
+            known = ", ".join(sorted(self._st.pools)) or "none"
+            raise InvalidParams(
+                f"placement.pin_pool_id '{pin}' is not a pool of this server; pin one of: {known}"
+            )
+
     def _check_session(self, req: TaskRequest, now: float) -> None:
         if req.session_id is None:
             return
@@ -150,7 +183,6 @@ class Admitter:
         self._st.sessions.touch(req.session_id, now)
         refusal = self._st.sessions.check(req.session_id, expected, now)
         if refusal is not None:
-            self._reject("session_" + refusal.limit, "any")
             raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
 
     def _decide(self, req: TaskRequest, tokens_in: int) -> PlacementDecision:
@@ -158,6 +190,7 @@ class Admitter:
         st = self._st
         required = tokens_in + req.max_tokens
         self._check_ctx(req, tokens_in)
+        self._check_features(req)
         session_pool = None
         if req.session_id is not None:
             sess = st.sessions.get(req.session_id, st.clock.monotonic())
@@ -175,6 +208,7 @@ class Admitter:
                     est_kv_bytes=0,
                     session_pool_id=session_pool,
                     overrides=req.placement,
+                    needs=req.needs(),
                 ),
             )
         )
@@ -195,6 +229,35 @@ class Admitter:
         self._record_decision_metrics(decision, refusal)
         st.notify(DecisionMade(record))
 
+    def _check_deadline(self, req: TaskRequest, pool: PoolRuntime) -> None:
+        """Raise DEADLINE_UNMET (400) when the pool's measurements predict a miss."""
+        if req.deadline_ms is None:
+            return
+        queues = pool.queues
+        position = (
+            queues.depth(Priority.INTERACTIVE)
+            if req.priority is Priority.INTERACTIVE
+            else len(queues)
+        )
+        perf = pool.perf
+        pace = PoolPace(
+            pool.engine.descriptor.slots,
+            pool.busy,
+            perf.service_ms,
+            perf.first_token_ms,
+            perf.tokens_per_s,
+        )
+        predicted = predicted_finish_ms(pace, position, req.expected_tokens or req.max_tokens)
+        refusal = check_deadline(req.deadline_ms, predicted, pool.pool_id)
+        if refusal is not None:
+            raise OrchError(
+                ErrorCode.DEADLINE_UNMET,
+                refusal.message,
+                status=400,
+                pool_id=pool.pool_id,
+                retriable=False,
+            )
+
     def _check_ctx(self, req: TaskRequest, tokens_in: int) -> None:
         matching = [
             p.engine.descriptor
@@ -206,13 +269,35 @@ class Admitter:
         best = max(matching, key=lambda d: d.ctx)
         refusal = check_ctx(tokens_in, req.max_tokens, best.ctx, best.pool_id)
         if refusal is not None:
-            self._reject("ctx", best.engine)
             raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
+
+    def _check_features(self, req: TaskRequest) -> None:
+        """Raise Unsupported (400, naming the field) when no pool serving the model can
+        do a feature the task asks for (JSON output, tools, logprobs)."""
+        needs = req.needs()
+        if not needs:
+            return
+        matching = [
+            p.engine.descriptor
+            for p in self._st.pools.values()
+            if matches(p.engine.descriptor.model, p.pool_id, p.engine.descriptor.engine, req)
+        ]
+        if not matching or any(needs <= d.features for d in matching):
+            return
+        wanted = [f for f in ENGINE_FEATURES if f in needs]
+        lacking = [f for f in wanted if not any(f in d.features for d in matching)]
+        field = FEATURE_FIELDS[(lacking or wanted)[0]]
+        engines = ", ".join(sorted({d.engine for d in matching}))
+        raise Unsupported(
+            f"'{field}' is not supported by the pools serving this model ({engines}: the "
+            "engine, or the model's chat template, cannot do it); remove it, or choose a "
+            "model whose capabilities in GET /v1/models include it",
+            field,
+        )
 
     def _refuse_no_capacity(self, req: TaskRequest, decision: PlacementDecision) -> None:
         reason = decision.log.no_capacity_reason or "no_feasible_pool"
         code = ErrorCode.POOL_UNREADY if decision.only_unready else ErrorCode.POOL_UNAVAILABLE
-        self._reject(reason, req.engine or "any")
         detail = decision.log.summary or reason
         hint = (
             "the pool is still loading; retry shortly"
@@ -236,7 +321,6 @@ class Admitter:
                 backpressure.labels(engine, "drop-lru").inc()
             return result
         backpressure.labels(engine, result.policy_label).inc()
-        self._reject("queue_full", engine)
         ahead = pool.queues.depth(req.priority)
         raise QueueFull(
             result.message,
@@ -248,9 +332,11 @@ class Admitter:
             policy_label=result.policy_label,
         )
 
-    def _reject(self, reason: str, engine: str) -> None:
+    def _count_rejection(self, exc: OrchError, req: TaskRequest) -> None:
+        """Count a refused admission under its error code (the typed taxonomy)."""
         self._st.counters["rejected"] += 1
-        self._st.metrics.tasks_rejected.labels(reason, engine).inc()
+        engine = exc.engine or req.engine or "any"
+        self._st.metrics.tasks_rejected.labels(engine, exc.code).inc()
 
     def _new_record(
         self,
@@ -283,12 +369,18 @@ class Admitter:
         st = self._st
         st.live[rec.task_id] = rec
         st.counters["enqueued"] += 1
-        st.metrics.tasks_enqueued.inc()
-        st.metrics.tokens_in.inc(rec.tokens_in)
+        identity = st.metrics.identity(st.pools[rec.pool_id].engine.descriptor)
+        st.metrics.tasks_enqueued.labels(*identity, rec.request.priority.value).inc()
+        st.metrics.tokens_in.labels(*identity).inc(rec.tokens_in)
         st.update_queue_gauge(st.pools[rec.pool_id])
-        rec.unopened_timer = asyncio.get_running_loop().call_later(
+        loop = asyncio.get_running_loop()
+        rec.unopened_timer = loop.call_later(
             st.config.unopened_stream_timeout_s, self._dispatcher.cancel_unopened, rec.task_id
         )
+        if rec.request.deadline_ms is not None:
+            rec.deadline_timer = loop.call_later(
+                rec.request.deadline_ms / 1000, self._dispatcher.deadline_passed, rec.task_id
+            )
         log_task(
             rec,
             "admitted",
@@ -301,13 +393,13 @@ class Admitter:
         self, decision: PlacementDecision, refusal: Refusal | None
     ) -> None:
         lg = decision.log
-        outcome = "selected" if refusal is None else "refused"
+        outcome = "assigned" if refusal is None else "refused"
         if decision.pool_id is None:
             outcome = "no_capacity"
         self._st.metrics.placement_decisions.labels(
             outcome, str(lg.pinned).lower(), str(lg.fallback_used).lower()
         ).inc()
-        self._st.metrics.placement_candidates_considered.observe(lg.candidates_considered)
+        self._st.metrics.placement_candidates_considered.set(lg.candidates_considered)
 
 
 def _refusal(exc: OrchError, decision: PlacementDecision) -> Refusal:

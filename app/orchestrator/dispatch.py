@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 from app.orchestrator.contracts import ErrorCode, FinishReason
+from app.orchestrator.deadlines import deadline_passed_message
 from app.orchestrator.estimates import engine_request, on_time_probability
 from app.orchestrator.events import (
     METRICS,
@@ -31,6 +32,9 @@ from app.orchestrator.ports import EngineError
 from app.orchestrator.state import CoreState
 from app.orchestrator.tasklog import close_quietly, log, log_task
 from app.orchestrator.tasks import TaskRecord
+
+_ENGINE_REASONS = {"length": FinishReason.LENGTH, "tool_calls": FinishReason.TOOL_CALLS}
+"""The engine finish reasons that are not a plain stop."""
 
 
 class Dispatcher:
@@ -59,7 +63,8 @@ class Dispatcher:
         rec.dispatched_mono = st.clock.monotonic()
         pool.running.add(rec.task_id)
         st.counters["started"] += 1
-        st.metrics.tasks_started.inc()
+        identity = st.metrics.identity(pool.engine.descriptor)
+        st.metrics.tasks_started.labels(*identity, rec.request.priority.value).inc()
         if rec.request.session_id is not None:
             rec.kv_warm = st.sessions.warm_for(
                 rec.request.session_id, pool.pool_id, rec.dispatched_mono
@@ -88,15 +93,18 @@ class Dispatcher:
         """Own ``rec`` from dispatch to its terminal event."""
         stream = None
         try:
+            await self._await_reader(rec)
+            if rec.lifecycle.terminal:
+                return
             stream = await pool.engine.open_stream(engine_request(rec))
             if rec.lifecycle.terminal:
                 return
             rec.lifecycle.to(TaskState.STREAMING)
+            note_kv_warmth(rec, stream)
             await self._forward(rec, stream)
+            note_kv_warmth(rec, stream)
             if not rec.lifecycle.terminal:
-                reason = (
-                    FinishReason.LENGTH if stream.finish_reason == "length" else (FinishReason.STOP)
-                )
+                reason = _ENGINE_REASONS.get(stream.finish_reason or "", FinishReason.STOP)
                 self._finish(
                     rec, TaskState.DONE, rec.end_event(reason, self._st.clock.monotonic()), reason
                 )
@@ -111,6 +119,22 @@ class Dispatcher:
             if stream is not None:
                 await close_quietly(stream)
 
+    async def _await_reader(self, rec: TaskRecord) -> None:
+        """Wait until the task's stream is opened or the start grace passes (awaits).
+
+        No tokens are decoded for a reader who is not there yet.
+        """
+        grace = self._st.config.stream_start_grace_s
+        if rec.reader_attached or grace <= 0:
+            return
+        # a timer, not asyncio.wait_for: one handle, and safe on qasync's loop
+        gate = rec.start_gate
+        timer = asyncio.get_running_loop().call_later(grace, gate.set)
+        try:
+            await gate.wait()
+        finally:
+            timer.cancel()
+
     async def _forward(self, rec: TaskRecord, stream: Any) -> None:
         """The per-token hot path: engine text -> channel. No logging, no models."""
         put = rec.channel.put
@@ -122,7 +146,11 @@ class Dispatcher:
             if i == 0:
                 rec.first_token_mono = mono()
                 next_metrics = rec.first_token_mono + interval
-            if not await put(TokenEvent(TOKEN, {"t": text, "i": i})):
+            if text.__class__ is str:
+                event = TokenEvent(TOKEN, {"t": text, "i": i})
+            else:  # a Delta: tool-call fragments or logprobs ride along
+                event = TokenEvent(TOKEN, {"t": str(text), "i": i, "x": text.extra})
+            if not await put(event):
                 return
             i += 1
             rec.tokens_out = i
@@ -178,16 +206,20 @@ class Dispatcher:
 
     def _observe_timings(self, pool: PoolRuntime, rec: TaskRecord) -> None:
         metrics = self._st.metrics
+        d = pool.engine.descriptor
+        by_priority = (d.engine, d.engine_version, d.pool_id, rec.request.priority.value)
         decode_ms = rec.decode_time_ms()
         ttft = rec.ttft_ms()
         if rec.state is TaskState.DONE and decode_ms is not None:
             pool.perf.observe(rec.tokens_out, float(decode_ms), float(ttft or 0))
-            metrics.latency_decode_ms.labels(pool.pool_id).observe(decode_ms)
+            metrics.latency_decode_ms.labels(*by_priority).observe(decode_ms)
         if ttft is not None:
             self._st.ttfts.append(ttft)
-            metrics.latency_first_token_ms.labels(pool.pool_id).observe(ttft)
+        since_admission = rec.first_token_since_admission_ms()
+        if since_admission is not None:
+            metrics.latency_first_token_ms.labels(*by_priority).observe(since_admission)
         pool.perf.tokens_out_total += rec.tokens_out
-        metrics.tokens_out.inc(rec.tokens_out)
+        metrics.tokens_out.labels(*metrics.identity(d)).inc(rec.tokens_out)
 
     # ---- terminal transitions --------------------------------------------------
 
@@ -203,7 +235,11 @@ class Dispatcher:
         if was_queued:
             self._st.pools[rec.pool_id].queues.remove(rec.task_id)
         self._st.counters["canceled"] += 1
-        self._st.metrics.tasks_canceled.inc()
+        identity = self._st.metrics.identity(self._st.pools[rec.pool_id].engine.descriptor)
+        reason = "while_queued" if was_queued else "while_running"
+        self._st.metrics.tasks_canceled.labels(*identity, reason).inc()
+        # tokens still buffered are discarded below: count only what the reader took
+        rec.tokens_out = rec.channel.tokens_taken
         self._finish(
             rec,
             TaskState.CANCELED,
@@ -221,6 +257,19 @@ class Dispatcher:
         if rec is not None and not rec.reader_attached:
             log_task(rec, "canceled", "nobody opened the stream in time; task canceled")
             self.cancel(rec)
+
+    def deadline_passed(self, task_id: str) -> None:
+        """End ``task_id`` with DEADLINE_UNMET if it is still queued or running."""
+        rec = self._st.live.get(task_id)
+        deadline = rec.request.deadline_ms if rec is not None else None
+        if rec is None or deadline is None or rec.lifecycle.terminal:
+            return
+        where = "queued" if rec.state is TaskState.QUEUED else "running"
+        message = deadline_passed_message(deadline, where, rec.channel.tokens_taken)
+        log_task(rec, "deadline", message)
+        self.fail(rec, ErrorCode.DEADLINE_UNMET, message, False)
+        if rec.runner is not None and not rec.runner.done():
+            rec.runner.cancel()
 
     def cancel_pool(self, pool_id: str) -> None:
         """Cancel every live task of ``pool_id``, queued or running."""
@@ -277,8 +326,7 @@ class Dispatcher:
             rec.channel.cancel(event)
         else:
             rec.channel.close(event)
-        if rec.unopened_timer is not None:
-            rec.unopened_timer.cancel()
+        rec.stop_timers()
         log_task(rec, state.value, f"task {state.value} after {rec.tokens_out} tokens")
         self._st.notify_task(rec)
 
@@ -291,3 +339,10 @@ class Dispatcher:
         while len(st.done) > st.config.history:
             st.done.popitem(last=False)
         st.update_queue_gauge(st.pools[rec.pool_id])
+
+
+def note_kv_warmth(rec: TaskRecord, stream: object) -> None:
+    """Take the engine's own word on KV warmth (a stream's ``kv_warm``) when it gives one."""
+    reported = getattr(stream, "kv_warm", None)
+    if isinstance(reported, bool):
+        rec.kv_warm = reported

@@ -55,6 +55,14 @@ class InvalidParams(OrchError):
         super().__init__(ErrorCode.INVALID_PARAMS, message, status=400, retriable=False)
 
 
+class Unsupported(InvalidParams):
+    """400: a request field no candidate pool's engine can honour (``param`` names it)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class NotFound(OrchError):
     def __init__(self, what: str, ident: str) -> None:
         super().__init__("NOT_FOUND", f"{what} '{ident}' not found", status=404, retriable=False)
@@ -66,13 +74,20 @@ class Conflict(OrchError):
 
 
 class QueueFull(OrchError):
-    """429: the target queue is full; ``retry_after_ms`` is an estimate."""
+    """429: the target queue is full; ``retry_after_ms`` is an estimate.
+
+    The code is QUEUE_FULL_DROP_LRU under the drop-lru policy, else ADMISSION_REJECT."""
 
     def __init__(
         self, message: str, *, pool_id: str, engine: str, retry_after_ms: int, policy_label: str
     ) -> None:
+        code = (
+            ErrorCode.QUEUE_FULL_DROP_LRU
+            if policy_label == "drop-lru"
+            else ErrorCode.ADMISSION_REJECT
+        )
         super().__init__(
-            ErrorCode.ADMISSION_REJECT,
+            code,
             message,
             status=429,
             pool_id=pool_id,

@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable
 
 from app.orchestrator.contracts import (
+    MAX_TOKENS_OUT,
     Capabilities,
     EngineCapability,
     RateLimits,
@@ -50,6 +51,8 @@ def engine_request(rec: TaskRecord) -> EngineRequest:
         seed=r.seed,
         stop=tuple(r.stop),
         correlation_id=rec.correlation_id,
+        session_id=r.session_id,
+        options=r.sampling.engine_fields() if r.sampling is not None else {},
     )
 
 
@@ -73,10 +76,13 @@ def build_capabilities(
     for pool in pools:
         d = pool.engine.descriptor
         cur = by_engine.get(d.engine)
+        ctx_max = max(d.ctx, cur.ctx_max if cur else 0)
         by_engine[d.engine] = EngineCapability(
             engine=d.engine,
             engine_version=d.engine_version,
-            ctx_max=max(d.ctx, cur.ctx_max if cur else 0),
+            ctx_max=ctx_max,
+            supported_workloads=[Workload.COMPLETION],
+            max_tokens_out=min(ctx_max, MAX_TOKENS_OUT),
             workloads=[Workload.COMPLETION],
             concurrency=d.slots + (cur.concurrency if cur else 0),
         )

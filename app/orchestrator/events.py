@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, NamedTuple, TypedDict
+from typing import Any, Final, Literal, NamedTuple, NotRequired, TypedDict
 
 from app.orchestrator.contracts import DecisionRecord, PoolView, TaskView
 
@@ -39,6 +40,8 @@ class StartedData(TypedDict):
 class TokenData(TypedDict):
     t: str
     i: int
+    x: NotRequired[Mapping[str, Any]]
+    """Only when the engine sent tool-call fragments or logprobs with this token."""
 
 
 class MetricsData(TypedDict):
@@ -111,12 +114,14 @@ class EventChannel:
     and turns every later ``put``/``offer`` into a no-op.
     """
 
-    __slots__ = ("_cap", "_closed", "_items", "_readable", "_writable")
+    __slots__ = ("_cap", "_closed", "_items", "_readable", "_writable", "tokens_taken")
 
     def __init__(self, cap: int) -> None:
         self._cap = max(1, cap)
         self._items: deque[TaskEvent] = deque()
         self._closed = False
+        self.tokens_taken = 0
+        """How many ``token`` events the reader has taken (delivered tokens)."""
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -185,16 +190,18 @@ class EventChannel:
                 return None
             self._readable.clear()
             await self._readable.wait()
-        event = self._items.popleft()
-        if len(self._items) < self._cap:
-            self._writable.set()
-        return event
+        return self._take()
 
     def get_nowait(self) -> TaskEvent | None:
         """Return the next event if one is buffered, else None. Never blocks."""
         if not self._items:
             return None
+        return self._take()
+
+    def _take(self) -> TaskEvent:
         event = self._items.popleft()
+        if event.kind == TOKEN:
+            self.tokens_taken += 1
         if len(self._items) < self._cap:
             self._writable.set()
         return event

@@ -1,4 +1,5 @@
-"""The one loopback rule: which host names and addresses only reach this machine.
+"""The one loopback rule: which host names and addresses only reach this machine,
+and how host names compare.
 
 Used by the config's bind check, the API's start-up bind check, its Host and
 Origin checks and its peer check, and the settings dialog. Pure; never does a
@@ -10,6 +11,11 @@ from __future__ import annotations
 import ipaddress
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
+
+
+def host_key(name: str) -> str:
+    """Return ``name`` as host names compare: lower case, without the root's trailing dot."""
+    return name.lower().rstrip(".")
 
 
 def peer_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

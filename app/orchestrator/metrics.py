@@ -11,7 +11,16 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app.orchestrator.lifecycle import PoolState
-from app.orchestrator.ports import PoolStatus
+from app.orchestrator.ports import PoolDescriptor, PoolStatus
+
+REPLICA_ID = "r0"
+"""Each pool runs one engine: its only replica."""
+IDENTITY = ("engine", "engine_version", "pool_id", "replica_id")
+"""The identity labels of the contract's per-pool series."""
+PRIORITY_LABELS = ("engine", "engine_version", "pool_id", "priority")
+PLACEMENT_OUTCOMES = ("assigned", "refused", "no_capacity")
+"""Values of placement_decisions_total{outcome}: queued, refused by the chosen pool's
+queue or deadline check, or no feasible pool."""
 
 _LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 
@@ -22,11 +31,20 @@ class OrchMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.tasks_enqueued = Counter("tasks_enqueued", "Tasks admitted to a queue.", registry=r)
-        self.tasks_started = Counter("tasks_started", "Tasks dispatched to an engine.", registry=r)
-        self.tasks_canceled = Counter("tasks_canceled", "Tasks canceled.", registry=r)
+        self.tasks_enqueued = Counter(
+            "tasks_enqueued", "Tasks admitted to a queue.", (*IDENTITY, "priority"), registry=r
+        )
+        self.tasks_started = Counter(
+            "tasks_started", "Tasks dispatched to an engine.", (*IDENTITY, "priority"), registry=r
+        )
+        self.tasks_canceled = Counter(
+            "tasks_canceled", "Tasks canceled.", (*IDENTITY, "reason"), registry=r
+        )
         self.tasks_rejected = Counter(
-            "tasks_rejected", "Tasks refused.", ["reason", "engine"], registry=r
+            "tasks_rejected",
+            "Tasks refused at admission, by error code.",
+            ["engine", "reason"],
+            registry=r,
         )
         self.queue_depth = Gauge(
             "queue_depth",
@@ -34,26 +52,34 @@ class OrchMetrics:
             ["engine", "engine_version", "pool_id", "priority"],
             registry=r,
         )
-        self.tokens_in = Counter("tokens_in", "Prompt tokens accepted.", registry=r)
-        self.tokens_out = Counter("tokens_out", "Tokens streamed to clients.", registry=r)
+        self.tokens_in = Counter("tokens_in", "Prompt tokens accepted.", IDENTITY, registry=r)
+        self.tokens_out = Counter("tokens_out", "Tokens streamed to clients.", IDENTITY, registry=r)
         self.gpu_utilization = Gauge(
-            "gpu_utilization", "GPU utilization (0-100).", ["device"], registry=r
+            "gpu_utilization",
+            "GPU utilization (0-100), per pool on the device (empty pool labels: no pool).",
+            (*IDENTITY, "device"),
+            registry=r,
         )
-        self.vram_used_bytes = Gauge("vram_used_bytes", "VRAM in use.", ["device"], registry=r)
+        self.vram_used_bytes = Gauge(
+            "vram_used_bytes",
+            "VRAM in use, per pool on the device (empty pool labels: no pool).",
+            (*IDENTITY, "device"),
+            registry=r,
+        )
         self.kv_cache_usage_ratio = Gauge(
-            "kv_cache_usage_ratio", "Busy slots / slots per pool.", ["pool_id"], registry=r
+            "kv_cache_usage_ratio", "Busy slots / slots per pool.", IDENTITY, registry=r
         )
         self.latency_first_token_ms = Histogram(
             "latency_first_token_ms",
-            "Time from dispatch to first token (ms).",
-            ["pool_id"],
+            "Time from admission to the first token (ms), queue wait included.",
+            PRIORITY_LABELS,
             buckets=_LATENCY_BUCKETS_MS,
             registry=r,
         )
         self.latency_decode_ms = Histogram(
             "latency_decode_ms",
-            "Decode time of a task (ms).",
-            ["pool_id"],
+            "Time from the first token to the end of a task (ms).",
+            PRIORITY_LABELS,
             buckets=_LATENCY_BUCKETS_MS,
             registry=r,
         )
@@ -67,6 +93,18 @@ class OrchMetrics:
             "placement_decisions",
             "Placement decisions.",
             ["outcome", "pinned", "fallback"],
+            registry=r,
+        )
+        self.catalog_verifications = Counter(
+            "catalog_verifications",
+            "Catalog model verifications (digest and GGUF checks).",
+            ["result", "reason", "engine"],
+            registry=r,
+        )
+        self.model_state = Gauge(
+            "model_state",
+            "1 for a catalog model's current state.",
+            ["model_id", "state"],
             registry=r,
         )
         self.pool_state = Gauge(
@@ -94,12 +132,16 @@ class OrchMetrics:
             "pool_restarts", "Automatic engine restarts since start.", ["pool_id"], registry=r
         )
         self._pool_totals: dict[str, tuple[int, int]] = {}
-        self.placement_candidates_considered = Histogram(
+        self.placement_candidates_considered = Gauge(
             "placement_candidates_considered",
-            "Pools considered per placement decision.",
-            buckets=(1, 2, 4, 8, 16, 32, 64),
+            "Pools considered by the latest placement decision.",
             registry=r,
         )
+
+    @staticmethod
+    def identity(d: PoolDescriptor) -> tuple[str, str, str, str]:
+        """Return the identity label values (engine, version, pool, replica) of a pool."""
+        return (d.engine, d.engine_version, d.pool_id, REPLICA_ID)
 
     def observe_pool(self, pool_id: str, status: PoolStatus) -> None:
         """Publish a pool's state, readiness, crashes and restarts (once per status change)."""

@@ -34,7 +34,7 @@ from app.orchestrator.ranking import (
 )
 
 FILTER_ORDER: tuple[str, ...] = (
-    "unready", "draining", "engine", "model", "ctx",
+    "unready", "draining", "engine", "model", "features", "ctx",
     "device_mask", "vram", "avoided", "not_pinned", "not_preferred",
 )  # fmt: skip
 """Machine names of the filters, in the order the policy applies them."""
@@ -64,6 +64,8 @@ class PoolSnapshot:
     vram_need_bytes: int = 0
     """VRAM the pool still needs free on its GPUs to serve (its model's estimate
     less what its engine already holds there); 0 when unknown or resident."""
+    features: frozenset[str] = frozenset()
+    """What the pool's engine can do beyond plain decoding (tools, json_schema, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,8 @@ class JobSpec:
     est_kv_bytes: int
     session_pool_id: str | None
     overrides: PlacementOverrides
+    needs: frozenset[str] = frozenset()
+    """Engine features the task asks for (its response_format, tools, logprobs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,7 @@ class _Rules(NamedTuple):
     est_kv_bytes: int
     device_mask: str | None
     avoid: frozenset[str]
+    needs: frozenset[str]
 
 
 class _Restriction(NamedTuple):
@@ -211,6 +216,7 @@ def _rules_of(job: JobSpec) -> _Rules:
         job.est_kv_bytes,
         None if required is None else normalise_mask(required),
         frozenset(job.overrides.avoid_pools),
+        job.needs,
     )
 
 
@@ -230,6 +236,9 @@ def _infeasible_when_ready(pool: PoolSnapshot, rules: _Rules) -> tuple[str, str]
         return ("engine", f"engine {pool.engine} != requested {rules.engine}")
     if not serves_model_ref(rules.model_ref, pool.model, pool.pool_id):
         return ("model", f"model {pool.model} != requested {rules.model_ref}")
+    missing = rules.needs - pool.features
+    if missing:
+        return ("features", f"engine {pool.engine} cannot do {', '.join(sorted(missing))}")
     if pool.ctx < rules.required_ctx:
         return ("ctx", f"ctx {pool.ctx} < required {rules.required_ctx}")
     if rules.device_mask is not None:

@@ -133,6 +133,7 @@ def snapshot(pool: PoolRuntime, gpu: GpuInventory) -> PoolSnapshot:
         perf_tokens_per_s=pool.perf.tokens_per_s,
         first_token_ms=pool.perf.first_token_ms,
         vram_need_bytes=vram_need(pool, gpu),
+        features=d.features,
     )
 
 
@@ -188,4 +189,5 @@ def view(pool: PoolRuntime, gpu: GpuInventory) -> PoolView:
         perf_tokens_per_s=pool.perf.tokens_per_s,
         first_token_ms=pool.perf.first_token_ms,
         crashes_recent=st.crashes_recent,
+        features=sorted(d.features),
     )

@@ -7,9 +7,10 @@ fakes through the same constructors. Nothing here does I/O by itself.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from app.orchestrator.contracts import ChatMessage, ErrorCode
 from app.orchestrator.lifecycle import PoolState
@@ -30,6 +31,8 @@ class PoolDescriptor:
     compute_capability: str | None = None
     vram_estimate_bytes: int = 0
     """VRAM the model needs on the pool's GPUs (weights + KV + margin); 0 = unknown."""
+    features: frozenset[str] = frozenset()
+    """What the engine can do beyond plain decoding (``contracts.ENGINE_FEATURES``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,33 @@ class EngineRequest:
     seed: int | None
     stop: Sequence[str] = ()
     correlation_id: str = ""
+    session_id: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Further OpenAI body fields (``Sampling.engine_fields``), sent to the engine as they are."""
+
+
+class Delta(str):
+    """A token text that carries more: ``extra`` holds the engine chunk's ``tool_calls``
+    and/or ``logprobs`` as the engine sent them (OpenAI's shapes). Plain tokens are str."""
+
+    extra: Mapping[str, Any]
+
+    def __new__(cls, text: str, extra: Mapping[str, Any]) -> Delta:
+        self = super().__new__(cls, text)
+        self.extra = extra
+        return self
+
+
+@runtime_checkable
+class EngineLog(Protocol):
+    """An engine whose process writes a log file (llama-server's output)."""
+
+    @property
+    def log_path(self) -> Path: ...
+
+    async def read_log(self, tail_lines: int) -> list[str]:
+        """Return the last ``tail_lines`` lines of the engine's log (oldest first)."""
+        ...
 
 
 class EngineError(Exception):

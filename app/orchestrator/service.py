@@ -32,12 +32,14 @@ from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, NotFound
 from app.orchestrator.estimates import build_capabilities, on_time_probability
 from app.orchestrator.events import EventChannel, PoolChanged, TaskEvent
+from app.orchestrator.housekeeping import Housekeeper
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.metrics import OrchMetrics
 from app.orchestrator.ports import (
     Clock,
     EngineControl,
     EngineError,
+    EngineLog,
     GpuInventory,
     GpuProbe,
     PoolStatus,
@@ -93,6 +95,7 @@ class Orchestrator:
         )
         self._dispatcher = Dispatcher(self._st)
         self._admitter = Admitter(self._st, self._dispatcher)
+        self._housekeeper = Housekeeper(self._st)
 
     # ---- read-only state (the core's internals stay inside) -------------------
 
@@ -123,6 +126,7 @@ class Orchestrator:
         for pool in self._st.pools.values():
             pool.engine.add_listener(self._listener(pool.pool_id))
             self._st.metrics.observe_pool(pool.pool_id, pool.engine.status)
+        self._housekeeper.start()
         await asyncio.gather(*(p.engine.start() for p in self._st.pools.values()))
 
     def _listener(self, pool_id: str) -> Callable[[PoolStatus], None]:
@@ -133,6 +137,7 @@ class Orchestrator:
         rest with an ``error`` frame, then stop the engines. Awaits all of it."""
         st = self._st
         st.closing = True
+        self._housekeeper.stop()
         self._dispatcher.fail_queued(None, "server shutting down")
         running = [r.runner for r in st.live.values() if r.runner and not r.runner.done()]
         if running and deadline_s > 0:
@@ -178,6 +183,7 @@ class Orchestrator:
         if rec.unopened_timer is not None:
             rec.unopened_timer.cancel()
             rec.unopened_timer = None
+        rec.start_gate.set()
         sid = rec.request.session_id
         return StreamHandle(task_id, rec.correlation_id, rec.pool_id, sid, rec.channel)
 
@@ -226,6 +232,14 @@ class Orchestrator:
         """Return one pool's view; raises NotFound."""
         return self._st.pool_view(pool_id)
 
+    async def pool_log(self, pool_id: str, tail_lines: int) -> tuple[str | None, list[str]]:
+        """Return ``(log file, last lines)`` of the pool's engine; ``(None, [])`` for an
+        engine without a log. Raises NotFound. Awaits a small file read."""
+        engine = self._st.pool(pool_id).engine
+        if not isinstance(engine, EngineLog):
+            return None, []
+        return str(engine.log_path), await engine.read_log(tail_lines)
+
     def pool_views(self) -> list[PoolView]:
         gpu = self._st.gpu_probe.snapshot()
         return [poolmod.view(self._st.pools[p], gpu) for p in sorted(self._st.pools)]
@@ -242,6 +256,10 @@ class Orchestrator:
 
     def recent_ttfts(self) -> list[int]:
         return list(self._st.ttfts)
+
+    def session_count(self) -> int:
+        """Return how many sessions are kept (expired ones go at the next housekeeping tick)."""
+        return len(self._st.sessions)
 
     def session(self, session_id: str) -> SessionInfo:
         """Return a session's info; raises NotFound (also when expired)."""

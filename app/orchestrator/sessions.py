@@ -155,6 +155,7 @@ class SessionStore:
         if session is None:
             return None
         ttl_left = max(0, int((session.last_used + self.ttl_s - now) * 1000))
+        budgets = self.remaining(session_id, now)
         return SessionInfo(
             session_id=session.session_id,
             ttl_ms_remaining=ttl_left,
@@ -163,7 +164,10 @@ class SessionStore:
             kv_warmth=session.kv_warmth,
             kv_migrated=session.kv_migrated,
             last_pool_id=session.last_pool_id,
-            budgets=self.remaining(session_id, now),
+            budgets=budgets,
+            tokens_budget_remaining=budgets.tokens_remaining,
+            time_budget_remaining_ms=budgets.time_remaining_ms,
+            cost_budget_remaining=budgets.cost_remaining,
         )
 
     def delete(self, session_id: str) -> bool:

@@ -35,6 +35,8 @@ class OrchestratorConfig:
     full_policy: FullPolicy = FullPolicy.REJECT
     channel_cap: int = 32
     unopened_stream_timeout_s: float = 30.0
+    stream_start_grace_s: float = 0.5
+    housekeeping_interval_s: float = 1.0
     metrics_interval_s: float = 1.0
     session_ttl_s: float = 600.0
     session_max_turns: int = 8
@@ -108,7 +110,8 @@ class CoreState:
             self.metrics.queue_depth.labels(d.engine, d.engine_version, d.pool_id, prio.value).set(
                 pool.queues.depth(prio)
             )
-        self.metrics.kv_cache_usage_ratio.labels(d.pool_id).set(pool.busy / max(1, d.slots))
+        ratio = pool.busy / max(1, d.slots)
+        self.metrics.kv_cache_usage_ratio.labels(*self.metrics.identity(d)).set(ratio)
 
 
 def _build_pools(

@@ -39,12 +39,15 @@ class TaskRecord:
     dispatched_mono: float | None = None
     first_token_mono: float | None = None
     finished_mono: float | None = None
-    tokens_out: int = 0
+    tokens_out: int = 0  # tokens delivered (after a cancel: only those the reader took)
     finish_reason: FinishReason | None = None
     error: ErrorPayload | None = None
     runner: asyncio.Task[None] | None = None
     reader_attached: bool = False
     unopened_timer: asyncio.TimerHandle | None = None
+    deadline_timer: asyncio.TimerHandle | None = None
+    # set when the stream is opened or the start grace passes: decoding waits for it
+    start_gate: asyncio.Event = field(default_factory=asyncio.Event)
     kv_warm: bool = False
 
     @property
@@ -65,6 +68,13 @@ class TaskRecord:
                 "finish_reason": reason.value,
             },
         )
+
+    def stop_timers(self) -> None:
+        """Cancel the unopened-stream and deadline timers. Never blocks."""
+        for timer in (self.unopened_timer, self.deadline_timer):
+            if timer is not None:
+                timer.cancel()
+        self.unopened_timer = self.deadline_timer = None
 
     def error_event(self, code: ErrorCode, message: str, *, retriable: bool) -> ErrorEvent:
         """Record ``error`` on the task and return its ``error`` event."""
@@ -98,6 +108,12 @@ class TaskRecord:
         if self.first_token_mono is None or self.dispatched_mono is None:
             return None
         return int((self.first_token_mono - self.dispatched_mono) * 1000)
+
+    def first_token_since_admission_ms(self) -> int | None:
+        """Return ms from admission to the first token (queue wait included), None before it."""
+        if self.first_token_mono is None:
+            return None
+        return int((self.first_token_mono - self.created_mono) * 1000)
 
     def view(self, queue_position: int | None) -> TaskView:
         """Return the public view of the task."""

@@ -51,6 +51,7 @@ def run_gui(
     window_factory: Callable[[Bridge, str | None], MainWindow] | None = None,
     minimized: bool = False,
     backend_loop: LoopFactory = asyncio.new_event_loop,
+    on_repeat_signal: Callable[[], None] | None = None,
 ) -> int:
     """Run the desktop app until the user quits; return the process exit code.
 
@@ -58,8 +59,10 @@ def run_gui(
     ``backend_loop``; it builds the core, engines and API server), shows the
     window on this thread's qasync loop (only the tray icon when ``minimized``
     and a tray exists), and after quit runs the returned stop function on the
-    backend loop and ends that thread. Returns 1 when ``start()`` raises (its
-    message is shown with ``show_error``), else 0. Blocks for the whole session.
+    backend loop and ends that thread. A second SIGINT/SIGTERM calls
+    ``on_repeat_signal`` (from the main thread, e.g. to hurry the stop). Returns
+    1 when ``start()`` raises (its message is shown with ``show_error``), else 0.
+    Blocks for the whole session.
     """
     app = _application()
     loop = qasync.QEventLoop(app)
@@ -76,7 +79,7 @@ def run_gui(
 
     try:
         # SIGTERM/Ctrl+C quit cleanly from here on: the API serves before the window shows.
-        with _signals_quit(loop, finish):
+        with _signals_quit(loop, finish, on_repeat_signal):
             try:
                 orch, controls = backend.start()
             except Exception as exc:
@@ -262,13 +265,28 @@ def _serve_until_quit(
 
 
 @contextlib.contextmanager
-def _signals_quit(loop: asyncio.AbstractEventLoop, finish: Callable[[], None]) -> Iterator[None]:
+def _signals_quit(
+    loop: asyncio.AbstractEventLoop,
+    finish: Callable[[], None],
+    on_repeat: Callable[[], None] | None = None,
+) -> Iterator[None]:
     """Make Ctrl+C in the terminal and SIGTERM (logout, ``kill``) quit cleanly, so
-    engines are stopped and live streams closed; a timer lets Python see the signal."""
+    engines are stopped and live streams closed; a timer lets Python see the signal.
+    Every later signal calls ``on_repeat`` (to hurry the stop). The handlers run on
+    this (the main) thread, the only one Python lets install them."""
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in signals}
+    seen = [0]
+
+    def handler(_sig: int, _frame: object) -> None:
+        seen[0] += 1
+        if seen[0] == 1:
+            loop.call_soon_threadsafe(finish)
+        elif on_repeat is not None:
+            on_repeat()
+
     for sig in signals:
-        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(finish))
+        signal.signal(sig, handler)
     ticker = QTimer()
     ticker.timeout.connect(lambda: None)
     ticker.start(250)
@@ -276,8 +294,8 @@ def _signals_quit(loop: asyncio.AbstractEventLoop, finish: Callable[[], None]) -
         yield
     finally:
         ticker.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def install_error_handlers(loop: asyncio.AbstractEventLoop, bridge: Bridge) -> Callable[[], None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
@@ -12,7 +13,12 @@ class Banner(QFrame):
     Colours come from the palette's tooltip roles, so it follows light and dark themes.
     """
 
-    def __init__(self, text: str, parent: QWidget | None = None) -> None:
+    actionClicked = Signal()
+    """The optional action button (e.g. "Get a model") was clicked."""
+
+    def __init__(
+        self, text: str, parent: QWidget | None = None, *, action: str | None = None
+    ) -> None:
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setAutoFillBackground(True)
@@ -26,6 +32,10 @@ class Banner(QFrame):
         self.dismiss_button.clicked.connect(self.hide)
         box = QHBoxLayout(self)
         box.addWidget(self.label, 1)
+        self.action_button = QPushButton(action) if action else None
+        if self.action_button is not None:
+            self.action_button.clicked.connect(self.actionClicked)
+            box.addWidget(self.action_button)
         box.addWidget(self.dismiss_button)
         self.setAccessibleName("Notice")
         self.setAccessibleDescription(text)

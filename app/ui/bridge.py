@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import SignalInstance
 
+from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.contracts import (
     AdmissionResponse,
     DecisionRecord,
@@ -46,6 +47,7 @@ from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
 from app.orchestrator.ports import GpuInventory
 from app.orchestrator.service import Orchestrator
+from app.ui.models_client import ModelsClient
 
 #: The most signal emissions (or stream batches) per second a view receives.
 MAX_UPDATES_PER_S = 30
@@ -73,6 +75,9 @@ class AppControls(Protocol):
     def current_settings(self) -> Any:
         """Return the app.config.Settings in force."""
 
+    def model_catalog(self) -> ModelCatalog | None:
+        """Return the backend's model catalog, None when it runs without one."""
+
     async def apply_settings(self, settings: Any) -> None:
         """Validate, save atomically (worker thread) and apply ``settings``: re-bind
         the API server and update admission limits. Raises ValueError with the
@@ -80,6 +85,9 @@ class AppControls(Protocol):
 
 
 class Bridge(Protocol):
+    #: The Models view's way to the catalog; None when the backend has none.
+    models: ModelsClient | None
+
     """The window's view of the backend (see the module docstring for the rules)."""
 
     # ---- signals (Qt thread, coalesced, <= MAX_UPDATES_PER_S each) ------------------
@@ -161,6 +169,9 @@ class Bridge(Protocol):
 
     async def restart(self, pool_id: str) -> None:
         """Restart the pool's engine."""
+
+    async def pool_log(self, pool_id: str, tail_lines: int = 200) -> tuple[str | None, list[str]]:
+        """Return ``(log file, last lines)`` of the pool's engine; raises OrchError."""
 
     # ---- Qt-side helpers ----------------------------------------------------------------
 

@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QFont, QPainter, QPalette
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -17,6 +18,9 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMessageBox,
     QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
@@ -57,6 +61,51 @@ def describe(chat: ChatSummary) -> str:
     return " · ".join(x for x in (when, chat.model, chat.pool) if x)
 
 
+class TwoLineDelegate(QStyledItemDelegate):
+    """Paints a row's first line (the title) bold and its second line small and muted."""
+
+    def sizeHint(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
+        """Return room for two lines plus padding."""
+        height = option.fontMetrics.height()
+        return QSize(120, 2 * height + 12)
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionViewItem,
+        index: QModelIndex | QPersistentModelIndex,
+    ) -> None:
+        """Draw the selection background, the bold title and the muted details."""
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        title, _, details = str(index.data() or "").partition("\n")
+        opt.text = ""
+        style = opt.widget.style() if opt.widget else None
+        if style is not None:
+            style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        selected = bool(opt.state & QStyle.StateFlag.State_Selected)
+        palette: QPalette = opt.palette
+        role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
+        rect: QRect = opt.rect.adjusted(8, 4, -8, -4)
+        line = opt.fontMetrics.height()
+        painter.save()
+        bold = QFont(opt.font)
+        bold.setBold(True)
+        painter.setFont(bold)
+        painter.setPen(palette.color(role))
+        elided = painter.fontMetrics().elidedText(title, Qt.TextElideMode.ElideRight, rect.width())
+        painter.drawText(rect.x(), rect.y() + line - 3, elided)
+        small = QFont(opt.font)
+        small.setPointSizeF(max(6.0, small.pointSizeF() * 0.85))
+        painter.setFont(small)
+        if not selected:
+            painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))
+        painter.drawText(rect.x(), rect.y() + 2 * line, details)
+        painter.restore()
+
+
 class ChatSidebar(QWidget):
     """Saved chats, newest first. Emits ``openRequested(chat_id)``, ``newRequested``,
     ``deleted(chat_id)``, ``renamed(chat_id, title)`` and ``failed(sentence)``."""
@@ -87,7 +136,8 @@ class ChatSidebar(QWidget):
         self.search.setClearButtonEnabled(True)
         self.list = QListWidget()
         self.list.setAccessibleName("Saved chats")
-        self.list.setWordWrap(True)
+        self.list.setItemDelegate(TwoLineDelegate(self.list))
+        self.list.setUniformItemSizes(True)
         self.empty = QLabel("No saved chats yet. Type a message to start one.")
         self.empty.setWordWrap(True)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)

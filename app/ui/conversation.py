@@ -53,6 +53,12 @@ from app.ui.icons import GREY
 from app.ui.transcript import FLUSH_MS, Transcript
 
 Clock = Callable[[], float]
+EMPTY_CHAT = (
+    "Ask anything: type below and press Enter. Choose a model or pool above, and a "
+    "system prompt under Options. Chats are saved on the left."
+)
+NO_POOL = "No pool is running yet: add a model in Pools, then come back here."
+CONTEXT_FULL = "This conversation is full."
 TRIM_MARKER = "Earlier messages not sent to the model (they no longer fit its context)."
 
 
@@ -130,6 +136,7 @@ class Conversation(QWidget):
         self.max_tokens, self.temperature = o.max_tokens, o.temperature
         self.system_prompt = o.system_prompt
         self.transcript = Transcript(flush_ms=flush_ms)
+        self.transcript.setPlaceholderText(EMPTY_CHAT)
         self.transcript.linkClicked.connect(self._on_link)
         self.error_bar = ErrorBar()
         self.error_bar.actionRequested.connect(self._on_action)
@@ -203,6 +210,7 @@ class Conversation(QWidget):
         if key != self._pool_key:
             self._pool_key = key
             self.opts.set_pools(pools)
+            self.transcript.setPlaceholderText(EMPTY_CHAT if pools else NO_POOL)
 
     def _update_buttons(self) -> None:
         idle = not self.busy
@@ -438,7 +446,7 @@ class Conversation(QWidget):
         self.status.setText("Stopped." if canceled else "Done.")
         if context_cut(data, self._max_tokens):
             self.transcript.notice(CONTEXT_CUT, error=True)
-            self.error_bar.show_offer(CONTEXT_CUT, [Action.NEW_CHAT, Action.CONTINUE_NEW_CHAT])
+            self.error_bar.show_offer(CONTEXT_FULL, [Action.NEW_CHAT, Action.CONTINUE_NEW_CHAT])
 
     def _end_turn(self) -> None:
         if not self._life.alive:

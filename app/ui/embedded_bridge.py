@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
+from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.contracts import (
     AdmissionResponse,
     DecisionRecord,
@@ -34,6 +35,7 @@ from app.orchestrator.events import CoreEvent, PoolChanged, TaskChanged, TaskEve
 from app.orchestrator.ports import GpuInventory
 from app.orchestrator.service import Orchestrator
 from app.ui.bridge import MAX_UPDATES_PER_S, AppControls, BackendGone, CoreSample
+from app.ui.models_client import EmbeddedModels, ModelsClient, reload_with
 
 log = logging.getLogger("llama_orch.ui")
 
@@ -172,6 +174,9 @@ class _BackendControls:
     def log_path(self) -> str:
         return self._inner.log_path()
 
+    def model_catalog(self) -> ModelCatalog | None:
+        return getattr(self._inner, "model_catalog", lambda: None)()
+
     def current_settings(self) -> Any:
         return self._inner.current_settings()
 
@@ -220,6 +225,11 @@ class EmbeddedBridge(QObject):
         self._decisions: deque[DecisionRecord] = deque(maxlen=DECISION_CACHE)
         self._gpu = GpuInventory(gpus=(), at=0.0)
         self._detach: Callable[[], None] | None = None
+        catalog = getattr(controls, "model_catalog", lambda: None)()
+        self._catalog: ModelCatalog | None = catalog
+        self.models: ModelsClient | None = (
+            EmbeddedModels(catalog, orch, self.call) if catalog is not None else None
+        )
         if not runner.serving:
             raise BackendGone("the backend is not running")
         runner.call(self._attach(sample_interval_s)).result(timeout=30)
@@ -384,10 +394,17 @@ class EmbeddedBridge(QObject):
             act(pid)
 
     async def reload(self, pool_id: str, model_ref: str) -> ReloadResult:
-        return await self.call(self._orch.reload(pool_id, model_ref))
+        """Reload ``pool_id``; with a catalog the ref is resolved there and the
+        choice is written to the config (the GUI always persists)."""
+        if self._catalog is None:
+            return await self.call(self._orch.reload(pool_id, model_ref))
+        return await self.call(reload_with(self._catalog, self._orch, pool_id, model_ref, True))
 
     async def restart(self, pool_id: str) -> None:
         await self.call(self._orch.restart(pool_id))
+
+    async def pool_log(self, pool_id: str, tail_lines: int = 200) -> tuple[str | None, list[str]]:
+        return await self.call(self._orch.pool_log(pool_id, tail_lines))
 
     # ---- Qt-side helpers -----------------------------------------------------------------
 

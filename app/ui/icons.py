@@ -6,7 +6,7 @@ either a light or a dark window background, stay readable.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPen, QPixmap
 
 from app.orchestrator.lifecycle import PoolState
@@ -87,3 +87,51 @@ def app_icon() -> QIcon:
         painter.end()
         icon.addPixmap(pix)
     return icon
+
+
+TRAY_COLOURS = {"idle": BLUE, "busy": GREEN, "degraded": AMBER, "failed": RED}
+
+
+def tray_icon(state: str) -> QIcon:
+    """Return the branded tray icon for a tray state: the stream mark on a rounded
+    square, blue when idle, green when busy; degraded adds an amber "!" badge and
+    failed a red cross badge, so the states differ in shape as well as colour."""
+    icon = QIcon()
+    for size in (16, 22, 32, 64):
+        icon.addPixmap(_tray_pixmap(state, size))
+    return icon
+
+
+def _tray_pixmap(state: str, size: int) -> QPixmap:
+    pix = QPixmap(size, size)
+    pix.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pix)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    base = QColor(GREEN if state == "busy" else BLUE)
+    painter.setPen(QPen(base.darker(140), max(1.0, size / 20)))
+    painter.setBrush(QBrush(base))
+    painter.drawRoundedRect(QRectF(1, 1, size - 2, size - 2), size / 5, size / 5)
+    pen = QPen(QColor("white"), size / 10)
+    pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+    painter.setPen(pen)
+    for i, length in enumerate((0.5, 0.32, 0.42)):
+        y = size * (0.3 + 0.2 * i)
+        painter.drawLine(QPointF(size * 0.22, y), QPointF(size * (0.22 + length), y))
+    if state in ("degraded", "failed"):
+        _badge(painter, size, QColor(TRAY_COLOURS[state]), "!" if state == "degraded" else "\u00d7")
+    painter.end()
+    return pix
+
+
+def _badge(painter: QPainter, size: int, colour: QColor, mark: str) -> None:
+    radius = size * 0.26
+    centre = QPointF(size - radius - 0.5, size - radius - 0.5)
+    painter.setPen(QPen(QColor("white"), max(1.0, size / 24)))
+    painter.setBrush(QBrush(colour))
+    painter.drawEllipse(centre, radius, radius)
+    font = painter.font()
+    font.setBold(True)
+    font.setPixelSize(max(6, int(radius * 1.6)))
+    painter.setFont(font)
+    box = QRectF(centre.x() - radius, centre.y() - radius, 2 * radius, 2 * radius)
+    painter.drawText(box, Qt.AlignmentFlag.AlignCenter, mark)

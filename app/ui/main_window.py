@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMenu,
-    QMessageBox,
     QSystemTrayIcon,
     QTabWidget,
     QToolButton,
@@ -22,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ui.api_urls import api_urls
 from app.ui.banner import Banner
 from app.ui.bridge import Bridge
 from app.ui.chat_panel import ChatPanel
@@ -30,29 +30,17 @@ from app.ui.decisions_view import DecisionsView
 from app.ui.desktop_menus import DesktopActions
 from app.ui.icons import app_icon
 from app.ui.metrics_view import MetricsView
-from app.ui.pools_view import ModelChooser, PoolsView
+from app.ui.models_view import ModelsView
+from app.ui.pools_view import AskYesNo, ModelChooser, PoolsView, ask_yes_no
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.tasks_view import TasksView
 from app.ui.tray import PauseAdmissions, Tray
 
-Ask = Callable[[QWidget, str, str], bool]
-"""Ask a yes/no question (parent, title, text); returns True for yes. Blocks (modal)."""
+Ask = AskYesNo
 
 ERROR_SHOWN_MS = 10_000
 ERRORS_KEPT = 50
-TAB_TITLES = ("&Pools", "&Chat", "&Decisions", "&Metrics", "&Tasks && logs")
-
-
-def ask_yes_no(parent: QWidget, title: str, text: str) -> bool:
-    """Ask with a modal QMessageBox (blocks in a nested event loop); True for Yes."""
-    answer = QMessageBox.question(
-        parent,
-        title,
-        text,
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
+TAB_TITLES = ("&Pools", "&Chat", "&Decisions", "&Metrics", "&Tasks && logs", "M&odels")
 
 
 class MainWindow(QMainWindow):
@@ -104,20 +92,26 @@ class MainWindow(QMainWindow):
         self, choose_model: ModelChooser | None, banner: str | None, store: ChatStore | None
     ) -> None:
         b = self._bridge
-        self.pools_view = PoolsView(b, choose_model=choose_model)
+        self.pools_view = PoolsView(b, choose_model=choose_model, ask=self._ask)
         self.chat = ChatPanel(b, store=store)
         self.chat.navigate.connect(self.navigate)
         self.decisions = DecisionsView(b)
         self.chat.taskLabelled.connect(self.decisions.set_label)
         self.metrics = MetricsView(b)
         self.tasks = TasksView(b)
+        self.models_view = ModelsView(b)
+        self.pools_view.getModel.connect(self.show_models)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        pages = (self.pools_view, self.chat, self.decisions, self.metrics, self.tasks)
+        pages = (
+            self.pools_view, self.chat, self.decisions, self.metrics, self.tasks, self.models_view
+        )  # fmt: skip
         for page, title in zip(pages, TAB_TITLES, strict=True):
             self.tabs.addTab(page, title)
         self.tabs.currentChanged.connect(self._on_tab)
-        self.banner = Banner(banner) if banner else None
+        self.banner = Banner(banner, action="Get a model") if banner else None
+        if self.banner is not None:
+            self.banner.actionClicked.connect(self.show_models)
         central = QWidget()
         box = QVBoxLayout(central)
         box.setContentsMargins(4, 4, 4, 4)
@@ -173,9 +167,11 @@ class MainWindow(QMainWindow):
     # ---- status bar and errors ---------------------------------------------------------
 
     def _update_api_label(self) -> None:
-        text = f"API: {self._bridge.controls.api_url()}"
+        urls = api_urls(self._bridge.controls.api_url())
+        text = "API: " + " · ".join(urls)
         if self.api_label.text() != text:
             self.api_label.setText(text)
+            self.api_label.setToolTip("\n".join(urls))
 
     def _on_sample(self, _sample: Any) -> None:
         self._update_api_label()
@@ -205,10 +201,12 @@ class MainWindow(QMainWindow):
     def _on_tab(self, _index: int) -> None:
         if self.tabs.currentWidget() is self.chat:
             self.chat.focus_composer()
+        elif self.tabs.currentWidget() is self.models_view:
+            self.models_view.refresh()
 
     def show_models(self) -> None:
-        """Show where models are chosen (the Pools view, until a Models view exists)."""
-        self.tabs.setCurrentWidget(self.pools_view)
+        """Show the Models view (search, download, use on a pool)."""
+        self.tabs.setCurrentWidget(self.models_view)
 
     def navigate(self, action: str) -> None:
         """Carry out a chat's error action: open Models, Settings, Pools or the logs."""

@@ -195,12 +195,6 @@ class Chart:
         top = self.y_max if self.y_max is not None else max(1.0, highest * 1.1)
         self.plot.setYRange(0, top, padding=0)
 
-    def set_note(self, note: str) -> None:
-        """Show ``note`` after the title (empty for none)."""
-        text = f"{self.title} ({note})" if note else self.title
-        if self.plot.titleLabel.text != text:
-            self.plot.setTitle(text)
-
     def set_window(self, window_s: float) -> None:
         self.plot.setXRange(-window_s, 0, padding=0.01)
 
@@ -247,9 +241,13 @@ class MetricsView(QWidget):
         label = QLabel("&Window:", self)
         label.setBuddy(self.window_box)
         self.status = QLabel("Waiting for the first sample…", self)
+        self.no_gpu = QLabel("No GPU on this machine, so there are no GPU charts.", self)
+        self.no_gpu.setVisible(False)
         bar = QHBoxLayout()
         bar.addWidget(label)
         bar.addWidget(self.window_box)
+        bar.addSpacing(16)
+        bar.addWidget(self.no_gpu)
         bar.addStretch(1)
         bar.addWidget(self.status)
         grid = QGridLayout()
@@ -299,9 +297,10 @@ class MetricsView(QWidget):
             for key, ring in table.items():
                 highest = max(highest, chart.show(label.format(key), ring, now, win))
             chart.fit_y(highest)
-        no_gpu = "no GPU found" if not h.gpu_util else ""
-        charts["gpu_util"].set_note(no_gpu)
-        charts["vram"].set_note(no_gpu)
+        has_gpu = bool(h.gpu_util)
+        for name in ("gpu_util", "vram"):
+            charts[name].widget.setVisible(has_gpu)
+        self.no_gpu.setVisible(not has_gpu)
         self.status.setText(self._status_text())
 
     def _status_text(self) -> str:

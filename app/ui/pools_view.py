@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -18,10 +18,12 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -33,6 +35,8 @@ from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import GpuInfo, GpuInventory
 from app.ui.bridge import Bridge
 from app.ui.icons import RED, badge_stylesheet, state_colour
+from app.ui.pool_log_pane import FileOpener, PoolLogPane
+from app.ui.pool_tuning import Tuner, ask_tuning
 
 ModelChooser = Callable[[QWidget, PoolView], str | None]
 """Ask the user for a model for a pool; returns a GGUF path (llamacpp) or a model
@@ -174,6 +178,12 @@ class PoolCard(QFrame):
         self.reload_button = QPushButton("Reload…")
         self.restart_button = QPushButton("Restart")
         self.set_model_button = QPushButton("Set model…")
+        self.tune_button = QPushButton("Tune…")
+        self.tune_button.clicked.connect(lambda: self._view.tune(self.pool_id))
+        self.tune_button.setAccessibleName(f"Tune the llama-server settings of pool {self.pool_id}")
+        self.log_button = QPushButton("Log")
+        self.log_button.clicked.connect(lambda: self._view.log_pane.show_pool(self.pool_id))
+        self.log_button.setAccessibleName(f"Show the engine log of pool {self.pool_id}")
         self.drain_button.clicked.connect(lambda: self._view.toggle_drain(self.pool_id))
         self.reload_button.clicked.connect(lambda: self._view.choose_and_reload(self.pool_id))
         self.set_model_button.clicked.connect(lambda: self._view.choose_and_reload(self.pool_id))
@@ -193,6 +203,8 @@ class PoolCard(QFrame):
         for b in (self.drain_button, self.reload_button, self.set_model_button):
             buttons.addWidget(b)
         buttons.addWidget(self.restart_button)
+        buttons.addWidget(self.tune_button)
+        buttons.addWidget(self.log_button)
         buttons.addStretch(1)
         box = QVBoxLayout(self)
         box.addLayout(head)
@@ -215,9 +227,9 @@ class PoolCard(QFrame):
         failed = pool.state is PoolState.FAILED
         self.detail.setStyleSheet(f"color: {RED};" if failed else "")
         self.detail.setVisible(show_detail)
-        needs_model = pool.state is PoolState.NEEDS_MODEL
-        self.set_model_button.setVisible(needs_model)
-        self.reload_button.setVisible(not needs_model)
+        wants_model = pool.state is PoolState.NEEDS_MODEL or pool.demo
+        self.set_model_button.setVisible(wants_model)  # the banner points here on demo
+        self.reload_button.setVisible(not wants_model)
         self.drain_button.setText("Resume" if pool.draining else "Drain")
 
 
@@ -253,8 +265,24 @@ class GpuCard(QGroupBox):
         self.readings.setText(gpu_readings(gpu))
 
 
+AskYesNo = Callable[[QWidget, str, str], bool]
+"""Ask a yes/no question (parent, title, text); True for yes. Blocks (modal)."""
+
+
+def ask_yes_no(parent: QWidget, title: str, text: str) -> bool:
+    """Ask with a modal QMessageBox; True for Yes."""
+    buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+    answer = QMessageBox.question(parent, title, text, buttons, QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
 class PoolsView(QWidget):
-    """The Pools tab. ``choose_model`` is injectable so tests need no dialog."""
+    """The Pools tab. ``choose_model`` is injectable so tests need no dialog.
+
+    While no pool serves a real model, a "Get a model" button leads to the Models
+    view (``getModel``)."""
+
+    getModel = Signal()
 
     def __init__(
         self,
@@ -262,10 +290,16 @@ class PoolsView(QWidget):
         parent: QWidget | None = None,
         *,
         choose_model: ModelChooser | None = None,
+        ask: AskYesNo | None = None,
+        open_file: FileOpener | None = None,
+        tuner: Tuner | None = None,
     ) -> None:
         super().__init__(parent)
         self._bridge = bridge
+        self._tuner = tuner or ask_tuning
+        self.log_pane = PoolLogPane(bridge, opener=open_file)
         self._choose = choose_model or default_model_chooser
+        self._ask = ask or ask_yes_no
         self.rates = TokenRates()
         """Tokens/s per pool, updated once per sample (the tray reads them too)."""
         self._pools: dict[str, PoolView] = {}
@@ -293,10 +327,16 @@ class PoolsView(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self._cards)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(scroll)
+        split.addWidget(self.log_pane)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setSizes([600, 200])  # the cards first; the log below, resizable
         box = QVBoxLayout(self)
         box.addWidget(self.hint)
         box.addWidget(self.result)
-        box.addWidget(scroll, 1)
+        box.addWidget(split, 1)
 
     # ---- state in ----------------------------------------------------------
 
@@ -304,6 +344,7 @@ class PoolsView(QWidget):
         """Show ``pools`` on ``inventory``; rebuild the cards only when the set changes."""
         self._pools = {p.pool_id: p for p in pools}
         self._inventory = inventory
+        self.log_pane.set_pools(sorted(self._pools))
         key = (
             tuple(g.index for g in inventory.gpus),
             tuple((p.pool_id, p.device_mask) for p in pools),
@@ -344,6 +385,12 @@ class PoolsView(QWidget):
             if widget is not None:
                 widget.deleteLater()
         self.gpu_cards, self.other_card, self.pool_cards = {}, None, {}
+        self.get_model_button: QPushButton | None = None
+        if not any(p.state is PoolState.READY and not p.demo for p in self._pools.values()):
+            self.get_model_button = QPushButton("Get a model…")
+            self.get_model_button.setToolTip("Search Hugging Face and download a GGUF model")
+            self.get_model_button.clicked.connect(self.getModel)
+            self._cards_box.addWidget(self.get_model_button, 0, Qt.AlignmentFlag.AlignLeft)
         per_gpu, others = group_pools(list(self._pools.values()), self._inventory.gpus)
         for gpu, pools in per_gpu:
             card = GpuCard(gpu)
@@ -416,16 +463,57 @@ class PoolsView(QWidget):
         except OrchError as exc:
             self.result.setText(f"Reload of pool {pool_id} refused: {exc.message}")
             return
-        if res.ok:
-            self.result.setText(f"Pool {pool_id} now serves {res.model}. {res.message}")
+        if res.ok:  # the engine's message often says the same: say it once
+            said = res.model in res.message
+            self.result.setText(res.message if said else f"Pool {pool_id} now serves {res.model}.")
         else:
             self.result.setText(f"Reload of pool {pool_id} failed: {res.message}")
 
+    def tune(self, pool_id: str) -> None:
+        """Ask for new llama-server settings (modal) and apply them: an atomic reload of
+        the pool, then the config is saved. Never blocks beyond the dialog."""
+        settings = self._bridge.controls.current_settings()
+        pool = next((p for p in getattr(settings, "pools", []) if p.id == pool_id), None)
+        if pool is None or pool.engine != "llamacpp":
+            self.result.setText(f"Pool {pool_id} does not run llama-server; nothing to tune.")
+            return
+        try:
+            values = self._tuner(self, pool.model_dump())
+        except ValueError as exc:
+            self.result.setText(f"Pool {pool_id} not changed: {exc}")
+            return
+        if values is None:
+            return
+        pools = [p.model_copy(update=values) if p.id == pool_id else p for p in settings.pools]
+        self.result.setText(f"Restarting pool {pool_id} with the new settings beside the old…")
+        new = settings.model_copy(update={"pools": pools})
+        self._bridge.run(self._apply_tuning(pool_id, new), f"tuning pool {pool_id}")
+
+    async def _apply_tuning(self, pool_id: str, settings: Any) -> None:
+        try:
+            await self._bridge.controls.apply_settings(settings)
+        except ValueError as exc:
+            self.result.setText(f"Pool {pool_id} not changed: {exc}")
+            return
+        self.result.setText(f"Pool {pool_id} runs with the new settings; saved to the config.")
+
     def restart(self, pool_id: str) -> None:
-        """Restart the pool's engine in the background. Never blocks."""
+        """Ask first (modal), then restart the pool's engine in the background."""
+        question = (
+            f"Restart pool {pool_id}? Its running answers stop and the model loads again, "
+            "which can take a while."
+        )
+        if not self._ask(self, "Restart the pool?", question):
+            return
         self.result.setText(f"Restarting pool {pool_id}…")
         self._bridge.run(self._restart(pool_id), f"restart of pool {pool_id}")
 
     async def _restart(self, pool_id: str) -> None:
         await self._bridge.restart(pool_id)
-        self.result.setText(f"Pool {pool_id} restarted.")
+        pool = self._pools.get(pool_id)
+        if pool is not None and pool.ready:
+            self.result.setText(f"Pool {pool_id} is serving again.")
+        else:
+            self.result.setText(
+                f"Pool {pool_id} is starting again; its badge turns ready when it serves."
+            )

@@ -11,6 +11,7 @@ refusal is shown in the dialog and nothing changes.
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import tomllib
 from collections.abc import Mapping
@@ -116,6 +117,8 @@ class SettingsDialog(QDialog):
         layout.addWidget(self._server_group())
         layout.addWidget(self._lan_group())
         layout.addWidget(self._admission_group())
+        layout.addWidget(self._sessions_group())
+        layout.addWidget(self._files_label())
         self.login_section = LoginSection(self, self.login_switches, self)
         layout.addWidget(self.login_section)
         self.env_label = QLabel(self)
@@ -191,11 +194,42 @@ class SettingsDialog(QDialog):
         self.capacity_box.setAccessibleName("Queue capacity per pool and priority")
         form.addRow("&Queue capacity:", self.capacity_box)
         self.policy_box = QComboBox(group)
-        self.policy_box.addItem("Reject new tasks (429)", "reject")
+        self.policy_box.addItem("Reject new tasks (the client retries later)", "reject")
         self.policy_box.addItem("Drop the oldest queued task", "drop-lru")
         self.policy_box.setAccessibleName("Full queue policy")
         form.addRow("When &full:", self.policy_box)
         return group
+
+    def _sessions_group(self) -> QGroupBox:
+        group = QGroupBox("Sessions and inference (used from the next start)", self)
+        form = QFormLayout(group)
+        self.cpu_box = QCheckBox("Allow pools on the &CPU (slow; for demos and tests)", group)
+        form.addRow(self.cpu_box)
+        self.ttl_box = _spin(group, 1, 86_400, " s", "Session lifetime in seconds")
+        form.addRow("Session &lifetime:", self.ttl_box)
+        self.turns_box = _spin(group, 0, 1_000_000, "", "Turns per session, 0 for unlimited")
+        self.turns_box.setSpecialValueText("unlimited")
+        form.addRow("T&urns per session:", self.turns_box)
+        self.budget_box = _spin(group, 0, 1_000_000_000, " tokens", "Token budget per session")
+        self.budget_box.setSpecialValueText("unlimited")
+        form.addRow("Token &budget per session:", self.budget_box)
+        form.addRow(
+            QLabel("Limits apply to API clients; chats here carry on in a new session.", group)
+        )
+        return group
+
+    def _files_label(self) -> QLabel:
+        config = Path(self.controls.config_path())
+        logs = Path(self.controls.log_path()).parent
+        self.files_label = QLabel(
+            f"Config file: <a href='{config.as_uri()}'>{html.escape(str(config))}</a>"
+            f" · Logs: <a href='{logs.as_uri()}'>{html.escape(str(logs))}</a>",
+            self,
+        )
+        self.files_label.setOpenExternalLinks(True)
+        self.files_label.setWordWrap(True)
+        self.files_label.setAccessibleName("Config file and logs folder")
+        return self.files_label
 
     def _load(self, settings: Settings) -> None:
         server = settings.server
@@ -209,6 +243,10 @@ class SettingsDialog(QDialog):
         self.policy_box.setCurrentIndex(
             max(0, self.policy_box.findData(settings.admission.full_policy))
         )
+        self.cpu_box.setChecked(settings.allow_cpu_inference)
+        self.ttl_box.setValue(settings.sessions.ttl_s)
+        self.turns_box.setValue(settings.sessions.max_turns)
+        self.budget_box.setValue(settings.sessions.token_budget)
         overrides = settings.env_overrides
         self.env_label.setText(
             "".join(
@@ -323,7 +361,21 @@ class SettingsDialog(QDialog):
             }
         )
         server = self.settings.server.model_copy(update=update)
-        return self.settings.model_copy(update={"server": server, "admission": admission})
+        sessions = self.settings.sessions.model_copy(
+            update={
+                "ttl_s": self.ttl_box.value(),
+                "max_turns": self.turns_box.value(),
+                "token_budget": self.budget_box.value(),
+            }
+        )
+        return self.settings.model_copy(
+            update={
+                "server": server,
+                "admission": admission,
+                "sessions": sessions,
+                "allow_cpu_inference": self.cpu_box.isChecked(),
+            }
+        )
 
     async def validated(self) -> Settings:
         """Return the edited settings validated as loading would (token file read,
@@ -388,6 +440,14 @@ class SettingsDialog(QDialog):
         self.new_token = None
         self.token_field.clear()
         super().done(result)
+
+
+def _spin(parent: QWidget, low: int, high: int, suffix: str, name: str) -> QSpinBox:
+    box = QSpinBox(parent)
+    box.setRange(low, high)
+    box.setSuffix(suffix)
+    box.setAccessibleName(name)
+    return box
 
 
 def _is_loopback_bind(bind: str) -> bool:

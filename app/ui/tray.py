@@ -7,6 +7,7 @@ an inert object when the desktop has no system tray: no icon, no crash, and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
@@ -17,8 +18,9 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon, QWidget
 
 from app.orchestrator.contracts import PoolView
 from app.orchestrator.lifecycle import PoolState
+from app.ui.api_urls import api_urls
 from app.ui.bridge import Bridge
-from app.ui.icons import status_icon
+from app.ui.icons import tray_icon
 from app.ui.pools_view import TokenRates
 
 SATURATION = 0.8
@@ -154,12 +156,13 @@ class Tray(QObject):
         self.show_action = self.menu.addAction("Hide window")
         self.show_action.triggered.connect(self.toggle_window)
         self.menu.addAction(pause_action)
-        copy = self.menu.addAction("Copy API URL")
-        copy.triggered.connect(self.copy_api_url)
+        self.copy_menu = self.menu.addMenu("Copy API URL")
+        self.copy_menu.aboutToShow.connect(self._fill_copy_menu)
+        self._fill_copy_menu()
         self.menu.addSeparator()
         self.menu.addAction(quit_action)
         self.menu.aboutToShow.connect(self._label_show_action)
-        self.icon = QSystemTrayIcon(status_icon(self.status.value), self)
+        self.icon = QSystemTrayIcon(tray_icon(self.status.value), self)
         self.icon.setContextMenu(self.menu)
         self.icon.setToolTip(self.tooltip)
         self.icon.activated.connect(self._on_activated)
@@ -188,9 +191,14 @@ class Tray(QObject):
             self._window.raise_()
             self._window.activateWindow()
 
-    def copy_api_url(self) -> None:
-        """Put the API's base URL on the clipboard."""
-        QGuiApplication.clipboard().setText(self._bridge.controls.api_url())
+    def copy_api_url(self, url: str | None = None) -> None:
+        """Put ``url`` (default: the first usable API URL) on the clipboard."""
+        QGuiApplication.clipboard().setText(url or api_urls(self._bridge.controls.api_url())[0])
+
+    def _fill_copy_menu(self) -> None:
+        self.copy_menu.clear()
+        for url in api_urls(self._bridge.controls.api_url()):
+            self.copy_menu.addAction(url, functools.partial(self.copy_api_url, url))
 
     # ---- status ---------------------------------------------------------------
 
@@ -220,7 +228,7 @@ class Tray(QObject):
         changed, self.status = status != self.status, status
         if self.icon is not None:
             if changed:
-                self.icon.setIcon(status_icon(status.value))
+                self.icon.setIcon(tray_icon(status.value))
             self.icon.setToolTip(self.tooltip)
 
     def _on_pools(self, pools: Sequence[PoolView]) -> None:
@@ -259,4 +267,4 @@ class Tray(QObject):
         """Record a notification and show it as a tray balloon when a tray exists."""
         self.notifications.append((title, message))
         if self.icon is not None:
-            self.icon.showMessage(title, message, status_icon(self.status.value), 8000)
+            self.icon.showMessage(title, message, tray_icon(self.status.value), 8000)

@@ -21,6 +21,7 @@ async def test_capabilities_match_openapi_and_settings(make_api: MakeApi) -> Non
     assert caps["api_version"] == doc["info"]["version"] == API_VERSION
     assert caps["engines"] == [
         {"engine": "mock", "engine_version": "mock-1", "ctx_max": 8192,
+         "supported_workloads": ["completion"], "max_tokens_out": 8192,
          "workloads": ["completion"], "concurrency": 3}
     ]  # fmt: skip
     assert caps["rate_limits"] == {"queue_capacity": 16, "full_policy": "reject"}
@@ -40,6 +41,11 @@ async def test_pools_and_health(make_api: MakeApi) -> None:
         "detail": "", "queue": {"interactive": 0, "batch": 0}, "slots_busy": 0,
         "slots_total": 1, "vram_total_bytes": None, "vram_free_bytes": None,
         "gpu_utilization": None,
+        "metrics": {
+            "queue_depth": 0, "slots_busy": 0, "slots_total": 1, "kv_cache_usage_ratio": 0.0,
+            "tokens_per_s": None, "first_token_ms": None, "gpu_utilization": None,
+            "vram_free_bytes": None, "crashes_recent": 0,
+        },
     }  # fmt: skip
     assert (await api.client.get("/v1/pools/zzz/health")).status == 404
 
@@ -72,9 +78,10 @@ async def test_drain_without_body_uses_the_default_deadline(make_api: MakeApi) -
 async def test_reload_reports_success_and_rollback(make_api: MakeApi) -> None:
     api = await make_api(MockSpec("a", tokens_per_s=0, model="old"))
     bad = await api.client.post("/v1/pools/a/reload", json={"model_ref": "bad-model"})
-    assert bad.status == 200
+    assert bad.status == 409
     body = await bad.json()
-    assert body["ok"] is False and body["model"] == "old" and "still serving old" in body["message"]
+    assert body["code"] == "RELOAD_FAILED" and "still serving old" in body["message"]
+    assert (await (await api.client.get("/v1/pools")).json())[0]["model"] == "old"
     good = await api.client.post("/v1/pools/a/reload", json={"model_ref": "new"})
     assert (await good.json())["ok"] is True
     assert (await (await api.client.get("/v1/pools")).json())[0]["model"] == "new"
@@ -106,6 +113,7 @@ async def test_metrics_exposition(make_api: MakeApi) -> None:
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await resp.text()
-    assert "tasks_enqueued_total 1.0" in text
+    labels = 'engine="mock",engine_version="mock-1",pool_id="m0",priority="interactive"'
+    assert f'tasks_enqueued_total{{{labels},replica_id="r0"}} 1.0' in text
     assert 'queue_depth{engine="mock",engine_version="mock-1",pool_id="m0"' in text
     assert "process_resident_memory_bytes" in text

@@ -37,7 +37,10 @@ async def test_enqueue_returns_admission(make_api: MakeApi) -> None:
         ({"prompt": "x", "temperature": 9, "priority": "urgent"}, ["priority", "temperature"]),
         ({"prompt": "x", "bogus": 1}, ["bogus"]),
         ({"prompt": "x", "placement": {"mode": "pin"}}, ["placement"]),
-        ({"max_tokens": 3}, ["body: give exactly one of 'prompt' or 'messages'"]),
+        (
+            {"prompt": "x", "messages": [{"role": "user", "content": "y"}]},
+            ["body: give only one of 'prompt', 'messages' or 'inputs'"],
+        ),
         ([1, 2], ["body"]),
     ],
 )

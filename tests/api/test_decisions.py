@@ -7,6 +7,8 @@ import asyncio
 from app.engine_host.mock import MockSpec
 from tests.api.conftest import MakeApi
 
+LIVE = ("dispatched", "streaming")
+
 
 async def test_a_429_shows_as_a_refusal(make_api: MakeApi) -> None:
     api = await make_api(MockSpec("a", tokens_per_s=5), queue_capacity=1)
@@ -48,4 +50,17 @@ async def test_resume_cancels_the_drain_deadline(make_api: MakeApi) -> None:
     assert (await api.client.post("/v1/pools/a/resume")).status == 200
     assert (await api.client.post("/v1/pools/a/drain", json={"deadline_ms": 60_000})).status == 202
     await asyncio.sleep(0.3)
-    assert (await (await api.client.get(f"/v1/tasks/{task}")).json())["state"] == "streaming"
+    assert (await (await api.client.get(f"/v1/tasks/{task}")).json())["state"] in LIVE
+
+
+async def test_the_openapi_document_describes_the_decision_fields(make_api: MakeApi) -> None:
+    api = await make_api()
+    schemas = (await (await api.client.get("/openapi.json")).json())["components"]["schemas"]
+    decision, candidate = schemas["DecisionRecord"], schemas["CandidateRecord"]
+    assert decision["properties"]["outcome"]["enum"] == ["admitted", "refused"]
+    assert {"outcome", "pool_id"} <= set(decision["required"])
+    assert {"refusal_code", "refusal_reason", "deciding_key"} <= set(decision["properties"])
+    assert candidate["properties"]["outcome"]["enum"] == [
+        "selected", "outranked", "filtered", "refused",
+    ]  # fmt: skip
+    assert {"rank_key", "rank", "filter"} <= set(candidate["properties"])

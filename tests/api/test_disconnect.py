@@ -35,6 +35,8 @@ async def test_disconnect_mid_stream_aborts_the_engine_request(make_api: MakeApi
 async def test_disconnect_while_queued_cancels_the_queued_task(make_api: MakeApi) -> None:
     api = await make_api(MockSpec("m0", tokens_per_s=0, hang_after_tokens=0))
     blocker = await api.submit(max_tokens=5)
+    # nobody reads the blocker: it reaches the engine after the start grace
+    await wait_until(lambda: api.orch.task(blocker).state == "streaming")
     queued = await api.submit(max_tokens=5)
     stream = await api.client.get(f"/v1/tasks/{queued}/stream")
     assert stream.status == 200

@@ -196,7 +196,7 @@ async def test_without_a_limit_the_answer_may_fill_the_context(make_api: MakeApi
 # ---- parameters ----------------------------------------------------------------------
 
 
-async def test_parameters_pass_through_and_unknown_fields_are_ignored(make_api: MakeApi) -> None:
+async def test_parameters_pass_through_and_hints_are_ignored(make_api: MakeApi) -> None:
     api = await make_api(
         MockSpec("m0", model="mock-a", tokens_per_s=0), engine_class=RecordingEngine
     )
@@ -216,6 +216,7 @@ async def test_parameters_pass_through_and_unknown_fields_are_ignored(make_api: 
     sent = api.engines[0].requests[-1]  # type: ignore[attr-defined]
     assert [(m.role, m.content) for m in sent.messages] == [("system", "be brief"), ("user", "ab")]
     assert (sent.max_tokens, sent.temperature, sent.seed, list(sent.stop)) == (2, 0.2, 11, ["END"])
+    assert sent.options == {"top_p": 0.5, "frequency_penalty": 0, "logit_bias": {}, "tools": []}
     plain = {"model": "mock-a", "prompt": "p", "max_tokens": 1, "stop": ["a", "b"]}
     assert (await api.client.post(COMPLETIONS, json=plain)).status == 200
     sent = api.engines[0].requests[-1]  # type: ignore[attr-defined]
@@ -245,7 +246,7 @@ async def test_refusals_in_openai_shape(make_api: MakeApi) -> None:
         (CHAT, chat(n=2), 400, "invalid_params", "n"),
         (CHAT, chat(temperature=7), 400, "invalid_params", "temperature"),
         (CHAT, {"model": "mock-a"}, 400, "invalid_params", "messages"),
-        (CHAT, {"model": "mock-a", "messages": [{"role": "tool", "content": "x"}]}, 400,
+        (CHAT, {"model": "mock-a", "messages": [{"role": "function", "content": "x"}]}, 400,
          "invalid_params", "messages.0.role"),
         (COMPLETIONS, {"model": "mock-a", "prompt": ["a", "b"]}, 400, "invalid_params", "prompt"),
         (COMPLETIONS, [1, 2], 400, "invalid_params", None),
@@ -373,6 +374,8 @@ async def test_disconnect_while_queued_cancels_stream_and_whole_requests(
 ) -> None:
     api = await _api(make_api, hang_after_tokens=0)
     blocker = await api.submit(max_tokens=5)
+    # nobody reads the blocker: it reaches the engine after the start grace
+    await wait_until(lambda: api.orch.task(blocker).state == "streaming")
     streamed = await api.client.post(CHAT, json=chat(stream=True))
     queued = streamed.headers["X-Orch-Task-Id"]
     assert api.orch.task(queued).state == "queued"

@@ -134,3 +134,34 @@ async def test_app_cleanup_alone_closes_live_streams(
         tail = (await stream.content.read()).decode()
     assert tail.endswith('"message":"server shutting down","retriable":true}\n\n')
     assert orch.task(task_id).state == "canceled"
+
+
+async def test_rebind_to_another_address_on_the_same_port(
+    orch: Orchestrator, http: aiohttp.ClientSession
+) -> None:
+    """Settings' "Serve on local network": 127.0.0.1:P -> 0.0.0.0:P, and back on failure."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    server = ApiServer(orch, ApiSettings(bind_port=port))
+    await server.start()
+    try:
+        lan = ApiSettings(bind_host="0.0.0.0", bind_port=port, auth_token="t")
+        await server.rebind(lan)
+        assert server.url == f"http://0.0.0.0:{port}"
+        assert await _status(http, f"http://127.0.0.1:{port}/v1/pools") == 401  # token now
+        with socket.socket() as other:  # 0.0.0.0:P is ours now
+            other.bind(("127.0.0.1", 0))
+            assert other.connect_ex(("127.0.0.1", port)) == 0
+
+        back = ApiSettings(bind_port=port)
+        await server.rebind(back)
+        assert server.url == f"http://127.0.0.1:{port}"
+        assert await _status(http, f"http://127.0.0.1:{port}/v1/pools") == 200
+
+        unreachable = ApiSettings(bind_host="203.0.113.7", bind_port=port, auth_token="t")
+        with pytest.raises(OSError, match=f"203.0.113.7:{port}"):
+            await server.rebind(unreachable)
+        assert server.url == f"http://127.0.0.1:{port}" and server.settings == back
+        assert await _status(http, f"http://127.0.0.1:{port}/v1/pools") == 200
+    finally:
+        await server.stop()

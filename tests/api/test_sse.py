@@ -138,3 +138,21 @@ async def test_budget_headers_when_the_session_has_budgets(make_api: MakeApi) ->
     await api.client.post(f"/v1/tasks/{task_id}/cancel")
     assert parse_frames(await stream.read())[-1][0] == "end"
     await wait_until(lambda: api.orch.live_task_count() == 0)
+
+
+async def test_one_request_form_answers_with_the_stream(make_api: MakeApi) -> None:
+    """POST /v1/tasks with Accept: text/event-stream streams at once (no 202, no GET)."""
+    api = await make_api(MockSpec("m0", tokens_per_s=0), clock=FixedClock())
+    headers = {"X-Correlation-Id": "cid-1", "Accept": "text/event-stream"}
+    body = {"prompt": "hello", "max_tokens": 5, "seed": 3}
+    resp = await api.client.post("/v1/tasks", json=body, headers=headers)
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    assert resp.headers["Cache-Control"] == "no-cache"
+    task_id = resp.headers["X-Orch-Task-Id"]
+    assert resp.headers["Location"] == f"/v1/tasks/{task_id}/stream"
+    assert await resp.read() == EXPECTED_BODY
+    done = await api.client.get(f"/v1/tasks/{task_id}")
+    assert (await done.json())["state"] == "done"
+    plain = await api.client.post("/v1/tasks", json=body)
+    assert plain.status == 202  # the two-step form stays the default

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -19,7 +20,12 @@ from app.engine_host.llamacpp import (
     model_id_for,
     resolve_model_ref,
 )
-from app.engine_host.llamacpp_launch import build_command, engine_env, missing_gpus_sentence
+from app.engine_host.llamacpp_launch import (
+    build_command,
+    engine_env,
+    features_from_props,
+    missing_gpus_sentence,
+)
 from app.engine_host.restart_policy import RestartPolicy
 from app.orchestrator.contracts import ChatMessage, ErrorCode
 from app.orchestrator.lifecycle import PoolState
@@ -244,20 +250,20 @@ async def test_health_probe_kills_an_engine_that_stopped_answering(
         await pool.stop()
 
 
-async def test_missing_model_is_a_load_failure_without_a_crash_loop(engine_log_dir: Path) -> None:
+async def test_a_missing_model_file_means_the_pool_needs_a_model(engine_log_dir: Path) -> None:
+    """No crash loop and no engine: the pool waits for a model and names the path."""
     missing = engine_log_dir / "nowhere" / "absent.gguf"
     pool = LlamaCppEngine(cpu_spec("bad", f"file:{missing}"), log_dir=engine_log_dir)
     statuses: list[PoolStatus] = []
     pool.add_listener(statuses.append)
     try:
         await pool.start()
-        status = await pool.wait_for(PoolState.FAILED, PoolState.READY, timeout_s=10.0)
-        assert status.state is PoolState.FAILED
-        assert status.detail.startswith("load failed")
+        status = await pool.wait_for(PoolState.NEEDS_MODEL, PoolState.READY, timeout_s=10.0)
+        assert status.state is PoolState.NEEDS_MODEL
+        assert status.detail.startswith("needs a model")
         assert str(missing) in status.detail
         await asyncio.sleep(0.3)
-        assert pool.status.state is PoolState.FAILED
-        assert [s.state for s in statuses] == [PoolState.STARTING, PoolState.FAILED]
+        assert [s.state for s in statuses] == [PoolState.NEEDS_MODEL]
         assert pool.status.crashes_recent == 0
         assert pool.engine_pid is None
         with pytest.raises(EngineError) as caught:
@@ -433,7 +439,7 @@ def test_command_line_gives_each_slot_the_pool_context_and_keeps_control() -> No
     assert "--parallel 4 --cont-batching --no-kv-unified -c 8192" in line  # 4 x 2048
     assert "-ngl all" in line
     assert "--flash-attn on -ctk q8_0 -ctv f16 --tensor-split 3,1" in line
-    assert "--metrics --slots --no-webui --alias demo --mlock" in line
+    assert "--jinja --metrics --slots --no-webui --alias demo --mlock" in line
     assert "--api-key" not in line
     cpu = build_command(
         LlamaCppSpec("c", None, device_mask="cpu", gpu_layers=10), "b", Path("m"), 1
@@ -441,3 +447,64 @@ def test_command_line_gives_each_slot_the_pool_context_and_keeps_control() -> No
     assert "-ngl 0" in " ".join(cpu.argv)
     assert engine_env("cpu", "k1")["CUDA_VISIBLE_DEVICES"] == ""
     assert engine_env("0,1", "k1")["LLAMA_API_KEY"] == "k1"
+
+
+async def test_retune_swaps_in_new_flags_atomically_and_rolls_back_a_bad_one(
+    demo_model_path: Path, engine_log_dir: Path
+) -> None:
+    spec = cpu_spec("tune", str(demo_model_path))
+    pool = LlamaCppEngine(spec, log_dir=engine_log_dir)
+    try:
+        await pool.start()
+        await pool.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
+        first_pid = pool.engine_pid
+        bad = dataclasses.replace(spec, extra_args=("--no-such-flag",))
+        with pytest.raises(EngineError, match="keeps serving"):
+            await pool.retune(bad)
+        assert pool.engine_pid == first_pid  # the old engine kept serving
+        assert pool.status.state is PoolState.READY
+
+        good = dataclasses.replace(spec, slots=2, extra_args=("--threads", "1"))
+        assert "now serves demo" in await pool.retune(good)
+        assert pool.engine_pid not in (None, first_pid)
+        assert pool.descriptor.slots == 2
+        header = [ln for ln in pool.log_path.read_text().splitlines() if "llama-orch pool" in ln]
+        assert "--parallel 2" in header[-1] and "--threads 1" in header[-1]
+        assert await decode(pool, prompt(max_tokens=4))
+    finally:
+        await pool.stop()
+    assert not alive(first_pid) if first_pid else True
+
+
+@pytest.mark.parametrize("kind", ["truncated", "absurd", "unknown_arch"])
+async def test_reload_refuses_a_bad_model_file_before_any_engine(
+    engine_log_dir: Path, demo_gguf: bytes, kind: str
+) -> None:
+    bad, sentence = write_bad(kind, engine_log_dir, demo_gguf)
+    pool = LlamaCppEngine(cpu_spec("probe2", None), log_dir=engine_log_dir)
+    try:
+        await pool.start()
+        with pytest.raises(EngineError) as caught:
+            await pool.reload(str(bad))
+    finally:
+        await pool.stop()
+    assert caught.value.code is ErrorCode.INVALID_PARAMS
+    assert sentence in caught.value.message
+    assert not pool.log_path.exists(), "no engine is spawned for a refused file"
+
+
+@pytest.mark.parametrize(
+    ("props", "tools"),
+    [
+        ({"chat_template_caps": {"supports_tools": False, "supports_tool_calls": False}}, False),
+        ({"chat_template_caps": {"supports_tools": True}}, True),
+        ({"chat_template": "..."}, True),  # an older build without the caps
+        (None, True),
+    ],
+)
+def test_tools_are_a_feature_only_where_the_chat_template_supports_them(
+    props: object, tools: bool
+) -> None:
+    features = features_from_props(props)
+    assert ("tools" in features) is tools
+    assert {"json_schema", "logprobs"} <= features

@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from app.engine_host.llamacpp import LlamaCppEngine, LlamaCppSpec
 from app.engine_host.llamacpp_stats import EngineMetrics, busy_slots, parse_metrics
+from app.engine_host.openai_client import OpenAIStream
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import EngineRequest
 
@@ -67,15 +68,15 @@ async def test_four_slots_each_with_the_pool_context(engine: LlamaCppEngine) -> 
 
 @shared_loop
 async def test_four_concurrent_streams_decode_at_the_same_time(engine: LlamaCppEngine) -> None:
-    lines = await asyncio.gather(*(timeline(engine, CTX - 64, seed) for seed in range(4)))
-    assert all(len(times) >= 1000 for times in lines), [len(t) for t in lines]
+    lines = await asyncio.gather(*(timeline(engine, 600, seed) for seed in range(4)))
+    assert all(len(times) >= 300 for times in lines), [len(t) for t in lines]
     starts = [times[0] for times in lines]
     ends = [times[-1] for times in lines]
     # every stream was producing tokens before any of them finished: they overlapped
     assert max(starts) < min(ends)
     # and each stream's tokens interleave with the others' (not one after another)
     window = (max(starts), min(ends))
-    assert all(sum(window[0] <= t <= window[1] for t in times) > 100 for times in lines)
+    assert all(sum(window[0] <= t <= window[1] for t in times) > 50 for times in lines)
 
 
 @shared_loop
@@ -135,3 +136,33 @@ def test_slot_and_metric_parsing() -> None:
     (family,) = parse_metrics(text)
     assert family.samples[0].value == 3
     assert parse_metrics("garbage {{{") == ()
+
+
+async def turn(engine: LlamaCppEngine, text: str, session: str) -> tuple[str, float, OpenAIStream]:
+    started = time.monotonic()
+    stream = await engine.open_stream(
+        EngineRequest(
+            prompt=text, messages=None, max_tokens=8, temperature=0.0, seed=3, session_id=session
+        )
+    )
+    assert isinstance(stream, OpenAIStream)
+    tokens = [await anext(stream)]
+    ttft = time.monotonic() - started
+    tokens += [t async for t in stream]
+    return "".join(tokens), ttft, stream
+
+
+@shared_loop
+async def test_a_sessions_second_turn_finds_its_kv_cache_warm(engine: LlamaCppEngine) -> None:
+    words = "the queue runs on a slot and the model writes a word " * 50  # ~1,200 tokens
+    first, ttft_1, stream_1 = await turn(engine, "Story: " + words, "s-1")
+    assert stream_1.expected_warm is False
+    assert stream_1.prompt_tokens is not None and stream_1.prompt_tokens > 1000
+    assert (stream_1.cached_tokens or 0) < 10
+    await turn(engine, "Other: " + words, "s-2")  # another session takes another slot
+    _, ttft_2, stream_2 = await turn(engine, "Story: " + words + first + " and", "s-1")
+    assert stream_2.expected_warm is True
+    assert stream_2.kv_warm is True
+    assert stream_2.cached_tokens is not None
+    assert stream_2.cached_tokens >= stream_1.prompt_tokens - 1
+    print(f"TTFT turn 1 {ttft_1 * 1000:.1f} ms, turn 2 (warm) {ttft_2 * 1000:.1f} ms")

@@ -109,12 +109,35 @@ async def test_terminate_reaches_the_whole_process_group(tmp_path: Path) -> None
     assert await eventually(lambda: not alive(grandchild), timeout_s=5.0)
 
 
+RUNS = {  # how the orchestrator runs its loop: serve's, and the desktop app's backend thread
+    "asyncio": "asyncio.run(main())",
+    "uvloop": "import uvloop; asyncio.Runner(loop_factory=uvloop.new_event_loop).run(main())",
+    "uvloop-thread": (
+        "import threading, uvloop\n"
+        "t = threading.Thread(target=lambda: uvloop.new_event_loop().run_until_complete(main()))\n"
+        "t.start(); t.join()"
+    ),
+}
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @pytest.mark.skipif(
     not process.parent_death_signal_supported(), reason="needs Linux prctl(PR_SET_PDEATHSIG)"
 )
-def test_engine_dies_with_a_sigkilled_orchestrator(tmp_path: Path) -> None:
-    script = textwrap.dedent(
-        f"""
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_engine_dies_with_a_sigkilled_orchestrator(tmp_path: Path, run: str) -> None:
+    if run.startswith("uvloop") and not _has_uvloop():
+        pytest.skip("uvloop is not installed")
+    script = (
+        textwrap.dedent(
+            f"""
         import asyncio, sys
         from pathlib import Path
         from app.engine_host import process
@@ -127,8 +150,9 @@ def test_engine_dies_with_a_sigkilled_orchestrator(tmp_path: Path) -> None:
             print(proc.pid, flush=True)
             await asyncio.sleep(600)
 
-        asyncio.run(main())
         """
+        )
+        + RUNS[run]
     )
     orchestrator = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()

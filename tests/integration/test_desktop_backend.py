@@ -16,7 +16,8 @@ import pytest
 from PySide6.QtCore import QSettings
 
 from app.config import load_settings
-from app.main import build_backend
+from app.gui_controls import GuiControls
+from app.main import api_settings, build_backend
 from app.orchestrator.contracts import TaskRequest
 from app.ui.app import run_gui
 from app.ui.bridge import BackendGone, Bridge
@@ -32,7 +33,7 @@ def write_config(path: Path, body: str, top: str = "") -> Path:
 
 
 def run_desktop(
-    tmp_path: Path, config: Path, script: Script, limit_s: float = 90
+    tmp_path: Path, config: Path, script: Script, limit_s: float = 90, *, saves: bool = False
 ) -> dict[str, Any]:
     """Run the desktop app on ``config``; ``script`` drives the window, then it quits.
     Returns what the starter and the script recorded (``seen``)."""
@@ -48,7 +49,11 @@ def run_desktop(
             await backend.stop(deadline_s=2.0)
             seen["stopped"] = True
 
-        return backend.orch, _Controls(backend.api.url), stop
+        if saves:  # the app's own settings controls: they write ``config``
+            controls: Any = GuiControls(backend, config, tmp_path / "app.log", api_settings)
+        else:
+            controls = _Controls(backend.api.url)
+        return backend.orch, controls, stop
 
     def factory(bridge: Bridge, banner: str | None) -> MainWindow:
         ini = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
@@ -217,3 +222,50 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def _until_draining(bridge: Bridge) -> bool:
     await until(lambda: all(p.draining for p in bridge.pools()), 5)
     return True
+
+
+def test_the_backend_loop_is_asyncio_unless_uvloop_is_asked_for() -> None:
+    from app.main import backend_loop_factory
+
+    assert backend_loop_factory({}) is asyncio.new_event_loop
+    assert backend_loop_factory({"LLAMA_ORCH_LOOP": "asyncio"}) is asyncio.new_event_loop
+    uvloop = pytest.importorskip("uvloop")
+    assert backend_loop_factory({"LLAMA_ORCH_LOOP": "uvloop"}) is uvloop.new_event_loop
+
+
+@pytest.mark.engine
+def test_changed_engine_settings_apply_by_atomic_reload_and_are_saved(
+    qapp: Any, tmp_path: Path, demo_model: Path
+) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        '[[pools]]\nid = "demo"\nengine = "llamacpp"\n'
+        f'model = "file:{demo_model}"\ndevice_mask = "cpu"\nctx = 512\n',
+        top="allow_cpu_inference = true\n",
+    )
+
+    async def script(bridge: Bridge, window: MainWindow, seen: dict[str, Any]) -> None:
+        await until(lambda: any(p.ready for p in bridge.pools()), 90)
+        engine = seen["backend"].engines[0]
+        seen["pids"] = [engine.engine_pid]
+        settings = bridge.controls.current_settings()
+        (pool,) = settings.pools
+        tuned = pool.model_copy(update={"slots": 2, "extra_args": ["--threads", "1"]})
+        await bridge.controls.apply_settings(settings.model_copy(update={"pools": [tuned]}))
+        seen["pids"].append(engine.engine_pid)
+        seen["slots"] = [p.slots_total for p in bridge.pools()]
+        bad = tuned.model_copy(update={"extra_args": ["--no-such-flag"]})
+        try:
+            await bridge.controls.apply_settings(settings.model_copy(update={"pools": [bad]}))
+        except ValueError as exc:
+            seen["refused"] = str(exc)
+        seen["pids"].append(engine.engine_pid)
+
+    seen = run_desktop(tmp_path, config, script, limit_s=110, saves=True)
+    assert seen.get("script_error") is None, repr(seen.get("script_error"))
+    first, tuned, after_bad = seen["pids"]
+    assert tuned not in (None, first) and after_bad == tuned
+    assert seen["slots"] == [2]
+    assert "keeps serving" in seen["refused"]
+    saved = config.read_text()
+    assert 'extra_args = ["--threads", "1"]' in saved and "slots = 2" in saved

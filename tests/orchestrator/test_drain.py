@@ -13,7 +13,9 @@ async def _hanging_task() -> tuple[Orchestrator, str]:
     orch = Orchestrator([MockEngine(MockSpec("a", tokens_per_s=0, hang_after_tokens=1))])
     await orch.start()
     await asyncio.sleep(0.01)
-    return orch, str(orch.submit(TaskRequest(prompt="x", max_tokens=5)).task_id)
+    task = str(orch.submit(TaskRequest(prompt="x", max_tokens=5)).task_id)
+    orch.open_stream(task)  # a reader is there: the task decodes at once
+    return orch, task
 
 
 async def test_resume_then_a_long_drain_keeps_the_first_deadline_from_firing() -> None:

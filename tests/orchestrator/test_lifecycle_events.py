@@ -5,16 +5,31 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+from pydantic import BaseModel
+
+from app.orchestrator.contracts import (
+    EndPayload,
+    ErrorPayload,
+    MetricsPayload,
+    StartedPayload,
+    TokenPayload,
+)
 from app.orchestrator.events import (
     END,
     METRICS,
     STARTED,
     TOKEN,
+    EndData,
     EndEvent,
+    ErrorData,
     EventChannel,
+    MetricsData,
     MetricsEvent,
+    StartedData,
     StartedEvent,
     TaskEvent,
+    TokenData,
     TokenEvent,
 )
 
@@ -119,3 +134,19 @@ def test_metrics_are_dropped_when_full_but_terminal_always_fits() -> None:
     assert ch.close(_end())
     assert not ch.close(_end())
     assert [e.kind for e in _drain_all(ch)] == [METRICS, END]
+
+
+@pytest.mark.parametrize(
+    ("typed", "documented"),
+    [
+        (StartedData, StartedPayload),
+        (TokenData, TokenPayload),
+        (MetricsData, MetricsPayload),
+        (EndData, EndPayload),
+        (ErrorData, ErrorPayload),
+    ],
+)
+def test_typed_payloads_match_the_documented_wire_models(
+    typed: type, documented: type[BaseModel]
+) -> None:
+    assert list(typed.__annotations__) == list(documented.model_fields)

@@ -6,7 +6,7 @@ import pytest
 
 from app.api import ApiSettings
 from app.config import parse_settings
-from app.orchestrator.loopback import is_loopback_address, is_loopback_host
+from app.orchestrator.loopback import host_key, is_loopback_address, is_loopback_host
 
 LOOPBACK = ["localhost", "LOCALHOST", "ip6-localhost", "app.localhost", "127.0.0.1", "127.8.0.1"]
 LOOPBACK += ["::1", "[::1]", "::ffff:127.0.0.1"]
@@ -44,3 +44,7 @@ def test_config_and_api_bind_checks_agree(host: str) -> None:
     settings = parse_settings({"server": {"bind": bind}}, {"AUTH_TOKEN": "t0ken-for-a-lan-bind"})
     assert settings.is_loopback_bind() is ApiSettings(bind_host=host).is_loopback()
     assert settings.is_loopback_bind() is is_loopback_host(host)
+
+
+def test_host_names_compare_by_one_key() -> None:
+    assert host_key("Box.LAN.") == host_key("box.lan") == "box.lan"

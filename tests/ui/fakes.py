@@ -88,6 +88,9 @@ class FakeControls:
     def current_settings(self) -> Any:
         return self.settings
 
+    def model_catalog(self) -> Any:
+        return None
+
     async def apply_settings(self, settings: Any) -> None:
         if self.refuse:
             raise ValueError(self.refuse)
@@ -112,7 +115,9 @@ class FakeBridge(QObject):
     def __init__(self, controls: FakeControls | None = None) -> None:
         super().__init__()
         self._controls = controls or FakeControls()
+        self.models: Any = None
         self.commands: list[tuple[str, Any]] = []
+        self.pool_logs: dict[str, list[str]] = {}
         self.submitted: list[TaskRequest] = []
         self.pool_list: list[PoolView] = [pool_view("gpu0")]
         self.task_list: list[TaskView] = []
@@ -200,6 +205,11 @@ class FakeBridge(QObject):
 
     async def restart(self, pool_id: str) -> None:
         self.commands.append(("restart", pool_id))
+
+    async def pool_log(self, pool_id: str, tail_lines: int = 200) -> tuple[str | None, list[str]]:
+        self.commands.append(("pool_log", (pool_id, tail_lines)))
+        lines = self.pool_logs.get(pool_id, [])
+        return f"/logs/{pool_id}.log", lines[-tail_lines:]
 
     def run(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)

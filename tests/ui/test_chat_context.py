@@ -116,8 +116,8 @@ def test_queued_status_shows_the_position_then_started(
 ) -> None:
     panel, bridge = real_panel(qtbot, qloop, core)
     convs = [panel.current(), panel.new_conversation(), panel.new_conversation()]
-    for conv in convs:
-        conv.max_tokens.setValue(200)  # ~0.5 s each on the single slot
+    for conv, tokens in zip(convs, (450, 200, 200), strict=True):
+        conv.max_tokens.setValue(tokens)  # ~1.1 s, then ~0.5 s each on the single slot (ctx 512)
         conv.prompt.setPlainText("hello")
 
     async def click_all() -> None:
@@ -129,7 +129,7 @@ def test_queued_status_shows_the_position_then_started(
     waiting = convs[2]
     assert waiting.status.text().startswith("2nd in line on mock0, about ")
     assert "Starting" not in waiting.status.text()
-    qloop.wait_until(lambda: waiting.status.text().startswith("Next in line on mock0"), 5)
+    qloop.wait_until(lambda: waiting.status.text().startswith("Next in line on mock0"), 10)
     qloop.wait_until(lambda: waiting.status.text().startswith(("Starting", "Answering")), 5)
     qloop.wait_until(lambda: not waiting.busy, 5)
     bridge.close()
@@ -144,7 +144,7 @@ def test_an_answer_cut_by_the_context_says_so_and_offers_a_new_chat(
         END, {"tokens_out": 3, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
     )
     bridge.default_script = events
-    panel = ChatPanel(bridge)  # type: ignore[arg-type]
+    panel = ChatPanel(bridge)
     qtbot.addWidget(panel)
     conv = panel.current()
     conv.system_prompt.setPlainText("Be kind.")
@@ -152,7 +152,7 @@ def test_an_answer_cut_by_the_context_says_so_and_offers_a_new_chat(
     qloop.wait_until(lambda: not conv.busy)
     assert CONTEXT_CUT in conv.transcript.toPlainText()
     bar = conv.error_bar
-    assert not bar.isHidden() and bar.sentence.text() == CONTEXT_CUT
+    assert not bar.isHidden() and bar.sentence.text() == "This conversation is full."
     assert (bar.action_button.text(), bar.second_button.text()) == (
         "Start a new chat",
         "Continue in a new chat",
@@ -172,7 +172,7 @@ def test_an_answer_at_max_tokens_is_not_called_cut(qtbot: Any, qloop: QtAsync) -
         END, {"tokens_out": 2, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
     )
     bridge.default_script = events
-    panel = ChatPanel(bridge)  # type: ignore[arg-type]
+    panel = ChatPanel(bridge)
     qtbot.addWidget(panel)
     conv = panel.current()
     conv.max_tokens.setValue(2)

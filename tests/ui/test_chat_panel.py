@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -64,7 +64,7 @@ def make_panel(qtbot: Any) -> Iterator[Callable[..., ChatPanel]]:
     alive: list[ChatPanel] = []
 
     def build(bridge: FakeBridge, **kw: Any) -> ChatPanel:
-        panel = ChatPanel(bridge, **kw)  # type: ignore[arg-type]
+        panel = ChatPanel(bridge, **kw)
         qtbot.addWidget(panel)
         alive.append(panel)
         return panel
@@ -201,7 +201,11 @@ def test_multi_turn_sends_the_conversation_in_one_session(make_panel: Any, qloop
         kv_warmth=True,
         budgets=SessionBudgets(),
     )
-    bridge.session = lambda session_id: info  # type: ignore[method-assign]
+
+    async def session(session_id: str) -> SessionInfo | None:
+        return info
+
+    bridge.session = session  # type: ignore[method-assign]
     conv = make_panel(bridge).current()
     type_and_send(conv, "first", qloop)
     qloop.wait_until(lambda: not conv.busy)
@@ -222,7 +226,7 @@ def test_a_session_out_of_turns_is_continued_in_a_new_session(
     make_panel: Any, qloop: QtAsync
 ) -> None:
     class TurnLimited(FakeBridge):
-        def submit(self, req: TaskRequest) -> AdmissionResponse:
+        def submit(self, req: TaskRequest) -> Coroutine[Any, Any, AdmissionResponse]:
             if len(self.submitted) == 1 and req.session_id == self.submitted[0].session_id:
                 self.submitted.append(req)
                 raise OrchError("ADMISSION_REJECT", "session has used all 1 turns", status=400)

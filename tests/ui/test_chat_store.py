@@ -63,7 +63,7 @@ def test_chats_survive_a_restart(tmp_path: Path, qtbot: Any, qloop: QtAsync) -> 
     path = tmp_path / "chats.sqlite3"
     bridge = FakeBridge()
     bridge.default_script = script(["**Use", " a 3090**"])
-    first = ChatPanel(bridge, store=ChatStore(path))  # type: ignore[arg-type]
+    first = ChatPanel(bridge, store=ChatStore(path))
     qtbot.addWidget(first)
     conv = first.current()
     conv.system_prompt.setPlainText("Be brief.")
@@ -72,7 +72,7 @@ def test_chats_survive_a_restart(tmp_path: Path, qtbot: Any, qloop: QtAsync) -> 
     assert first.sidebar.list.count() == 1
 
     # the app started again
-    second = ChatPanel(FakeBridge(), store=ChatStore(path))  # type: ignore[arg-type]
+    second = ChatPanel(FakeBridge(), store=ChatStore(path))
     qtbot.addWidget(second)
     row = second.sidebar.list.item(0).text()
     assert row.startswith("Which GPU for a 7B model?\n") and "gpu0" in row

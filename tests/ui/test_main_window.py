@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QMenu, QWidget
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QMenu, QWidget
 
 from app.config import parse_settings
 from app.orchestrator.contracts import Priority, TaskView
@@ -16,7 +17,7 @@ from app.ui.bridge import CoreSample
 from app.ui.main_window import MainWindow
 from app.ui.settings_dialog import SettingsDialog
 from tests.ui.conftest import QtAsync
-from tests.ui.fakes import FakeBridge, FakeControls, new_task_id
+from tests.ui.fakes import FakeBridge, FakeControls, new_task_id, pool_view
 
 
 def task_view(state: str) -> TaskView:
@@ -85,7 +86,7 @@ def test_builds_with_every_tab_menu_and_the_api_url(
         window.tabs.tabText(i).replace("&&", "&").replace("&", "", 1)
         for i in range(window.tabs.count())
     ]
-    assert titles == ["Pools", "Chat", "Decisions", "Metrics", "Tasks & logs"]
+    assert titles == ["Pools", "Chat", "Decisions", "Metrics", "Tasks & logs", "Models"]
     menu_texts = [a.text() for a in window.menuBar().actions()]
     assert menu_texts == ["&File", "&View", "&Help"]
     file_menu = window.menuBar().actions()[0].menu()
@@ -125,6 +126,31 @@ def test_banner_is_shown_and_dismissible(
     assert window.banner.label.text() == text
     window.banner.dismiss_button.click()
     assert not window.banner.isVisible()
+
+
+def test_banner_leads_to_the_models_view(
+    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+) -> None:
+    window = make_window(bridge, banner="demo model")
+    assert window.banner is not None and window.banner.action_button is not None
+    assert window.banner.action_button.text() == "Get a model"
+
+    window.banner.action_button.click()
+
+    assert window.tabs.currentWidget() is window.models_view
+
+
+def test_pools_view_without_a_serving_model_leads_to_the_models_view(
+    bridge: FakeBridge, make_window: Callable[..., MainWindow]
+) -> None:
+    bridge.pool_list = [pool_view("gpu0", state="needs_model", ready=False)]
+    window = make_window(bridge)
+    button = window.pools_view.get_model_button
+    assert button is not None and button.text() == "Get a model…"
+
+    button.click()
+
+    assert window.tabs.currentWidget() is window.models_view
 
 
 def test_pause_admissions_drains_all_then_resumes(
@@ -229,3 +255,18 @@ def test_tray_and_pools_view_show_one_token_rate(
     assert window.tray.rates is window.pools_view.rates
     assert window.pools_view.rates.rates == {"gpu0": 42.0}
     assert "42.0 tokens/s" in window.tray.tooltip
+
+
+def test_ctrl_2_and_a_new_chat_put_the_cursor_in_the_message_box(make_window: Any) -> None:
+    window = make_window(FakeBridge())
+    window.show()
+    window.activateWindow()
+    assert QTest.qWaitForWindowActive(window, 2000)
+    window.tabs.setCurrentIndex(0)
+    QTest.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+    assert window.tabs.currentWidget() is window.chat
+    assert QApplication.focusWidget() is window.chat.current().prompt
+    conv = window.chat.new_conversation()
+    assert QApplication.focusWidget() is conv.prompt
+    assert "press Enter" in conv.transcript.placeholderText()
+    window.hide()

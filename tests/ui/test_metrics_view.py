@@ -131,3 +131,16 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([30, 10, 20], 50) == 20.0
     assert percentile([5], 95) == 5.0
     assert math.isnan(percentile([], 50))
+
+
+def test_no_gpu_hides_the_gpu_charts_with_one_line(view: MetricsView) -> None:
+    view.show()
+    bare = replace(sample(1.0, {"gpu0": 0}), gpu=GpuInventory(gpus=(), at=1.0))
+    view.add_sample(bare)
+    assert view.no_gpu.isVisibleTo(view)
+    assert view.no_gpu.text() == "No GPU on this machine, so there are no GPU charts."
+    assert not view.charts["gpu_util"].widget.isVisibleTo(view)
+    assert not view.charts["vram"].widget.isVisibleTo(view)
+    assert view.charts["tokens"].widget.isVisibleTo(view)
+    view.add_sample(sample(2.0, {"gpu0": 0}))
+    assert view.charts["vram"].widget.isVisibleTo(view) and not view.no_gpu.isVisibleTo(view)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QWidget
 
+from app.config import parse_settings
 from app.orchestrator.contracts import PoolView, QueueDepth, ReloadResult
 from app.orchestrator.ports import GpuInventory
 from app.ui.bridge import CoreSample
+from app.ui.pool_tuning import tuning_values
 from app.ui.pools_view import (
     OTHER_TITLE,
     PoolsView,
@@ -18,7 +23,7 @@ from app.ui.pools_view import (
     model_ref_for,
 )
 from tests.ui.conftest import QtAsync
-from tests.ui.fakes import FakeBridge, gpu, pool_view
+from tests.ui.fakes import FakeBridge, FakeControls, gpu, pool_view
 
 
 def sample(bridge: FakeBridge, at: float, tokens: dict[str, int]) -> CoreSample:
@@ -32,8 +37,8 @@ def sample(bridge: FakeBridge, at: float, tokens: dict[str, int]) -> CoreSample:
     )
 
 
-def make_view(qtbot: Any, bridge: FakeBridge, chooser: Any = None) -> PoolsView:
-    view = PoolsView(bridge, choose_model=chooser)  # type: ignore[arg-type]
+def make_view(qtbot: Any, bridge: FakeBridge, chooser: Any = None, ask: Any = None) -> PoolsView:
+    view = PoolsView(bridge, choose_model=chooser, ask=ask or (lambda *_: True))
     qtbot.addWidget(view)
     return view
 
@@ -125,7 +130,8 @@ def test_needs_model_offers_set_model_and_demo_is_labelled(qtbot: Any) -> None:
     demo = view.pool_cards["demo"][0]
     assert not demo.demo_badge.isHidden()
     assert demo.demo_badge.text() == "demo model"
-    assert demo.set_model_button.isHidden()
+    assert not demo.set_model_button.isHidden()  # the first-start banner points here
+    assert demo.reload_button.isHidden()
 
 
 def test_slots_queues_and_tokens_per_second_from_samples(qtbot: Any) -> None:
@@ -228,9 +234,102 @@ def test_set_model_on_a_needs_model_pool_reloads_it(qtbot: Any, qloop: QtAsync) 
     assert bridge.commands == [("reload", ("gpu0", "file:///m/first.gguf"))]
 
 
-def test_restart_sends_restart(qtbot: Any, qloop: QtAsync) -> None:
+def test_restart_asks_first_and_says_what_state_follows(qtbot: Any, qloop: QtAsync) -> None:
     bridge = FakeBridge()
-    view = make_view(qtbot, bridge)
+    bridge.pool_list = [pool_view("gpu0", state="starting", ready=False)]
+    answers = [False, True]
+    asked: list[str] = []
+
+    def ask(_parent: Any, title: str, text: str) -> bool:
+        asked.append(text)
+        return answers.pop(0)
+
+    view = make_view(qtbot, bridge, ask=ask)
     view.pool_cards["gpu0"][0].restart_button.click()
-    qloop.wait_until(lambda: "restarted" in view.result.text())
+    assert bridge.commands == [] and asked[0].startswith("Restart pool gpu0?")
+    view.pool_cards["gpu0"][0].restart_button.click()
+    qloop.wait_until(lambda: "starting again" in view.result.text())
     assert bridge.commands == [("restart", "gpu0")]
+    assert "restarted" not in view.result.text()
+
+
+def test_a_reload_message_is_shown_once(qtbot: Any, qloop: QtAsync) -> None:
+    class Saying(FakeBridge):
+        async def reload(self, pool_id: str, model_ref: str) -> ReloadResult:
+            return ReloadResult(
+                pool_id=pool_id,
+                ok=True,
+                model="tiny-real",
+                message="Pool gpu0 now serves tiny-real.",
+            )
+
+    view = make_view(qtbot, Saying(), lambda _p, _pool: "/m/tiny-real.gguf")
+    view.pool_cards["gpu0"][0].reload_button.click()
+    qloop.wait_until(lambda: "now serves" in view.result.text())
+    assert view.result.text().count("now serves") == 1
+
+
+# ---------------------------------------------------------------- engine log pane
+
+
+def test_log_pane_follows_the_chosen_pools_engine_log(
+    qtbot: Any, qloop: QtAsync, tmp_path: Path
+) -> None:
+    bridge = FakeBridge()
+    bridge.pool_list = [pool_view("gpu0"), pool_view("gpu1")]
+    bridge.pool_logs = {
+        "gpu0": ["main: loading model", "srv  update_slots: all slots are idle"],
+        "gpu1": ["load_tensors: offloaded 33/33 layers to GPU"],
+    }
+    opened: list[str] = []
+    view = PoolsView(bridge, ask=lambda *_: True, open_file=opened.append)
+    qtbot.addWidget(view)
+    view.resize(900, 700)
+    view.show()
+    pane = view.log_pane
+    qloop.wait_until(lambda: "all slots are idle" in pane.text.toPlainText(), 3.0)
+    assert pane.file_label.text() == "/logs/gpu0.log"
+
+    view.pool_cards["gpu1"][0].log_button.click()
+    qloop.wait_until(lambda: "offloaded 33/33" in pane.text.toPlainText(), 3.0)
+    assert ("pool_log", ("gpu1", 300)) in bridge.commands
+
+    bridge.pool_logs["gpu1"].append("srv  log_server_r: request: POST /v1/completions 200")
+    qloop.wait_until(lambda: "POST /v1/completions" in pane.text.toPlainText(), 3.0)
+
+    pane.copy_button.click()
+    assert "offloaded 33/33" in QGuiApplication.clipboard().text()
+    pane.open_button.click()
+    assert opened == ["/logs/gpu1.log"]
+    view.grab().save(str(tmp_path / "pools-log.png"))
+
+
+def test_tune_applies_new_engine_settings_through_the_controls(qtbot: Any, qloop: QtAsync) -> None:
+    settings = parse_settings(
+        {"pools": [{"id": "gpu0", "engine": "llamacpp", "device_mask": "0,1"}]}, {}
+    )
+    controls = FakeControls(settings)
+    bridge = FakeBridge(controls)
+    asked: list[Any] = []
+
+    def tuner(_parent: Any, current: Any) -> dict[str, Any]:
+        asked.append(current)
+        return tuning_values(20, "on", "q8_0", "q8_0", split="3,1", extra="--mlock --threads 4")
+
+    view = PoolsView(bridge, ask=lambda *_: True, tuner=tuner)
+    qtbot.addWidget(view)
+    view.pool_cards["gpu0"][0].tune_button.click()
+    qloop.wait_until(lambda: bool(controls.applied), 3.0)
+    assert asked[0]["gpu_layers"] == -1
+    (pool,) = controls.applied[0].pools
+    assert (pool.gpu_layers, pool.flash_attn, pool.cache_type_k) == (20, "on", "q8_0")
+    assert pool.tensor_split == [3.0, 1.0]
+    assert pool.extra_args == ["--mlock", "--threads", "4"]
+    qloop.wait_until(lambda: "saved to the config" in view.result.text(), 3.0)
+
+    controls.refuse = "pools[0].extra_args: extra_args may not contain --port"
+    view.tune("gpu0")
+    qloop.wait_until(lambda: "not changed" in view.result.text(), 3.0)
+    assert "--port" in view.result.text()
+    with pytest.raises(ValueError, match="tensor split"):
+        tuning_values(-1, "auto", "f16", "f16", split="3;x", extra="")

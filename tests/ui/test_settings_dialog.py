@@ -151,3 +151,24 @@ def test_lan_urls_and_curl_example() -> None:
     assert curl_example("http://10.0.0.5:8080", "tok") == (
         'curl -H "Authorization: Bearer tok" http://10.0.0.5:8080/v1/capabilities'
     )
+
+
+def test_cpu_inference_session_limits_and_file_links(
+    qtbot: Any, qloop: QtAsync, controls: DirControls
+) -> None:
+    dialog = open_dialog(qtbot, controls)
+    assert not dialog.cpu_box.isChecked() and dialog.turns_box.value() == 8
+    dialog.cpu_box.setChecked(True)
+    dialog.ttl_box.setValue(1200)
+    dialog.turns_box.setValue(0)
+    dialog.budget_box.setValue(50_000)
+    assert dialog.turns_box.text() == "unlimited"
+    assert qloop.run(dialog.apply()) is True
+    (applied,) = controls.applied
+    assert applied.allow_cpu_inference is True
+    assert (applied.sessions.ttl_s, applied.sessions.max_turns) == (1200, 0)
+    assert applied.sessions.token_budget == 50_000
+    links = dialog.files_label.text()
+    assert (controls.folder / "config.toml").as_uri() in links
+    assert Path(controls.log_path()).parent.as_uri() in links
+    assert dialog.files_label.openExternalLinks()

@@ -133,7 +133,7 @@ def test_menu_pause_resume_copy_and_show_hide(
     tray = make_tray(bridge, parts, True)
     assert tray.menu is not None
     texts = [a.text() for a in tray.menu.actions() if not a.isSeparator()]
-    assert texts == ["Hide window", "Pause admissions", "Copy API URL", "Quit"]
+    assert texts == ["Hide window", "Pause admissions", "Copy API URL", "Quit"]  # a submenu
     pause.trigger()
     assert bridge.commands == [("drain_all", None)]
     assert pause.text() == "Resume admissions"
@@ -183,3 +183,31 @@ def test_refusals_notify_at_most_once_a_minute(bridge: FakeBridge, parts: Any) -
         "3 task(s) were refused (queue full or no capacity).",
         "1 task(s) were refused (queue full or no capacity).",
     ]
+
+
+def test_a_wildcard_bind_copies_real_lan_urls(
+    qtbot: Any, qloop: QtAsync, bridge: FakeBridge, parts: Any
+) -> None:
+    from app.ui.api_urls import interface_addresses
+
+    bridge.controls.api_url = lambda: "http://0.0.0.0:8090"  # type: ignore[method-assign]
+    tray = make_tray(bridge, parts, True)
+    tray._fill_copy_menu()
+    urls = [a.text() for a in tray.copy_menu.actions()]
+    assert urls and all("0.0.0.0" not in u and u.endswith(":8090") for u in urls)
+    assert len(urls) == len([a for a in interface_addresses() if ":" not in a])
+    tray.copy_menu.actions()[0].trigger()
+    assert QGuiApplication.clipboard().text() == urls[0]
+    tray.hide()
+
+
+def test_tray_states_look_different() -> None:
+    from app.ui.icons import tray_icon
+
+    images = {
+        s: tray_icon(s).pixmap(32, 32).toImage() for s in ("idle", "busy", "degraded", "failed")
+    }
+    keys = {s: bytes(img.constBits()) for s, img in images.items()}
+    assert len(set(keys.values())) == 4
+    grey = images["idle"].pixelColor(16, 4)
+    assert grey.saturation() > 80  # a branded colour, not a grey disc

@@ -21,7 +21,7 @@ from app.api.errors import ApiError, error_response
 from app.api.render import dict_response
 from app.api.state import CORRELATION_ID
 from app.orchestrator.contracts import ErrorCode
-from app.orchestrator.errors import OrchError
+from app.orchestrator.errors import OrchError, Unsupported
 from app.orchestrator.events import ErrorData
 
 OPENAI_PREFIXES = ("/v1/chat/completions", "/v1/completions", "/v1/models")
@@ -97,7 +97,7 @@ def _envelope(response: web.Response) -> dict[str, Any]:
 
 
 def _param(exc: BaseException) -> str | None:
-    if isinstance(exc, ParamError):
+    if isinstance(exc, ParamError | Unsupported):
         return exc.param
     if isinstance(exc, ValidationError) and exc.error_count():
         loc = exc.errors(include_url=False, include_input=False)[0]["loc"]
@@ -109,14 +109,17 @@ def _is_union_tag(part: int | str) -> bool:
     """Return True for the union-member labels pydantic puts in an error's loc."""
     if isinstance(part, int):
         return False
-    return "[" in part or part in _TYPE_TAGS or part[:1].isupper()
+    return (
+        "[" in part or part in _TYPE_TAGS or part[:1].isupper() or part.startswith("constrained-")
+    )
 
 
 def event_error(data: ErrorData) -> OrchError:
     """Return the refusal matching a task's ``error`` event (for non-streamed answers).
 
-    A task dropped from a full queue is a 429; other retriable failures are 503;
-    the rest 500. The mapper adds Retry-After where it applies.
+    A task dropped from a full queue is a 429, one the engine refused as invalid
+    a 400; other retriable failures are 503; the rest 500.
+    The mapper adds Retry-After where it applies.
     """
     code = data["code"] or ErrorCode.INTERNAL
     retriable = data["retriable"]
@@ -124,6 +127,8 @@ def event_error(data: ErrorData) -> OrchError:
     status = 503 if retriable else 500
     if code == ErrorCode.QUEUE_FULL_DROP_LRU:
         status = 429
+    elif code == ErrorCode.INVALID_PARAMS:
+        status = 400  # the engine refused the request (e.g. a template that cannot do tools)
     message = data["message"] or "the task failed"
     return OrchError(
         code,

@@ -10,7 +10,6 @@ Answers carry ``X-Correlation-Id``, ``X-Orch-Pool-Id`` and ``X-Orch-Task-Id``.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -18,17 +17,18 @@ from typing import Any
 from aiohttp import web
 
 from app.api.openai.errors import model_not_found
-from app.api.openai.stream import ChunkRenderer, OpenAIStreamWriter, collect, usage
+from app.api.openai.stream import ChunkRenderer, OpenAIFrames, collect, usage
 from app.api.openai.wire import (
     ChatCompletionRequest,
     CompletionRequest,
     OpenAIRequest,
+    supported_fields,
     to_task_request,
 )
 from app.api.render import dict_response
 from app.api.sse import StreamOptions, serve_stream
 from app.api.state import CORRELATION_ID, IDENTITY, ORCH, SETTINGS, STREAMS
-from app.orchestrator.contracts import PoolView
+from app.orchestrator.contracts import ENGINE_FEATURES, PoolView
 from app.orchestrator.errors import InvalidParams
 from app.orchestrator.placement import serves_model_ref
 from app.orchestrator.service import StreamHandle
@@ -48,15 +48,29 @@ READ_JSON: web.AppKey[ReadJson] = web.AppKey("openai_read_json")
 
 
 def model_cards(views: Iterable[PoolView], created: int) -> list[dict[str, Any]]:
-    """Return one model card per model id the pools serve (pools listed per model). Pure."""
-    pools: dict[str, list[str]] = {}
+    """Return one model card per model id the pools serve. Pure.
+
+    Beside OpenAI's fields each card lists its ``pools``, the largest
+    ``context_length`` among them, and ``capabilities``: for each engine feature
+    (json_schema, tools, logprobs) whether some pool serving the model can do it.
+    """
+    by_model: dict[str, list[PoolView]] = {}
     for view in views:
         if view.model:
-            pools.setdefault(view.model, []).append(view.pool_id)
-    return [
-        {"id": model, "object": "model", "created": created, "owned_by": OWNER, "pools": ids}
-        for model, ids in sorted(pools.items())
-    ]
+            by_model.setdefault(view.model, []).append(view)
+    return [_card(model, pools, created) for model, pools in sorted(by_model.items())]
+
+
+def _card(model: str, pools: list[PoolView], created: int) -> dict[str, Any]:
+    return {
+        "id": model,
+        "object": "model",
+        "created": created,
+        "owned_by": OWNER,
+        "pools": [p.pool_id for p in pools],
+        "context_length": max(p.ctx for p in pools),
+        "capabilities": {f: any(f in p.features for p in pools) for f in ENGINE_FEATURES},
+    }
 
 
 def serving_pools(views: Iterable[PoolView], model: str) -> list[PoolView]:
@@ -86,13 +100,15 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions -> chat.completion JSON, or chat.completion.chunk SSE."""
-    req = ChatCompletionRequest.model_validate(await _body(request, "messages"))
+    body = supported_fields(await _body(request, "messages"), ChatCompletionRequest)
+    req = ChatCompletionRequest.model_validate(body)
     return await _complete(request, req)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/completions -> text_completion JSON, or text_completion SSE chunks."""
-    req = CompletionRequest.model_validate(await _body(request, "prompt"))
+    body = supported_fields(await _body(request, "prompt"), CompletionRequest)
+    req = CompletionRequest.model_validate(body)
     return await _complete(request, req)
 
 
@@ -169,12 +185,10 @@ async def _stream(
         model=answer.model,
         include_usage=include_usage,
     )
-    writer = functools.partial(
-        OpenAIStreamWriter, renderer=renderer, prompt_tokens=answer.prompt_tokens
-    )
+    frames = OpenAIFrames(renderer, answer.prompt_tokens)
     options = stream_options(request)
     return await serve_stream(
-        request, handle, request.app[STREAMS], options, headers, writer_factory=writer
+        request, handle, request.app[STREAMS], options, headers, frames=frames
     )
 
 
@@ -186,10 +200,13 @@ async def _whole(
     except ConnectionResetError:
         return web.Response(status=CLIENT_GONE_STATUS)
     if answer.chat:
-        message = {"role": "assistant", "content": done.text}
-        choice = {"index": 0, "message": message, "logprobs": None}
+        message: dict[str, Any] = {"role": "assistant", "content": done.text}
+        if done.tool_calls:
+            message["content"] = done.text or None
+            message["tool_calls"] = done.tool_calls
+        choice = {"index": 0, "message": message, "logprobs": done.logprobs}
     else:
-        choice = {"index": 0, "text": done.text, "logprobs": None}
+        choice = {"index": 0, "text": done.text, "logprobs": done.logprobs}
     choice["finish_reason"] = done.finish_reason
     body: dict[str, Any] = {
         "id": answer.completion_id,

@@ -13,6 +13,7 @@ per token the path is one ``json.dumps`` of the text and two byte joins.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,6 @@ from app.api.render import dumps
 from app.api.sse import (
     SHUTDOWN_ERROR,
     LiveStreams,
-    SseWriter,
     StreamOptions,
     next_event,
     release_stream,
@@ -85,6 +85,15 @@ class ChunkRenderer:
             self._token_prefix + json.dumps(text, ensure_ascii=False).encode() + self._token_suffix
         )
 
+    def extra(self, text: str, extra: Mapping[str, Any]) -> bytes:
+        """Return the chunk of a token that carries tool-call fragments and/or logprobs."""
+        delta: Any = text
+        if self._chat:
+            delta = {"content": text or None}
+            if "tool_calls" in extra:
+                delta["tool_calls"] = extra["tool_calls"]
+        return self._chunk(delta, None, extra.get("logprobs"))
+
     def start(self) -> bytes:
         """Return the first chunk: ``delta.role`` "assistant" for chat, nothing otherwise."""
         if not self._chat:
@@ -105,10 +114,10 @@ class ChunkRenderer:
         """Return the error chunk and ``[DONE]``."""
         return _data(error_body(message, 500, code)) + DONE
 
-    def _chunk(self, delta: Any, reason: str | None) -> bytes:
+    def _chunk(self, delta: Any, reason: str | None, logprobs: Any = None) -> bytes:
         choice: dict[str, Any] = {"index": 0}
         choice["delta" if self._chat else "text"] = delta
-        choice["logprobs"] = None
+        choice["logprobs"] = logprobs
         choice["finish_reason"] = reason
         payload: dict[str, Any] = {**self._head, "choices": [choice]}
         if self._usage_tail:
@@ -116,32 +125,23 @@ class ChunkRenderer:
         return _data(payload)
 
 
-class OpenAIStreamWriter(SseWriter):
-    """Writes one task's events as OpenAI chunks (see the module docstring).
+class OpenAIFrames:
+    """Renders one task's events as OpenAI chunks (see the module docstring); the
+    SSE writer does the writing, heartbeats, micro-batching and disconnects."""
 
-    The writing loop, heartbeats, micro-batching and disconnect detection are the
-    SSE writer's; this class only renders.
-    """
+    __slots__ = ("_prompt_tokens", "_renderer")
 
-    def __init__(
-        self,
-        request: web.Request,
-        response: web.StreamResponse,
-        handle: StreamHandle,
-        *,
-        heartbeat_s: float = 0.0,
-        batch_s: float = 0.0,
-        renderer: ChunkRenderer,
-        prompt_tokens: int,
-    ) -> None:
-        super().__init__(request, response, handle, heartbeat_s=heartbeat_s, batch_s=batch_s)
+    def __init__(self, renderer: ChunkRenderer, prompt_tokens: int) -> None:
         self._renderer = renderer
         self._prompt_tokens = prompt_tokens
 
     def render(self, event: TaskEvent) -> bytes:
         """Return the chunk bytes of ``event`` (b"" for events OpenAI has no chunk for)."""
         if event.kind == TOKEN:
-            return self._renderer.token(event.data["t"])
+            data = event.data
+            if "x" in data:
+                return self._renderer.extra(data["t"], data["x"])
+            return self._renderer.token(data["t"])
         if event.kind == STARTED:
             return self._renderer.start()
         if event.kind == END:
@@ -167,6 +167,35 @@ class Collected:
     text: str
     finish_reason: str
     tokens_out: int
+    tool_calls: list[dict[str, Any]] | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class Extras:
+    """Assembles a whole answer's tool calls (fragments merged per index) and logprobs."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.logprobs: dict[str, list[Any]] = {}
+
+    def add(self, extra: Mapping[str, Any]) -> None:
+        """Merge one token's ``tool_calls`` fragments and ``logprobs`` lists."""
+        for fragment in extra.get("tool_calls") or ():
+            call = self.calls.setdefault(
+                int(fragment.get("index", 0)),
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            call["id"] = fragment.get("id") or call["id"]
+            function = fragment.get("function") or {}
+            call["function"]["name"] += function.get("name") or ""
+            call["function"]["arguments"] += function.get("arguments") or ""
+        for key, items in (extra.get("logprobs") or {}).items():
+            if isinstance(items, list):
+                self.logprobs.setdefault(key, []).extend(items)
+
+    def tool_calls(self) -> list[dict[str, Any]] | None:
+        """Return the assembled calls in index order, None when there were none."""
+        return [self.calls[i] for i in sorted(self.calls)] or None
 
 
 async def collect(
@@ -180,6 +209,7 @@ async def collect(
     when the task failed or was canceled on the server.
     """
     texts: list[str] = []
+    extras = Extras()
     finished = False
     try:
         while True:
@@ -189,15 +219,17 @@ async def collect(
                 continue
             if event is None or event.kind in TERMINAL_KINDS:
                 finished = True
-                return _outcome(event, texts)
+                return _outcome(event, texts, extras)
             if event.kind == TOKEN:
                 texts.append(event.data["t"])
+                if "x" in event.data:
+                    extras.add(event.data["x"])
     finally:
         # a handler canceled by aiohttp also means the client went away
         release_stream(handle, streams, options, finished=finished)
 
 
-def _outcome(event: TaskEvent | None, texts: list[str]) -> Collected:
+def _outcome(event: TaskEvent | None, texts: list[str], extras: Extras) -> Collected:
     if event is None:
         raise OrchError("INTERNAL", "the task's stream ended without an outcome", status=500)
     if event.kind == ERROR:
@@ -206,4 +238,10 @@ def _outcome(event: TaskEvent | None, texts: list[str]) -> Collected:
     reason = event.data["finish_reason"]
     if reason == FinishReason.CANCELED:
         raise canceled_error()
-    return Collected("".join(texts), reason, int(event.data["tokens_out"]))
+    return Collected(
+        "".join(texts),
+        reason,
+        int(event.data["tokens_out"]),
+        extras.tool_calls(),
+        extras.logprobs or None,
+    )
