@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from PySide6.QtCore import QObject, Signal
@@ -35,6 +35,9 @@ from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
 from app.orchestrator.ports import GpuInfo, GpuInventory
 from app.ui.bridge import MAX_UPDATES_PER_S, AppControls, CoreSample
+
+if TYPE_CHECKING:
+    from app.ui.models_client import ModelsClient
 
 log = logging.getLogger("llama_orch.client")
 
@@ -65,6 +68,10 @@ class RemoteControls:
 
     def current_settings(self) -> Settings:
         return self._settings
+
+    def model_catalog(self) -> None:
+        """Return None: the catalog of a connected server is not reachable from here."""
+        return None
 
     async def apply_settings(self, settings: Any) -> None:
         """Refuse: a connected window cannot change the server's settings."""
@@ -131,6 +138,7 @@ class HttpBridge(QObject):
         self._poller: asyncio.Task[None] | None = None
         self.connected = False
         self.closed = False
+        self.models: ModelsClient | None = None
 
     @property
     def controls(self) -> AppControls:
@@ -308,6 +316,14 @@ class HttpBridge(QObject):
         raise OrchError(
             "UNSUPPORTED",
             f"restarting an engine is not part of the HTTP API; restart it on {self.client.url}",
+            status=400,
+        )
+
+    async def pool_log(self, pool_id: str, tail_lines: int = 200) -> tuple[str | None, list[str]]:
+        raise OrchError(
+            "UNSUPPORTED",
+            f"the engine log of pool {pool_id} is on the server's machine ({self.client.url}); "
+            "read it there",
             status=400,
         )
 
