@@ -278,6 +278,8 @@ def nvml_gpu_indices() -> list[int]:
 def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None = None) -> Backend:
     """Wire engines, core and API server for ``settings`` (nothing started yet)."""
     from app.api.server import ApiServer
+    from app.engine_host.artifacts import ArtifactStore
+    from app.engine_host.catalog import default_catalog_dir
     from app.engine_host.gpu_poller import GpuPoller
     from app.engine_host.nvml import NvmlInventory
     from app.models_wiring import build_model_store
@@ -294,7 +296,8 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
     orch = Orchestrator(engines, orchestrator_config(settings), gpu_probe=poller)
     orch.metrics.registry.register(engine_metrics(engines))
     models = build_model_store(settings, orch)
-    api = ApiServer(orch, api_settings(settings), models=models)
+    artifacts = ArtifactStore(default_catalog_dir() / "artifacts")
+    api = ApiServer(orch, api_settings(settings), models=models, artifacts=artifacts)
     REDACTOR.add(settings.auth_token)
     REDACTOR.add(os.environ.get("HF_TOKEN"))
     return Backend(
