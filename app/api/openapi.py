@@ -474,13 +474,17 @@ def _array(model: type[BaseModel]) -> Schema:
     return {"type": "array", "items": ref(model)}
 
 
-def build_openapi(*, catalog: bool = False) -> Schema:
+def build_openapi(*, catalog: bool = False, artifacts: bool = False) -> Schema:
     """Return the OpenAPI 3.1 document (a fresh dict), with the catalog routes when
-    ``catalog``. Never blocks."""
+    ``catalog`` and the artifact routes when ``artifacts``. Never blocks."""
+    from app.api.artifacts import artifact_operations, artifact_schemas
     from app.api.catalog_doc import catalog_operations, catalog_schemas
 
     paths = operations() | (catalog_operations() if catalog else {})
     schemas = component_schemas() | (catalog_schemas() if catalog else {})
+    if artifacts:
+        paths |= artifact_operations()
+        schemas |= artifact_schemas()
     return {
         "openapi": "3.1.0",
         "info": {
