@@ -101,6 +101,57 @@ def run_gui(
         asyncio.set_event_loop(None)
 
 
+Attach = Callable[[], Awaitable[Bridge]]
+Detach = Callable[[Bridge], Awaitable[None]]
+
+
+def run_window(
+    attach: Attach,
+    detach: Detach,
+    *,
+    show_error: ErrorShower = show_start_error,
+    window_factory: Callable[[Bridge, str | None], MainWindow] | None = None,
+    minimized: bool = False,
+    on_window: Callable[[MainWindow, Bridge], None] | None = None,
+) -> int:
+    """Run the window against a backend that runs elsewhere (``gui --connect``).
+
+    Awaits ``attach()`` on this thread's qasync loop for the bridge, shows the
+    window (``on_window`` may wire it further), and after quit awaits
+    ``detach(bridge)``. Returns 1 when ``attach()`` raises (its message is shown
+    with ``show_error``), else 0. Blocks for the whole session.
+    """
+    app = _application()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    try:
+        with _signals_quit(loop, finish):
+            try:
+                bridge = loop.run_until_complete(attach())
+            except Exception as exc:
+                show_error(str(exc) or type(exc).__name__)
+                return 1
+            try:
+                window = (window_factory or _default_window)(bridge, None)
+                if on_window is not None:
+                    on_window(window, bridge)
+                show = not (minimized and window.tray.active)
+                _run_session(app, loop, bridge, window, done, show=show)
+            finally:
+                loop.run_until_complete(detach(bridge))
+        return 0
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
 class QtThreadGc:
     """Runs Python's cyclic garbage collector on the Qt thread only, until ``stop``.
 
