@@ -404,6 +404,8 @@ async def _serve(settings: Settings) -> int:
 
 def _add_gui_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--minimized", action="store_true", help="start in the tray (used at login)")
+    sp.add_argument("--connect", metavar="URL", help="watch the llama-orch server at URL")
+    sp.add_argument("--token-file", metavar="FILE", help="file holding that server's token")
 
 
 def cmd_gui(config: Path, *, minimized: bool = False) -> int:
@@ -421,6 +423,11 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
         return _start_failed(f"The config file {config} has problems:\n{exc}", 2)
     log_file = settings.log_dir_path() / "llama-orch.log"
     setup_logging(log_file)
+    from app.gui_connect import ask_to_connect, cmd_gui_connect, offer_question, running_server
+
+    running = running_server(*settings.bind_host_port())
+    if running and ask_to_connect(offer_question(running)):
+        return cmd_gui_connect(running, settings.auth_token, minimized=minimized)
     from app.api.connections import raise_open_file_limit
     from app.gui_controls import GuiControls
 
@@ -602,7 +609,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_ask(args)
     if command in ("pull", "models", "rm"):
         return run_model_command(command, args, config)
+    if getattr(args, "connect", None):
+        return cmd_connect(args.connect, args.token_file, minimized=args.minimized)
     return cmd_gui(config, minimized=getattr(args, "minimized", False))
+
+
+def cmd_connect(url: str, token_file: str | None, *, minimized: bool) -> int:
+    """``gui --connect URL``: the window watches a running server. Returns the exit code."""
+    from app.desktop.preflight import preflight
+    from app.gui_connect import cmd_gui_connect, connect_token
+
+    problem = preflight()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    if not url.startswith(("http://", "https://")):
+        return _start_failed(f"--connect needs an http:// or https:// URL, got {url!r}.", 2)
+    try:
+        token = connect_token(token_file)
+    except ValueError as exc:
+        return _start_failed(f"Cannot watch {url}: {exc}.", 2)
+    return cmd_gui_connect(url.rstrip("/"), token, minimized=minimized)
 
 
 if __name__ == "__main__":

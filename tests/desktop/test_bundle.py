@@ -76,7 +76,7 @@ def test_version(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("llama-orch 0.")
-    assert "llama.cpp engine: llama-cpp-python" in done.stdout
+    assert "llama.cpp engine: llama-server" in done.stdout
     assert "Qt: 6." in done.stdout
 
 
