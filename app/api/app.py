@@ -37,6 +37,7 @@ from app.api.state import (
     STREAMS,
     SettingsBox,
 )
+from app.api.task_artifacts import TranscriptArchive
 from app.api.wire import DrainAccepted, PoolHealth, PoolLog
 from app.orchestrator.artifacts_port import ArtifactRegistry
 from app.orchestrator.catalog_port import ModelCatalog
@@ -368,7 +369,10 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 
 
 async def _close_streams(app: web.Application) -> None:
-    await app[STREAMS].close_all()
+    streams = app[STREAMS]
+    await streams.close_all()
+    if streams.archive is not None:
+        await streams.archive.flush()
 
 
 def make_app(
@@ -402,6 +406,7 @@ def make_app(
         routes += catalog_routes(parse_body)
     if artifacts is not None:
         app[ARTIFACTS] = artifacts
+        app[STREAMS].archive = TranscriptArchive(orch, artifacts)
         routes += artifact_routes(parse_body)
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)

@@ -283,7 +283,8 @@ def operations() -> dict[str, dict[str, Schema]]:
         },
         "/v1/tasks/{task_id}": {
             "get": _op(
-                "getTask", "State, pool, timings, tokens and decision summary", "data-plane",
+                "getTask", "State, pool, timings, tokens, decision summary and the id of the "
+                "trace artifact of its stream (once the stream ended)", "data-plane",
                 {"200": json_response("The task", ref(TaskView)), **error_responses(404)},
                 params=(TASK_ID,), examples=ex.task_view(),
             ),

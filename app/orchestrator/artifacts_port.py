@@ -71,6 +71,8 @@ def artifact_id(canonical: bytes) -> str:
 class ArtifactRegistry(Protocol):
     """Stores and returns artifacts; implementations must not block the loop."""
 
+    max_artifact_bytes: int  # the size cap of one artifact (its canonical JSON)
+
     async def put(self, artifact: ArtifactIn) -> ArtifactRef:
         """Store ``artifact`` (idempotent); raises OrchError 413 over the size cap."""
         ...

@@ -79,7 +79,7 @@ def run_gui(
 
     try:
         # SIGTERM/Ctrl+C quit cleanly from here on: the API serves before the window shows.
-        with _signals_quit(loop, finish, on_repeat_signal):
+        with _signals_quit(loop, finish, on_repeat_signal, quitting=done.done):
             try:
                 orch, controls = backend.start()
             except Exception as exc:
@@ -269,18 +269,20 @@ def _signals_quit(
     loop: asyncio.AbstractEventLoop,
     finish: Callable[[], None],
     on_repeat: Callable[[], None] | None = None,
+    quitting: Callable[[], bool] = lambda: False,
 ) -> Iterator[None]:
     """Make Ctrl+C in the terminal and SIGTERM (logout, ``kill``) quit cleanly, so
     engines are stopped and live streams closed; a timer lets Python see the signal.
-    Every later signal calls ``on_repeat`` (to hurry the stop). The handlers run on
+    A signal that comes once quitting has begun (a second one, or the first after
+    the window's Quit) calls ``on_repeat`` (to hurry the stop). The handlers run on
     this (the main) thread, the only one Python lets install them."""
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in signals}
-    seen = [0]
+    asked = [False]
 
     def handler(_sig: int, _frame: object) -> None:
-        seen[0] += 1
-        if seen[0] == 1:
+        if not (asked[0] or quitting()):
+            asked[0] = True
             loop.call_soon_threadsafe(finish)
         elif on_repeat is not None:
             on_repeat()
