@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
     from app.engine_host.llamacpp_stats import EngineStats
     from app.engine_host.model_store import ModelStore
     from app.gui_controls import GuiControls
+    from app.orchestrator.artifacts_port import ArtifactRegistry
     from app.orchestrator.ports import EngineControl
     from app.orchestrator.service import Orchestrator, OrchestratorConfig
 
@@ -73,6 +74,7 @@ class Backend:
     poller: GpuPoller
     engines: list[EngineControl] = field(default_factory=list)
     models: ModelStore | None = None
+    artifacts: ArtifactRegistry | None = None
     _fetching: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -301,7 +303,13 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
     REDACTOR.add(settings.auth_token)
     REDACTOR.add(os.environ.get("HF_TOKEN"))
     return Backend(
-        settings=settings, orch=orch, api=api, poller=poller, engines=engines, models=models
+        settings=settings,
+        orch=orch,
+        api=api,
+        poller=poller,
+        engines=engines,
+        models=models,
+        artifacts=artifacts,
     )
 
 

@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app.client.http import ServerClient, Unauthorized, Unreachable
 from app.config import Settings, parse_settings
+from app.orchestrator.artifacts_port import StoredArtifact
 from app.orchestrator.contracts import (
     AdmissionResponse,
     DecisionRecord,
@@ -327,6 +328,10 @@ class HttpBridge(QObject):
             "read it there",
             status=400,
         )
+
+    async def artifact(self, artifact_id: str) -> StoredArtifact:
+        answer = await self.client.request("GET", f"/v1/artifacts/{artifact_id}")
+        return StoredArtifact.model_validate(answer)
 
     async def _refresh(self) -> None:
         try:
