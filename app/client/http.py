@@ -102,12 +102,15 @@ class ServerClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise Unreachable(self.url, _describe(exc)) from None
 
-    async def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Return the JSON answer of ``method path`` with JSON ``body`` (None: no body).
-        Raises OrchError."""
+    async def request(
+        self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None
+    ) -> Any:
+        """Return the JSON answer of ``method path`` with JSON ``body`` (None: no body),
+        waiting up to ``timeout_s`` (default: the client's). Raises OrchError."""
+        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else self._timeout
         try:
             async with self._open().request(
-                method, self.url + path, json=body, timeout=self._timeout
+                method, self.url + path, json=body, timeout=timeout
             ) as resp:
                 await self._check(resp)
                 return await resp.json()

@@ -48,7 +48,7 @@ COUNTERS = {
     "tasks_canceled_total": "canceled",
     "tasks_rejected_total": "rejected",
 }
-TERMINAL = ("end", "error")
+RELOAD_TIMEOUT_S = 600.0  # a reload drains the pool and loads a model
 
 
 class RemoteControls:
@@ -296,7 +296,7 @@ class HttpBridge(QObject):
         await self._refresh()
 
     async def resume(self, pool_id: str) -> None:
-        await self.client.request("POST", f"/v1/pools/{pool_id}/resume", {})
+        await self.client.request("POST", f"/v1/pools/{pool_id}/resume")
         await self._refresh()
 
     async def drain_all(self) -> None:
@@ -309,7 +309,8 @@ class HttpBridge(QObject):
 
     async def reload(self, pool_id: str, model_ref: str) -> ReloadResult:
         body = {"model_ref": model_ref}
-        answer = await self.client.request("POST", f"/v1/pools/{pool_id}/reload", body)
+        path = f"/v1/pools/{pool_id}/reload"
+        answer = await self.client.request("POST", path, body, timeout_s=RELOAD_TIMEOUT_S)
         await self._refresh()
         return ReloadResult.model_validate(answer)
 
