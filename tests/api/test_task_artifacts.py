@@ -95,3 +95,18 @@ async def test_without_a_store_tasks_have_no_artifact(aiohttp_client: Any) -> No
     doc = await (await client.get("/openapi.json")).json()
     assert "artifact_id" in doc["components"]["schemas"]["TaskView"]["properties"]
     await orch.shutdown(deadline_s=0.1)
+
+
+async def test_a_streamed_openai_chat_leaves_its_chunks(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    spec = MockSpec("m0", model="mock-a", tokens_per_s=0)
+    orch, client = await _served(aiohttp_client, tmp_path, spec)
+    body = {"model": "mock-a", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 3, "stream": True}  # fmt: skip
+    resp = await client.post("/v1/chat/completions", json=body)
+    received = await resp.read()
+    art = await _artifact_of(client, resp.headers["X-Orch-Task-Id"])
+    assert art["content"]["transcript"].encode() == received
+    assert received.endswith(b"data: [DONE]\n\n")
+    await orch.shutdown(deadline_s=0.1)

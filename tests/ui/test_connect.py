@@ -128,6 +128,10 @@ def test_pools_appear_and_a_chat_streams(
     assert conv.last_stats and "tokens" in conv.last_stats
     qloop.wait_until(lambda: any(t.state == "done" for t in bridge.tasks()), 5)
     qloop.wait_until(lambda: bool(bridge.decisions()), 5)
+    qloop.wait_until(lambda: any(t.artifact_id for t in bridge.tasks()), 5)
+    kept = next(t for t in bridge.tasks() if t.artifact_id)
+    art = qloop.run(bridge.artifact(str(kept.artifact_id)))
+    assert art.content["task_id"] == kept.task_id and "event: token" in art.content["transcript"]
 
 
 def test_drain_from_the_window_drains_the_server(

@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.orchestrator.artifacts_port import StoredArtifact
+import pytest
+
+from app.engine_host.artifacts import ArtifactStore
+from app.orchestrator.artifacts_port import ArtifactIn, StoredArtifact
+from app.orchestrator.errors import OrchError
+from app.orchestrator.service import Orchestrator
+from app.ui.backend_thread import BackendThread
+from app.ui.embedded_bridge import EmbeddedBridge
 from app.ui.tasks_view import TasksView
 from tests.ui.conftest import QtAsync
-from tests.ui.fakes import FakeBridge
+from tests.ui.fakes import FakeBridge, FakeControls
+from tests.ui.test_embedded_bridge import start_core
 from tests.ui.test_tasks_view import LogControls, task
 
 ART_ID = "ab" * 32
@@ -65,3 +73,30 @@ def test_a_missing_artifact_is_reported(qtbot: Any, qloop: QtAsync, tmp_path: Pa
     qloop.wait_until(lambda: errors)
     assert errors == [f"show transcript failed: no artifact {ART_ID}"]
     assert view.transcript_dialog is None
+
+
+class StoreControls(FakeControls):
+    def __init__(self, store: ArtifactStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def artifact_registry(self) -> ArtifactStore:
+        return self.store
+
+
+def test_the_embedded_bridge_reads_the_backend_store(qloop: QtAsync, tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")
+    ref = qloop.run(store.put(ArtifactIn(kind="trace", content={"transcript": TRANSCRIPT})))
+    thread: BackendThread[Orchestrator] = BackendThread(start_core)
+    orch = thread.start(timeout=20)
+    try:
+        with_store = EmbeddedBridge(orch, StoreControls(store), thread)
+        assert qloop.run(with_store.artifact(ref.id)).content["transcript"] == TRANSCRIPT
+        without = EmbeddedBridge(orch, FakeControls(), thread)
+        with pytest.raises(OrchError) as err:
+            qloop.run(without.artifact(ref.id))
+        assert str(err.value.message) == "this app keeps no task transcripts"
+        with_store.close()
+        without.close()
+    finally:
+        thread.stop(timeout=20)
