@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
     from app.engine_host.llamacpp_stats import EngineStats
     from app.engine_host.model_store import ModelStore
     from app.gui_controls import GuiControls
+    from app.orchestrator.artifacts_port import ArtifactRegistry
     from app.orchestrator.ports import EngineControl, GpuInventory
     from app.orchestrator.service import Orchestrator, OrchestratorConfig
 
@@ -73,6 +74,7 @@ class Backend:
     poller: GpuPoller
     engines: list[EngineControl] = field(default_factory=list)
     models: ModelStore | None = None
+    artifacts: ArtifactRegistry | None = None
     _fetching: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -292,6 +294,8 @@ def nvml_gpu_snapshot() -> GpuInventory:
 def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None = None) -> Backend:
     """Wire engines, core and API server for ``settings`` (nothing started yet)."""
     from app.api.server import ApiServer
+    from app.engine_host.artifacts import ArtifactStore
+    from app.engine_host.catalog import default_catalog_dir
     from app.engine_host.gpu_poller import GpuPoller
     from app.engine_host.nvml import NvmlInventory
     from app.models_wiring import build_model_store
@@ -308,11 +312,18 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
     orch = Orchestrator(engines, orchestrator_config(settings), gpu_probe=poller)
     orch.metrics.registry.register(engine_metrics(engines))
     models = build_model_store(settings, orch)
-    api = ApiServer(orch, api_settings(settings), models=models)
+    artifacts = ArtifactStore(default_catalog_dir() / "artifacts")
+    api = ApiServer(orch, api_settings(settings), models=models, artifacts=artifacts)
     REDACTOR.add(settings.auth_token)
     REDACTOR.add(os.environ.get("HF_TOKEN"))
     return Backend(
-        settings=settings, orch=orch, api=api, poller=poller, engines=engines, models=models
+        settings=settings,
+        orch=orch,
+        api=api,
+        poller=poller,
+        engines=engines,
+        models=models,
+        artifacts=artifacts,
     )
 
 
@@ -415,6 +426,8 @@ async def _serve(settings: Settings) -> int:
 
 def _add_gui_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--minimized", action="store_true", help="start in the tray (used at login)")
+    sp.add_argument("--connect", metavar="URL", help="watch the llama-orch server at URL")
+    sp.add_argument("--token-file", metavar="FILE", help="file holding that server's token")
 
 
 def cmd_gui(config: Path, *, minimized: bool = False) -> int:
@@ -432,6 +445,11 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
         return _start_failed(f"The config file {config} has problems:\n{exc}", 2)
     log_file = settings.log_dir_path() / "llama-orch.log"
     setup_logging(log_file)
+    from app.gui_connect import ask_to_connect, cmd_gui_connect, offer_question, running_server
+
+    running = running_server(*settings.bind_host_port())
+    if running and ask_to_connect(offer_question(running)):
+        return cmd_gui_connect(running, settings.auth_token, minimized=minimized)
     from app.api.connections import raise_open_file_limit
     from app.gui_controls import GuiControls
 
@@ -613,7 +631,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_ask(args)
     if command in ("pull", "models", "rm"):
         return run_model_command(command, args, config)
+    if getattr(args, "connect", None):
+        return cmd_connect(args.connect, args.token_file, minimized=args.minimized)
     return cmd_gui(config, minimized=getattr(args, "minimized", False))
+
+
+def cmd_connect(url: str, token_file: str | None, *, minimized: bool) -> int:
+    """``gui --connect URL``: the window watches a running server. Returns the exit code."""
+    from app.desktop.preflight import preflight
+    from app.gui_connect import cmd_gui_connect, connect_token
+
+    problem = preflight()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    if not url.startswith(("http://", "https://")):
+        return _start_failed(f"--connect needs an http:// or https:// URL, got {url!r}.", 2)
+    try:
+        token = connect_token(token_file)
+    except ValueError as exc:
+        return _start_failed(f"Cannot watch {url}: {exc}.", 2)
+    return cmd_gui_connect(url.rstrip("/"), token, minimized=minimized)
 
 
 if __name__ == "__main__":

@@ -465,7 +465,7 @@ class LlamaCppEngine(PublishedStatus):
         self._watch = asyncio.create_task(self._watch_health(inst))
         poll = self.stats.poll(self._http, inst.base_url, inst.headers, self._spec.stats_interval_s)
         self._stats_task = asyncio.create_task(poll)
-        self._pool.descriptor = self._describe(inst.model_ref, inst.command)
+        self._pool.descriptor = self._describe(inst.model_ref, inst.command, inst.features)
         self._history = self._policy.on_ready(self._history, self._clock.monotonic())
         self._publish(PoolState.READY, detail)
 
@@ -549,7 +549,12 @@ class LlamaCppEngine(PublishedStatus):
 
     # ---- status ----
 
-    def _describe(self, model_ref: str | None, command: EngineCommand | None) -> PoolDescriptor:
+    def _describe(
+        self,
+        model_ref: str | None,
+        command: EngineCommand | None,
+        features: frozenset[str] = frozenset(ENGINE_FEATURES),
+    ) -> PoolDescriptor:
         spec = self._spec
         if command is not None:
             version, slots = command.version, command.slots
@@ -565,7 +570,7 @@ class LlamaCppEngine(PublishedStatus):
             device_mask=spec.device_mask,
             demo=spec.demo,
             vram_estimate_bytes=vram_estimate_bytes(spec, model_ref),
-            features=frozenset(ENGINE_FEATURES),
+            features=features,
         )
 
     def _publish(self, state: PoolState, detail: str) -> None:

@@ -483,6 +483,11 @@ class TaskView(Strict):
     prompt_start: str = Field(
         default="", description="The first words of the prompt (or last user message)"
     )
+    artifact_id: str | None = Field(
+        default=None,
+        description="The trace artifact of the finished task's stream (its SSE transcript "
+        "and placement decision; GET /v1/artifacts/{id}); set shortly after the stream ends",
+    )
 
 
 class QueueDepth(Strict):

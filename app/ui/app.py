@@ -79,7 +79,7 @@ def run_gui(
 
     try:
         # SIGTERM/Ctrl+C quit cleanly from here on: the API serves before the window shows.
-        with _signals_quit(loop, finish, on_repeat_signal):
+        with _signals_quit(loop, finish, on_repeat_signal, quitting=done.done):
             try:
                 orch, controls = backend.start()
             except Exception as exc:
@@ -96,6 +96,57 @@ def run_gui(
         return 0
     finally:
         collector.stop()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+Attach = Callable[[], Awaitable[Bridge]]
+Detach = Callable[[Bridge], Awaitable[None]]
+
+
+def run_window(
+    attach: Attach,
+    detach: Detach,
+    *,
+    show_error: ErrorShower = show_start_error,
+    window_factory: Callable[[Bridge, str | None], MainWindow] | None = None,
+    minimized: bool = False,
+    on_window: Callable[[MainWindow, Bridge], None] | None = None,
+) -> int:
+    """Run the window against a backend that runs elsewhere (``gui --connect``).
+
+    Awaits ``attach()`` on this thread's qasync loop for the bridge, shows the
+    window (``on_window`` may wire it further), and after quit awaits
+    ``detach(bridge)``. Returns 1 when ``attach()`` raises (its message is shown
+    with ``show_error``), else 0. Blocks for the whole session.
+    """
+    app = _application()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    try:
+        with _signals_quit(loop, finish):
+            try:
+                bridge = loop.run_until_complete(attach())
+            except Exception as exc:
+                show_error(str(exc) or type(exc).__name__)
+                return 1
+            try:
+                window = (window_factory or _default_window)(bridge, None)
+                if on_window is not None:
+                    on_window(window, bridge)
+                show = not (minimized and window.tray.active)
+                _run_session(app, loop, bridge, window, done, show=show)
+            finally:
+                loop.run_until_complete(detach(bridge))
+        return 0
+    finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
@@ -218,18 +269,20 @@ def _signals_quit(
     loop: asyncio.AbstractEventLoop,
     finish: Callable[[], None],
     on_repeat: Callable[[], None] | None = None,
+    quitting: Callable[[], bool] = lambda: False,
 ) -> Iterator[None]:
     """Make Ctrl+C in the terminal and SIGTERM (logout, ``kill``) quit cleanly, so
     engines are stopped and live streams closed; a timer lets Python see the signal.
-    Every later signal calls ``on_repeat`` (to hurry the stop). The handlers run on
+    A signal that comes once quitting has begun (a second one, or the first after
+    the window's Quit) calls ``on_repeat`` (to hurry the stop). The handlers run on
     this (the main) thread, the only one Python lets install them."""
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in signals}
-    seen = [0]
+    asked = [False]
 
     def handler(_sig: int, _frame: object) -> None:
-        seen[0] += 1
-        if seen[0] == 1:
+        if not (asked[0] or quitting()):
+            asked[0] = True
             loop.call_soon_threadsafe(finish)
         elif on_repeat is not None:
             on_repeat()

@@ -132,9 +132,23 @@ def test_the_mock_pool_refuses_a_json_schema_by_name(served: Served) -> None:
         )
     assert caught.value.param == "response_format"
     models = {m.id: m.model_extra or {} for m in client(served).models.list()}
-    assert models["demo"]["capabilities"]["json_schema"] is True
+    assert models["demo"]["capabilities"] == {
+        "json_schema": True,
+        "tools": False,  # the demo model's chat template has no tool support
+        "logprobs": True,
+    }
     assert models["demo"]["context_length"] == 2048
     assert models["mock-a"]["capabilities"]["json_schema"] is False
+
+
+def test_tools_on_a_model_whose_template_cannot_do_them_are_refused(served: Served) -> None:
+    tool: Any = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(served).chat.completions.create(
+            model="demo", messages=HI, tools=[tool], tool_choice="required"
+        )
+    assert caught.value.param == "tools"
+    assert "chat template" in caught.value.message
 
 
 # ---- a second client library: LangChain's ChatOpenAI -----------------------------------
