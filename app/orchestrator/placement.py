@@ -31,7 +31,7 @@ from app.orchestrator.ranking import (
     rank,
     tie_breakers,
 )
-from app.orchestrator.vram import gib
+from app.orchestrator.vram import shortfall_text
 
 FILTER_ORDER: tuple[str, ...] = (
     "unready", "draining", "engine", "model", "features", "ctx",
@@ -261,7 +261,7 @@ def _infeasible_when_ready(pool: PoolSnapshot, rules: _Rules) -> _Drop | None:
     free = pool.vram_free_bytes
     needed = max(rules.est_kv_bytes, pool.vram_need_bytes)
     if needed > 0 and free is not None and free < needed:
-        return _Drop("vram", f"needs {gib(needed)} GiB, {gib(free)} GiB free", needed, free)
+        return _Drop("vram", shortfall_text(needed, free), needed, free)
     if pool.pool_id in rules.avoid:
         return _Drop("avoided", "avoided")
     return None

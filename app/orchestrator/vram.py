@@ -63,6 +63,11 @@ def gib(n_bytes: int) -> str:
     return f"{n_bytes / GIB:.1f}"
 
 
+def shortfall_text(needs_bytes: int, free_bytes: int) -> str:
+    """Return why a pool lacks VRAM: "needs 9.4 GiB, 7.8 GiB free"."""
+    return f"needs {gib(needs_bytes)} GiB, {gib(free_bytes)} GiB free"
+
+
 @dataclass(frozen=True, slots=True)
 class Fit:
     """Whether a model fits one GPU, with the sentence the UI and decisions show."""

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.orchestrator.contracts import CandidateRecord, DecisionRecord, TaskView
+from app.orchestrator.vram import shortfall_text
 from app.ui.bridge import Bridge
 from app.ui.table_model import Index, RowsModel
 
@@ -74,6 +75,14 @@ def outcome_text(record: DecisionRecord) -> str:
 def candidate_rule(candidate: CandidateRecord) -> str:
     """Return the filter (filtered) or ranking key (outranked, selected) behind a candidate."""
     return candidate.filter or candidate.rank_key or ""
+
+
+def candidate_reason(candidate: CandidateRecord) -> str:
+    """Return the candidate's reason; a VRAM shortfall is written from its byte fields."""
+    need, free = candidate.vram_need_bytes, candidate.vram_free_bytes
+    if need is not None and free is not None:
+        return shortfall_text(need, free)
+    return candidate.reason
 
 
 class DecisionTableModel(RowsModel[DecisionRecord]):
@@ -212,7 +221,8 @@ class CandidateTableModel(RowsModel[CandidateRecord]):
         """Return the text shown at ``(row, column)``; raises IndexError."""
         cand = self._rows[row]
         end = "" if cand.predicted_end_ms is None else f"{cand.predicted_end_ms:.0f} ms"
-        return (cand.pool_id, cand.outcome, candidate_rule(cand), cand.reason, end)[column]
+        reason = candidate_reason(cand)
+        return (cand.pool_id, cand.outcome, candidate_rule(cand), reason, end)[column]
 
     def set_candidates(self, candidates: list[CandidateRecord]) -> None:
         """Show ``candidates`` in rank order (selected or refused first), then filtered."""

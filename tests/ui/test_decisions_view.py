@@ -150,3 +150,19 @@ def test_rows_name_the_chat_or_the_prompt(qtbot: Any, qloop: Any) -> None:
     bridge.decisionsMade.emit((decision(task_id),))
     model = window.decisions.model
     assert model.data(model.index(0, 1)) == "Chat: Which GPU should run a 7B model?"
+
+
+def test_a_vram_filtered_candidate_is_written_from_its_byte_fields(qtbot: Any) -> None:
+    gib = 1024**3
+    vram = CandidateRecord(
+        pool_id="gpu1",
+        outcome="filtered",
+        filter="vram",
+        reason="(text the view does not read)",
+        vram_need_bytes=int(9.4 * gib),
+        vram_free_bytes=int(7.8 * gib),
+    )
+    view, _ = make_view(qtbot, [decision("task-1", selected=None, candidates=[vram])])
+    assert view.select_task("task-1")
+    row = [view.candidates.cell(0, c) for c in range(4)]
+    assert row == ["gpu1", "filtered", "vram", "needs 9.4 GiB, 7.8 GiB free"]
