@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
     from app.engine_host.model_store import ModelStore
     from app.gui_controls import GuiControls
     from app.orchestrator.artifacts_port import ArtifactRegistry
-    from app.orchestrator.ports import EngineControl
+    from app.orchestrator.ports import EngineControl, GpuInventory
     from app.orchestrator.service import Orchestrator, OrchestratorConfig
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -218,7 +218,10 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Engin
 
     model, needs = pool_model(settings, pool, open_catalog())
     return LlamaCppEngine(
-        llamacpp_spec(settings, pool, model, needs), log_dir=log_dir, gpu_indices=nvml_gpu_indices
+        llamacpp_spec(settings, pool, model, needs),
+        log_dir=log_dir,
+        gpu_indices=nvml_gpu_indices,
+        gpu_snapshot=nvml_gpu_snapshot,
     )
 
 
@@ -273,6 +276,17 @@ def nvml_gpu_indices() -> list[int]:
     reader = NvmlInventory()
     try:
         return [gpu.index for gpu in reader.read(with_processes=False).gpus]
+    finally:
+        reader.close()
+
+
+def nvml_gpu_snapshot() -> GpuInventory:
+    """Return NVML's view of the GPUs' memory now (empty without NVML). Blocks on NVML."""
+    from app.engine_host.nvml import NvmlInventory
+
+    reader = NvmlInventory()
+    try:
+        return reader.read(with_processes=False)
     finally:
         reader.close()
 

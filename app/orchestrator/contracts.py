@@ -549,6 +549,12 @@ class CandidateRecord(Strict):
     rank: int | None = Field(
         default=None, description="Position in the ranking, 0 = best; null when filtered"
     )
+    vram_need_bytes: int | None = Field(
+        default=None, description="VRAM the pool needed free (filtered by vram); else null"
+    )
+    vram_free_bytes: int | None = Field(
+        default=None, description="VRAM free on the pool's GPUs then (filtered by vram); else null"
+    )
 
 
 class DecisionRecord(Strict):

@@ -95,7 +95,13 @@ FILTER_CASES = [
         "device_mask",
         "device mask 0 != required 1",
     ),
-    ("vram", {"vram_free_bytes": GIB}, {"est_kv_bytes": 2 * GIB}, "vram", "free VRAM 1.00 GiB"),
+    (
+        "vram",
+        {"vram_free_bytes": GIB},
+        {"est_kv_bytes": 2 * GIB},
+        "vram",
+        "needs 2.0 GiB, 1.0 GiB free",
+    ),
     ("avoided", {}, {"overrides": {"avoid_pools": ["a"]}}, "avoided", "avoided"),
 ]
 
