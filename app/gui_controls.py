@@ -21,6 +21,7 @@ from app.config import (
     to_toml,
 )
 from app.logs import REDACTOR
+from app.orchestrator.artifacts_port import ArtifactRegistry
 from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.queues import FullPolicy
 
@@ -56,6 +57,10 @@ class GuiControls:
     def model_catalog(self) -> ModelCatalog | None:
         """Return the backend's model catalog (a ModelStore), None without one."""
         return getattr(self._backend, "models", None)
+
+    def artifact_registry(self) -> ArtifactRegistry | None:
+        """Return the backend's artifact store (task transcripts), None without one."""
+        return getattr(self._backend, "artifacts", None)
 
     def current_settings(self) -> Settings:
         return self._backend.settings

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ if TYPE_CHECKING:  # the layers are imported lazily, so `serve` never loads Qt
     from app.engine_host.llamacpp_stats import EngineStats
     from app.engine_host.model_store import ModelStore
     from app.gui_controls import GuiControls
-    from app.orchestrator.ports import EngineControl
+    from app.orchestrator.artifacts_port import ArtifactRegistry
+    from app.orchestrator.ports import EngineControl, GpuInventory
     from app.orchestrator.service import Orchestrator, OrchestratorConfig
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -72,6 +74,7 @@ class Backend:
     poller: GpuPoller
     engines: list[EngineControl] = field(default_factory=list)
     models: ModelStore | None = None
+    artifacts: ArtifactRegistry | None = None
     _fetching: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -215,7 +218,10 @@ def build_engine(settings: Settings, pool: PoolSettings, log_dir: Path) -> Engin
 
     model, needs = pool_model(settings, pool, open_catalog())
     return LlamaCppEngine(
-        llamacpp_spec(settings, pool, model, needs), log_dir=log_dir, gpu_indices=nvml_gpu_indices
+        llamacpp_spec(settings, pool, model, needs),
+        log_dir=log_dir,
+        gpu_indices=nvml_gpu_indices,
+        gpu_snapshot=nvml_gpu_snapshot,
     )
 
 
@@ -274,9 +280,22 @@ def nvml_gpu_indices() -> list[int]:
         reader.close()
 
 
+def nvml_gpu_snapshot() -> GpuInventory:
+    """Return NVML's view of the GPUs' memory now (empty without NVML). Blocks on NVML."""
+    from app.engine_host.nvml import NvmlInventory
+
+    reader = NvmlInventory()
+    try:
+        return reader.read(with_processes=False)
+    finally:
+        reader.close()
+
+
 def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None = None) -> Backend:
     """Wire engines, core and API server for ``settings`` (nothing started yet)."""
     from app.api.server import ApiServer
+    from app.engine_host.artifacts import ArtifactStore
+    from app.engine_host.catalog import default_catalog_dir
     from app.engine_host.gpu_poller import GpuPoller
     from app.engine_host.nvml import NvmlInventory
     from app.models_wiring import build_model_store
@@ -293,11 +312,18 @@ def build_backend(settings: Settings, *, loop: asyncio.AbstractEventLoop | None 
     orch = Orchestrator(engines, orchestrator_config(settings), gpu_probe=poller)
     orch.metrics.registry.register(engine_metrics(engines))
     models = build_model_store(settings, orch)
-    api = ApiServer(orch, api_settings(settings), models=models)
+    artifacts = ArtifactStore(default_catalog_dir() / "artifacts")
+    api = ApiServer(orch, api_settings(settings), models=models, artifacts=artifacts)
     REDACTOR.add(settings.auth_token)
     REDACTOR.add(os.environ.get("HF_TOKEN"))
     return Backend(
-        settings=settings, orch=orch, api=api, poller=poller, engines=engines, models=models
+        settings=settings,
+        orch=orch,
+        api=api,
+        poller=poller,
+        engines=engines,
+        models=models,
+        artifacts=artifacts,
     )
 
 
@@ -400,6 +426,8 @@ async def _serve(settings: Settings) -> int:
 
 def _add_gui_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--minimized", action="store_true", help="start in the tray (used at login)")
+    sp.add_argument("--connect", metavar="URL", help="watch the llama-orch server at URL")
+    sp.add_argument("--token-file", metavar="FILE", help="file holding that server's token")
 
 
 def cmd_gui(config: Path, *, minimized: bool = False) -> int:
@@ -417,6 +445,11 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
         return _start_failed(f"The config file {config} has problems:\n{exc}", 2)
     log_file = settings.log_dir_path() / "llama-orch.log"
     setup_logging(log_file)
+    from app.gui_connect import ask_to_connect, cmd_gui_connect, offer_question, running_server
+
+    running = running_server(*settings.bind_host_port())
+    if running and ask_to_connect(offer_question(running)):
+        return cmd_gui_connect(running, settings.auth_token, minimized=minimized)
     from app.api.connections import raise_open_file_limit
     from app.gui_controls import GuiControls
 
@@ -430,26 +463,17 @@ def cmd_gui(config: Path, *, minimized: bool = False) -> int:
         except OSError as exc:
             raise RuntimeError(bind_failure(settings.server.bind, config, exc)) from None
         controls = GuiControls(backend, config, log_file, api_settings)
-        return backend.orch, controls, lambda: backend.stop(hurry=hurry_on_signal())
+        return backend.orch, controls, lambda: backend.stop(hurry=hurry.is_set)
 
+    hurry = threading.Event()  # set by a second SIGINT/SIGTERM, read by the backend's stop
     banner = FIRST_START_BANNER if first else _demo_banner(settings)
-    return run_gui(start, banner=banner, minimized=minimized, backend_loop=backend_loop_factory())
-
-
-def hurry_on_signal() -> Callable[[], bool]:
-    """Make SIGINT/SIGTERM request an immediate stop; return whether one came.
-
-    For the GUI: the window handles the first signal (quit) and puts these
-    handlers back while the backend stops, so the next signal hurries it.
-    """
-    got = [False]
-
-    def handler(_sig: int, _frame: object) -> None:
-        got[0] = True
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-    return lambda: got[0]
+    return run_gui(
+        start,
+        banner=banner,
+        minimized=minimized,
+        backend_loop=backend_loop_factory(),
+        on_repeat_signal=hurry.set,
+    )
 
 
 def bind_failure(bind: str, config: Path, exc: OSError) -> str:
@@ -607,7 +631,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_ask(args)
     if command in ("pull", "models", "rm"):
         return run_model_command(command, args, config)
+    if getattr(args, "connect", None):
+        return cmd_connect(args.connect, args.token_file, minimized=args.minimized)
     return cmd_gui(config, minimized=getattr(args, "minimized", False))
+
+
+def cmd_connect(url: str, token_file: str | None, *, minimized: bool) -> int:
+    """``gui --connect URL``: the window watches a running server. Returns the exit code."""
+    from app.desktop.preflight import preflight
+    from app.gui_connect import cmd_gui_connect, connect_token
+
+    problem = preflight()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    if not url.startswith(("http://", "https://")):
+        return _start_failed(f"--connect needs an http:// or https:// URL, got {url!r}.", 2)
+    try:
+        token = connect_token(token_file)
+    except ValueError as exc:
+        return _start_failed(f"Cannot watch {url}: {exc}.", 2)
+    return cmd_gui_connect(url.rstrip("/"), token, minimized=minimized)
 
 
 if __name__ == "__main__":

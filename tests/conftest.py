@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -16,3 +18,39 @@ def demo_gguf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     from app.engine_host.demo_model import write_demo_model
 
     return write_demo_model(tmp_path_factory.mktemp("demo") / "demo.gguf").read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def _no_modal_dialogs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a Qt test that opens a modal dialog instead of hanging the whole run.
+
+    A modal dialog runs its own event loop in C++, where pytest-timeout's alarm
+    never reaches Python: without this, one forgotten ``ask`` blocks CI until its
+    limit. A timer (on the Qt thread, so it runs inside the dialog's loop too)
+    closes any modal widget and the test fails naming its title.
+    """
+    if "PySide6.QtWidgets" not in sys.modules:
+        yield
+        return
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    if QApplication.instance() is None:
+        yield
+        return
+    opened: list[str] = []
+
+    def close_modal() -> None:
+        widget = QApplication.activeModalWidget()
+        if widget is not None:
+            opened.append(widget.windowTitle() or type(widget).__name__)
+            widget.close()
+
+    timer = QTimer()
+    timer.timeout.connect(close_modal)
+    timer.start(500)
+    try:
+        yield
+    finally:
+        timer.stop()
+    assert not opened, f"the test opened a modal dialog (closed by the guard): {opened}"

@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from app.api.artifacts import artifact_routes
 from app.api.auth import bearer_auth, browser_guard
 from app.api.catalog import catalog_routes
 from app.api.errors import ApiError, describe_validation
@@ -26,6 +27,7 @@ from app.api.render import JSON_TYPE, dumps, model_response
 from app.api.settings import ApiSettings
 from app.api.sse import LiveStreams, StreamOptions, serve_stream
 from app.api.state import (
+    ARTIFACTS,
     CORRELATION_ID,
     IDENTITY,
     MODELS,
@@ -35,7 +37,9 @@ from app.api.state import (
     STREAMS,
     SettingsBox,
 )
+from app.api.task_artifacts import TranscriptArchive
 from app.api.wire import DrainAccepted, PoolHealth, PoolLog
+from app.orchestrator.artifacts_port import ArtifactRegistry
 from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.contracts import (
     DrainRequest,
@@ -365,11 +369,18 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 
 
 async def _close_streams(app: web.Application) -> None:
-    await app[STREAMS].close_all()
+    streams = app[STREAMS]
+    await streams.close_all()
+    if streams.archive is not None:
+        await streams.archive.flush()
 
 
 def make_app(
-    orch: Orchestrator, settings: ApiSettings, *, models: ModelCatalog | None = None
+    orch: Orchestrator,
+    settings: ApiSettings,
+    *,
+    models: ModelCatalog | None = None,
+    artifacts: ArtifactRegistry | None = None,
 ) -> web.Application:
     """Return the application serving ``orch`` with ``settings``. Never blocks.
 
@@ -384,13 +395,19 @@ def make_app(
     app[ORCH] = orch
     app[SETTINGS] = SettingsBox(settings)
     app[STREAMS] = LiveStreams(orch.cancel)
-    app[OPENAPI_JSON] = dumps(build_openapi(catalog=models is not None))
+    app[OPENAPI_JSON] = dumps(
+        build_openapi(catalog=models is not None, artifacts=artifacts is not None)
+    )
     app.on_response_prepare.append(stamp_headers)
     app.on_shutdown.append(_close_streams)
     routes = ROUTES
     if models is not None:
         app[MODELS] = models
         routes += catalog_routes(parse_body)
+    if artifacts is not None:
+        app[ARTIFACTS] = artifacts
+        app[STREAMS].archive = TranscriptArchive(orch, artifacts)
+        routes += artifact_routes(parse_body)
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
     add_openai_routes(app, read_json)

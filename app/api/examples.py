@@ -77,6 +77,7 @@ def task_view() -> Example:
         created_at=1_700_000_000.0, queue_position=None, queued_ms=3, ttft_ms=41,
         decode_time_ms=620, tokens_in=6, tokens_out=32, finish_reason=FinishReason.LENGTH,
         error=None, decision_summary="gpu0 selected: ready, 1 free slot, shortest predicted end",
+        artifact_id="3f5a" * 16,
     )  # fmt: skip
     return {"response": {"status": 200, "body": _json(view)}}
 

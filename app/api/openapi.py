@@ -283,7 +283,8 @@ def operations() -> dict[str, dict[str, Schema]]:
         },
         "/v1/tasks/{task_id}": {
             "get": _op(
-                "getTask", "State, pool, timings, tokens and decision summary", "data-plane",
+                "getTask", "State, pool, timings, tokens, decision summary and the id of the "
+                "trace artifact of its stream (once the stream ended)", "data-plane",
                 {"200": json_response("The task", ref(TaskView)), **error_responses(404)},
                 params=(TASK_ID,), examples=ex.task_view(),
             ),
@@ -474,13 +475,17 @@ def _array(model: type[BaseModel]) -> Schema:
     return {"type": "array", "items": ref(model)}
 
 
-def build_openapi(*, catalog: bool = False) -> Schema:
+def build_openapi(*, catalog: bool = False, artifacts: bool = False) -> Schema:
     """Return the OpenAPI 3.1 document (a fresh dict), with the catalog routes when
-    ``catalog``. Never blocks."""
+    ``catalog`` and the artifact routes when ``artifacts``. Never blocks."""
+    from app.api.artifacts import artifact_operations, artifact_schemas
     from app.api.catalog_doc import catalog_operations, catalog_schemas
 
     paths = operations() | (catalog_operations() if catalog else {})
     schemas = component_schemas() | (catalog_schemas() if catalog else {})
+    if artifacts:
+        paths |= artifact_operations()
+        schemas |= artifact_schemas()
     return {
         "openapi": "3.1.0",
         "info": {

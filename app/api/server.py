@@ -14,6 +14,7 @@ from app.api.app import make_app
 from app.api.connections import ConnectionGuard, GuardedSite, install_accept_error_reporter
 from app.api.settings import ApiSettings, check_bind
 from app.api.state import SETTINGS
+from app.orchestrator.artifacts_port import ArtifactRegistry
 from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.service import Orchestrator
 
@@ -58,11 +59,16 @@ class ApiServer:
     """
 
     def __init__(
-        self, orch: Orchestrator, settings: ApiSettings, models: ModelCatalog | None = None
+        self,
+        orch: Orchestrator,
+        settings: ApiSettings,
+        models: ModelCatalog | None = None,
+        artifacts: ArtifactRegistry | None = None,
     ) -> None:
         self._orch = orch
         self._settings = settings
         self._models = models
+        self._artifacts = artifacts
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
@@ -99,7 +105,7 @@ class ApiServer:
             return
         check_bind(self._settings)
         install_accept_error_reporter(asyncio.get_running_loop())
-        app = make_app(self._orch, self._settings, models=self._models)
+        app = make_app(self._orch, self._settings, models=self._models, artifacts=self._artifacts)
         limits = self._settings.limits
         self._guard = ConnectionGuard(limits)
         runner = web.AppRunner(

@@ -16,12 +16,15 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
 from app.orchestrator.events import ERROR, TERMINAL_KINDS, TOKEN, TaskEvent, TokenEvent
 from app.orchestrator.service import StreamHandle
+
+if TYPE_CHECKING:
+    from app.api.task_artifacts import TranscriptArchive
 
 log = logging.getLogger("llama_orch.api")
 
@@ -88,10 +91,12 @@ class LiveStream:
 class LiveStreams:
     """Every stream being served, plus the background drains of abandoned ones.
 
-    ``cancel_task`` is the facade's cancel (used when a drain is stopped).
+    ``cancel_task`` is the facade's cancel (used when a drain is stopped);
+    ``archive`` (when set) stores each finished stream's transcript.
     """
 
     cancel_task: Callable[[str], None]
+    archive: TranscriptArchive | None = None
     streams: set[LiveStream] = field(default_factory=set)
     drains: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
@@ -213,7 +218,9 @@ class SseWriter:
 
     ``heartbeat_s`` > 0 adds ``: keep-alive`` comments after that much silence;
     ``batch_s`` > 0 coalesces consecutive tokens arriving within that window;
-    ``frames`` renders the events (OrchQueue frames unless told otherwise).
+    ``frames`` renders the events (OrchQueue frames unless told otherwise);
+    ``transcript_bytes`` > 0 keeps the bytes written (one list append per write)
+    in ``transcript`` until that many were kept (then ``truncated``).
     """
 
     def __init__(
@@ -225,8 +232,12 @@ class SseWriter:
         heartbeat_s: float = 0.0,
         batch_s: float = 0.0,
         frames: FrameFormat = ORCHQUEUE_FRAMES,
+        transcript_bytes: int = 0,
     ) -> None:
         self.render = frames.render
+        self.transcript: list[bytes] = []
+        self.truncated = False
+        self._keep_left = transcript_bytes
         self._frames = frames
         self._request = request
         self._response = response
@@ -299,6 +310,16 @@ class SseWriter:
     async def _write(self, data: bytes) -> None:
         await self._response.write(data)
         self._last_write = self._loop.time()
+        if self._keep_left > 0:
+            self._keep(data)
+
+    def _keep(self, data: bytes) -> None:
+        """Add one written batch to the transcript, up to the byte budget."""
+        self._keep_left -= len(data)
+        if self._keep_left >= 0:
+            self.transcript.append(data)
+        else:
+            self.truncated = True
 
     async def _wait(self) -> TaskEvent | None:
         """Await the next event, writing heartbeats and watching for a disconnect."""
@@ -375,6 +396,7 @@ async def serve_stream(
         heartbeat_s=options.heartbeat_ms / 1000,
         batch_s=options.microbatch_ms / 1000,
         frames=frames,
+        transcript_bytes=0 if streams.archive is None else streams.archive.budget,
     )
     live = streams.register(handle.task_id)
     shutdown = False
@@ -391,6 +413,8 @@ async def serve_stream(
             await writer.write_shutdown_error()
     finally:
         streams.streams.discard(live)
+        if streams.archive is not None:
+            streams.archive.keep(handle.task_id, writer.transcript, writer.truncated)
         release_stream(handle, streams, options, finished=writer.finished, shutdown=shutdown)
     return response
 

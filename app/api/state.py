@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from app.api.settings import ApiSettings
+from app.orchestrator.artifacts_port import ArtifactRegistry
 from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.service import Orchestrator
 
@@ -53,6 +54,7 @@ SETTINGS = web.AppKey("settings", SettingsBox)
 STREAMS: web.AppKey[LiveStreams] = web.AppKey("streams")
 OPENAPI_JSON = web.AppKey("openapi_json", str)
 MODELS: web.AppKey[ModelCatalog] = web.AppKey("models")
+ARTIFACTS: web.AppKey[ArtifactRegistry] = web.AppKey("artifacts")
 
 CORRELATION_ID = web.RequestKey("correlation_id", str)
 IDENTITY = web.RequestKey("identity", str)

@@ -34,6 +34,7 @@ from app.engine_host.llamacpp_launch import (
     resolve_model_ref,
 )
 from app.engine_host.llamacpp_stats import EngineStats
+from app.engine_host.llamacpp_vram import GpuSnapshot, reload_misfit, vram_estimate_bytes
 from app.engine_host.mailbox import Mailbox
 from app.engine_host.openai_client import OpenAIStream, open_stream, request_body
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
@@ -74,8 +75,10 @@ class LlamaCppEngine(PublishedStatus):
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
         gpu_indices: GpuIndices | None = None,
+        gpu_snapshot: GpuSnapshot | None = None,
     ) -> None:
-        """``gpu_indices`` (NVML's view, blocking) lets a launch refuse a GPU the host lacks."""
+        """``gpu_indices`` (NVML's view, blocking) lets a launch refuse a GPU the host lacks;
+        ``gpu_snapshot`` (NVML's free VRAM, blocking) lets a reload refuse a model too big."""
         self._spec = spec
         self._log_path = log_dir / f"{spec.pool_id}.log"
         self._clock = clock if clock is not None else SystemClock()
@@ -86,6 +89,7 @@ class LlamaCppEngine(PublishedStatus):
         self._model_ref = spec.model_ref
         self._http = LazySession(force_close=True)
         self._gpu_indices = gpu_indices
+        self._gpu_snapshot = gpu_snapshot
         self._launcher = self._launcher_for(spec)
         self._mailbox: Mailbox[_Command] = Mailbox(self._supervise, name=f"pool-{spec.pool_id}")
         # Owned by the supervisor task:
@@ -351,6 +355,8 @@ class LlamaCppEngine(PublishedStatus):
             why = f"a reload of pool {self._spec.pool_id} is already in progress; retry later"
             busy = EngineError(ErrorCode.POOL_UNAVAILABLE, why, retriable=True)
             command.reply.set_exception(busy)
+        elif (misfit := await self._misfit(command.spec or self._spec, ref)) is not None:
+            command.reply.set_exception(EngineError(ErrorCode.INVALID_PARAMS, misfit))
         elif self._inst is not None:
             launcher = self._launcher_for(command.spec) if command.spec else self._launcher
             self._candidate = asyncio.create_task(launcher.launch(ref))
@@ -365,6 +371,13 @@ class LlamaCppEngine(PublishedStatus):
             self._model_ref = ref
             self._begin_launch(ref, recovering=False, detail="starting")
             self._launch_reply = command.reply
+
+    async def _misfit(self, spec: LlamaCppSpec, model_ref: str) -> str | None:
+        """Return why ``model_ref`` does not fit ``spec``'s GPUs now, None when it may load."""
+        if self._gpu_snapshot is None or spec.device_mask == "cpu":
+            return None
+        gpus = await asyncio.to_thread(self._gpu_snapshot)
+        return await asyncio.to_thread(reload_misfit, spec, model_ref, gpus)
 
     def _missing_model(self) -> str | None:
         """Return why the configured model is absent ("needs a model", with its path), or None.
@@ -452,7 +465,7 @@ class LlamaCppEngine(PublishedStatus):
         self._watch = asyncio.create_task(self._watch_health(inst))
         poll = self.stats.poll(self._http, inst.base_url, inst.headers, self._spec.stats_interval_s)
         self._stats_task = asyncio.create_task(poll)
-        self._pool.descriptor = self._describe(inst.model_ref, inst.command)
+        self._pool.descriptor = self._describe(inst.model_ref, inst.command, inst.features)
         self._history = self._policy.on_ready(self._history, self._clock.monotonic())
         self._publish(PoolState.READY, detail)
 
@@ -536,7 +549,12 @@ class LlamaCppEngine(PublishedStatus):
 
     # ---- status ----
 
-    def _describe(self, model_ref: str | None, command: EngineCommand | None) -> PoolDescriptor:
+    def _describe(
+        self,
+        model_ref: str | None,
+        command: EngineCommand | None,
+        features: frozenset[str] = frozenset(ENGINE_FEATURES),
+    ) -> PoolDescriptor:
         spec = self._spec
         if command is not None:
             version, slots = command.version, command.slots
@@ -551,7 +569,8 @@ class LlamaCppEngine(PublishedStatus):
             slots=slots,
             device_mask=spec.device_mask,
             demo=spec.demo,
-            features=frozenset(ENGINE_FEATURES),
+            vram_estimate_bytes=vram_estimate_bytes(spec, model_ref),
+            features=features,
         )
 
     def _publish(self, state: PoolState, detail: str) -> None:

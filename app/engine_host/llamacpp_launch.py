@@ -28,7 +28,7 @@ from app.engine_host.gguf_info import gguf_problem
 from app.engine_host.load_errors import summarize_load_output
 from app.engine_host.openai_client import open_stream
 from app.engine_host.restart_policy import classify_exit
-from app.orchestrator.contracts import ErrorCode
+from app.orchestrator.contracts import ENGINE_FEATURES, TOOLS, ErrorCode
 from app.orchestrator.ports import EngineError
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,21 @@ class EngineCommand:
     health_path: str
     version: str
     slots: int
+
+
+def features_from_props(props: object) -> frozenset[str]:
+    """Return what a llama-server can do, from its ``/props`` answer. Pure.
+
+    JSON schemas and logprobs always; tools only when the model's chat template
+    supports them (``chat_template_caps.supports_tools``): with a template that
+    does not, llama-server answers tool requests with plain text. An answer
+    without the caps (an older build) is taken to support everything.
+    """
+    everything = frozenset(ENGINE_FEATURES)
+    caps = props.get("chat_template_caps") if isinstance(props, dict) else None
+    if not isinstance(caps, dict) or caps.get("supports_tools") is not False:
+        return everything
+    return everything - {TOOLS}
 
 
 def build_command(spec: LlamaCppSpec, binary: str, model: Path, port: int) -> EngineCommand:
@@ -241,6 +256,8 @@ class EngineProcess:
     command: EngineCommand
     log_offset: int
     api_key: str = ""
+    features: frozenset[str] = frozenset(ENGINE_FEATURES)
+    """What this engine and model can do (``features_from_props``), known once ready."""
     exited: asyncio.Task[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -355,8 +372,19 @@ class EngineLauncher:
                         raise self._exited_early(engine)
                     await asyncio.sleep(_POLL_S)
                 await self._warm_up(engine)
+                engine.features = features_from_props(await self._props(engine))
         except TimeoutError as exc:
             raise LaunchFailed(f"engine not ready within {limit:g} s", transient=True) from exc
+
+    async def _props(self, engine: EngineProcess) -> object:
+        """Return the engine's ``/props`` answer, None when it has none (awaits)."""
+        timeout = aiohttp.ClientTimeout(total=max(self._spec.connect_timeout_s, 1.0))
+        url = engine.base_url + "/props"
+        try:
+            async with self._session().get(url, timeout=timeout, headers=engine.headers) as resp:
+                return await resp.json() if resp.status == 200 else None
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return None
 
     async def _healthy(self, engine: EngineProcess) -> bool:
         timeout = aiohttp.ClientTimeout(total=max(self._spec.connect_timeout_s, 1.0))

@@ -95,7 +95,9 @@ class OpenAIEngine(PublishedStatus):
         self._model = spec.model
         self._version = "unknown"
         self._pool = StatusPublisher(self._describe(), clock=self._clock)
-        self._http = LazySession()
+        # a connection per request: llama-server (a common engine here) closes one after
+        # a streamed answer while announcing keep-alive, and a reused one then fails
+        self._http = LazySession(force_close=True)
         self._mailbox: Mailbox[_Command] = Mailbox(self._run, name=f"pool-{spec.pool_id}")
 
     def __repr__(self) -> str:

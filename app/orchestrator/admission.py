@@ -289,8 +289,9 @@ class Admitter:
         field = FEATURE_FIELDS[(lacking or wanted)[0]]
         engines = ", ".join(sorted({d.engine for d in matching}))
         raise Unsupported(
-            f"'{field}' is not supported by the engine serving this model ({engines}); "
-            f"remove '{field}' or choose a model served by llama-server",
+            f"'{field}' is not supported by the pools serving this model ({engines}: the "
+            "engine, or the model's chat template, cannot do it); remove it, or choose a "
+            "model whose capabilities in GET /v1/models include it",
             field,
         )
 

@@ -483,6 +483,11 @@ class TaskView(Strict):
     prompt_start: str = Field(
         default="", description="The first words of the prompt (or last user message)"
     )
+    artifact_id: str | None = Field(
+        default=None,
+        description="The trace artifact of the finished task's stream (its SSE transcript "
+        "and placement decision; GET /v1/artifacts/{id}); set shortly after the stream ends",
+    )
 
 
 class QueueDepth(Strict):
@@ -543,6 +548,12 @@ class CandidateRecord(Strict):
     )
     rank: int | None = Field(
         default=None, description="Position in the ranking, 0 = best; null when filtered"
+    )
+    vram_need_bytes: int | None = Field(
+        default=None, description="VRAM the pool needed free (filtered by vram); else null"
+    )
+    vram_free_bytes: int | None = Field(
+        default=None, description="VRAM free on the pool's GPUs then (filtered by vram); else null"
     )
 
 

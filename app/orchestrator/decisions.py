@@ -96,4 +96,6 @@ def _candidate(note: CandidateNote, refusal: Refusal | None) -> CandidateRecord:
         predicted_end_ms=note.predicted_end_ms,
         rank_key=note.rank_key,
         rank=note.rank,
+        vram_need_bytes=note.vram_need_bytes,
+        vram_free_bytes=note.vram_free_bytes,
     )

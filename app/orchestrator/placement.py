@@ -27,11 +27,11 @@ from app.orchestrator.ranking import (
     RANK_KEYS,
     RankContext,
     Ranked,
-    fmt_bytes,
     lost_on,
     rank,
     tie_breakers,
 )
+from app.orchestrator.vram import gib
 
 FILTER_ORDER: tuple[str, ...] = (
     "unready", "draining", "engine", "model", "features", "ctx",
@@ -103,6 +103,10 @@ class CandidateNote:
     predicted_end_ms: float | None = None
     rank_key: str | None = None
     rank: int | None = None
+    vram_need_bytes: int | None = None
+    """VRAM the pool needs free to take the job (set when the VRAM filter dropped it)."""
+    vram_free_bytes: int | None = None
+    """VRAM free on the pool's GPUs then (set when the VRAM filter dropped it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +134,17 @@ class PlacementDecision:
     only_unready: bool
 
 
-# pool_id -> (filter name, human reason)
-_Drops = dict[str, tuple[str, str]]
+class _Drop(NamedTuple):
+    """Why a pool was left out: the filter's name, the human reason, and for the
+    VRAM filter the bytes it needs and the bytes free."""
+
+    filter: str
+    reason: str
+    need_bytes: int | None = None
+    free_bytes: int | None = None
+
+
+_Drops = dict[str, _Drop]
 
 
 class _Rules(NamedTuple):
@@ -220,37 +233,37 @@ def _rules_of(job: JobSpec) -> _Rules:
     )
 
 
-def _infeasible(pool: PoolSnapshot, rules: _Rules) -> tuple[str, str] | None:
+def _infeasible(pool: PoolSnapshot, rules: _Rules) -> _Drop | None:
     """Return (filter, reason) for the first rule ``pool`` fails, else None."""
     if pool.loading:
-        return ("unready", "loading (not ready yet)")
+        return _Drop("unready", "loading (not ready yet)")
     if not pool.ready:
-        return ("unready", "not ready")
+        return _Drop("unready", "not ready")
     return _infeasible_when_ready(pool, rules)
 
 
-def _infeasible_when_ready(pool: PoolSnapshot, rules: _Rules) -> tuple[str, str] | None:
+def _infeasible_when_ready(pool: PoolSnapshot, rules: _Rules) -> _Drop | None:
     if pool.draining:
-        return ("draining", "draining")
+        return _Drop("draining", "draining")
     if rules.engine is not None and rules.engine != pool.engine:
-        return ("engine", f"engine {pool.engine} != requested {rules.engine}")
+        return _Drop("engine", f"engine {pool.engine} != requested {rules.engine}")
     if not serves_model_ref(rules.model_ref, pool.model, pool.pool_id):
-        return ("model", f"model {pool.model} != requested {rules.model_ref}")
+        return _Drop("model", f"model {pool.model} != requested {rules.model_ref}")
     missing = rules.needs - pool.features
     if missing:
-        return ("features", f"engine {pool.engine} cannot do {', '.join(sorted(missing))}")
+        return _Drop("features", f"engine {pool.engine} cannot do {', '.join(sorted(missing))}")
     if pool.ctx < rules.required_ctx:
-        return ("ctx", f"ctx {pool.ctx} < required {rules.required_ctx}")
+        return _Drop("ctx", f"ctx {pool.ctx} < required {rules.required_ctx}")
     if rules.device_mask is not None:
         mask = normalise_mask(pool.device_mask)
         if mask != rules.device_mask:
-            return ("device_mask", f"device mask {mask} != required {rules.device_mask}")
+            return _Drop("device_mask", f"device mask {mask} != required {rules.device_mask}")
     free = pool.vram_free_bytes
     needed = max(rules.est_kv_bytes, pool.vram_need_bytes)
     if needed > 0 and free is not None and free < needed:
-        return ("vram", f"free VRAM {fmt_bytes(free)} < needed {fmt_bytes(needed)}")
+        return _Drop("vram", f"needs {gib(needed)} GiB, {gib(free)} GiB free", needed, free)
     if pool.pool_id in rules.avoid:
-        return ("avoided", "avoided")
+        return _Drop("avoided", "avoided")
     return None
 
 
@@ -288,7 +301,9 @@ def _restrict(feasible: list[PoolSnapshot], overrides: PlacementOverrides) -> _R
 
 def _restrict_pin(feasible: list[PoolSnapshot], pin: str) -> _Restriction:
     kept = [p for p in feasible if p.pool_id == pin]
-    drops = {p.pool_id: ("not_pinned", f"pinned to {pin}") for p in feasible if p.pool_id != pin}
+    drops = {
+        p.pool_id: _Drop("not_pinned", f"pinned to {pin}") for p in feasible if p.pool_id != pin
+    }
     return _Restriction(kept, drops, False, None if kept else "pinned_pool_infeasible")
 
 
@@ -300,7 +315,7 @@ def _restrict_prefer(feasible: list[PoolSnapshot], overrides: PlacementOverrides
         return _Restriction(feasible, {}, bool(feasible), reason)
     listed = ", ".join(overrides.prefer_pools)
     drops = {
-        p.pool_id: ("not_preferred", f"not among preferred pools ({listed})")
+        p.pool_id: _Drop("not_preferred", f"not among preferred pools ({listed})")
         for p in feasible
         if p.pool_id not in preferred
     }
@@ -337,9 +352,9 @@ def _notes_and_summary(
         pool_id = pool.pool_id
         found = by_id.get(pool_id)
         if found is None or winner is None:
-            name, reason = drops[pool_id]
-            notes.append(CandidateNote(pool_id, "filtered", reason, name))
-            parts.append(f"{pool_id} skipped: {reason}")
+            drop = drops[pool_id]
+            notes.append(_filtered_note(pool_id, drop))
+            parts.append(f"{pool_id} skipped: {drop.reason}")
             continue
         rank, (key, row) = found
         if rank == 0:
@@ -351,6 +366,13 @@ def _notes_and_summary(
         notes.append(CandidateNote(pool_id, "outranked", reason, None, row.end, name, rank))
         parts.append(f"{pool_id} lost on {name}")
     return tuple(notes), "; ".join(parts)
+
+
+def _filtered_note(pool_id: str, drop: _Drop) -> CandidateNote:
+    return CandidateNote(
+        pool_id, "filtered", drop.reason, drop.filter,
+        vram_need_bytes=drop.need_bytes, vram_free_bytes=drop.free_bytes,
+    )  # fmt: skip
 
 
 def _build_log(
@@ -371,7 +393,7 @@ def _build_log(
         text = _NO_CAPACITY_TEXT[reason or "no_feasible_pool"]
         phrase, head = "", "no pool: " + text.format(pin=overrides.pin_pool_id)
     notes, summary = _notes_and_summary(pools, ranked, drops, (head, phrase), ctx)
-    used = {name for name, _ in drops.values()}
+    used = {drop.filter for drop in drops.values()}
     return DecisionLog(
         selected_pool_id=ranked[0][1].pool.pool_id if ranked else None,
         candidates_considered=len(pools),

@@ -11,6 +11,7 @@ port. All methods must be called on the orchestrator's loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -253,6 +254,12 @@ class Orchestrator:
     def decision_for(self, task_id: str) -> DecisionRecord | None:
         """Return the newest decision still kept about ``task_id``, or None. Never blocks."""
         return self._st.decisions.latest_for(task_id)
+
+    def link_artifact(self, task_id: str, artifact_id: str) -> None:
+        """Record ``artifact_id`` as the transcript artifact of ``task_id`` (a task no
+        longer kept is skipped). Never blocks, never raises."""
+        with contextlib.suppress(NotFound):
+            self._st.record(task_id).artifact_id = artifact_id
 
     def recent_ttfts(self) -> list[int]:
         return list(self._st.ttfts)

@@ -49,6 +49,7 @@ class TaskRecord:
     # set when the stream is opened or the start grace passes: decoding waits for it
     start_gate: asyncio.Event = field(default_factory=asyncio.Event)
     kv_warm: bool = False
+    artifact_id: str | None = None  # the transcript artifact, once stored
 
     @property
     def state(self) -> TaskState:
@@ -140,6 +141,7 @@ class TaskRecord:
             decision_summary=self.decision_summary,
             api=self.api,
             prompt_start=prompt_start(self.request),
+            artifact_id=self.artifact_id,
         )
 
 

@@ -39,9 +39,10 @@ class VramEstimate:
         return self.weights_bytes + self.kv_bytes + self.margin_bytes
 
 
-def kv_bytes_per_slot(shape: ModelShape, ctx: int, bytes_per_element: int) -> int:
-    """Return the KV cache bytes of one slot holding ``ctx`` tokens."""
-    return shape.layers * ctx * shape.kv_heads * shape.head_dim * 2 * bytes_per_element
+def kv_bytes_per_slot(shape: ModelShape, ctx: int, bytes_per_element: float) -> int:
+    """Return the KV cache bytes of one slot holding ``ctx`` tokens (quantised KV
+    types have fractional bytes per element)."""
+    return int(shape.layers * ctx * shape.kv_heads * shape.head_dim * 2 * bytes_per_element)
 
 
 def estimate_vram(
@@ -49,7 +50,7 @@ def estimate_vram(
     ctx: int,
     slots: int,
     *,
-    bytes_per_element: int = KV_BYTES_PER_ELEMENT,
+    bytes_per_element: float = KV_BYTES_PER_ELEMENT,
     margin_bytes: int = COMPUTE_MARGIN_BYTES,
 ) -> VramEstimate:
     """Return the VRAM needed to serve ``shape`` with ``slots`` slots of ``ctx`` tokens."""

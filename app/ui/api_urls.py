@@ -13,7 +13,7 @@ WILDCARDS = {"0.0.0.0": QAbstractSocket.NetworkLayerProtocol.IPv4Protocol, "::":
 
 def reachable_urls(url: str, addresses: Sequence[str]) -> list[str]:
     """Return ``url`` itself, or for a wildcard host one URL per address in ``addresses``
-    (IPv6 ones in brackets; loopback addresses after the others). Pure; never raises."""
+    in their order (IPv6 ones in brackets; loopback addresses last). Pure; never raises."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if host not in WILDCARDS:
@@ -21,7 +21,7 @@ def reachable_urls(url: str, addresses: Sequence[str]) -> list[str]:
     port = f":{parts.port}" if parts.port else ""
     ipv4_only = host == "0.0.0.0"
     picked = [a for a in addresses if not (ipv4_only and ":" in a)]
-    ordered = sorted(picked, key=lambda a: (a.startswith(("127.", "::1")), a))
+    ordered = sorted(picked, key=lambda a: a.startswith(("127.", "::1")))  # stable
     urls = [f"{parts.scheme}://{f'[{a}]' if ':' in a else a}{port}" for a in ordered]
     return urls or [url.replace(host, "127.0.0.1", 1)]
 
@@ -41,3 +41,12 @@ def interface_addresses() -> list[str]:
 def api_urls(url: str) -> list[str]:
     """Return the usable URLs of the API bound at ``url``."""
     return reachable_urls(url, interface_addresses())
+
+
+def lan_addresses() -> list[str]:
+    """Return this machine's non-loopback, non-link-local IPv4 addresses, sorted (may be
+    empty). Cheap; never raises."""
+    found = {
+        a for a in interface_addresses() if ":" not in a and not a.startswith(("127.", "169.254."))
+    }
+    return sorted(found)

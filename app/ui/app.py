@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 import qasync
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QCoreApplication, QEvent, QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.orchestrator.service import Orchestrator
@@ -51,6 +51,7 @@ def run_gui(
     window_factory: Callable[[Bridge, str | None], MainWindow] | None = None,
     minimized: bool = False,
     backend_loop: LoopFactory = asyncio.new_event_loop,
+    on_repeat_signal: Callable[[], None] | None = None,
 ) -> int:
     """Run the desktop app until the user quits; return the process exit code.
 
@@ -58,8 +59,10 @@ def run_gui(
     ``backend_loop``; it builds the core, engines and API server), shows the
     window on this thread's qasync loop (only the tray icon when ``minimized``
     and a tray exists), and after quit runs the returned stop function on the
-    backend loop and ends that thread. Returns 1 when ``start()`` raises (its
-    message is shown with ``show_error``), else 0. Blocks for the whole session.
+    backend loop and ends that thread. A second SIGINT/SIGTERM calls
+    ``on_repeat_signal`` (from the main thread, e.g. to hurry the stop). Returns
+    1 when ``start()`` raises (its message is shown with ``show_error``), else 0.
+    Blocks for the whole session.
     """
     app = _application()
     loop = qasync.QEventLoop(app)
@@ -76,13 +79,14 @@ def run_gui(
 
     try:
         # SIGTERM/Ctrl+C quit cleanly from here on: the API serves before the window shows.
-        with _signals_quit(loop, finish):
+        with _signals_quit(loop, finish, on_repeat_signal, quitting=done.done):
             try:
                 orch, controls = backend.start()
             except Exception as exc:
                 log.exception("the backend failed to start")
                 show_error(str(exc) or type(exc).__name__)
                 return 1
+            window: MainWindow | None = None
             try:
                 bridge = EmbeddedBridge(orch, controls, backend)
                 window = (window_factory or _default_window)(bridge, banner)
@@ -90,9 +94,62 @@ def run_gui(
                 _run_session(app, loop, bridge, window, done, show=show)
             finally:
                 backend.stop()
+                if window is not None:
+                    _dispose(window)
         return 0
     finally:
         collector.stop()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+Attach = Callable[[], Awaitable[Bridge]]
+Detach = Callable[[Bridge], Awaitable[None]]
+
+
+def run_window(
+    attach: Attach,
+    detach: Detach,
+    *,
+    show_error: ErrorShower = show_start_error,
+    window_factory: Callable[[Bridge, str | None], MainWindow] | None = None,
+    minimized: bool = False,
+    on_window: Callable[[MainWindow, Bridge], None] | None = None,
+) -> int:
+    """Run the window against a backend that runs elsewhere (``gui --connect``).
+
+    Awaits ``attach()`` on this thread's qasync loop for the bridge, shows the
+    window (``on_window`` may wire it further), and after quit awaits
+    ``detach(bridge)``. Returns 1 when ``attach()`` raises (its message is shown
+    with ``show_error``), else 0. Blocks for the whole session.
+    """
+    app = _application()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    try:
+        with _signals_quit(loop, finish):
+            try:
+                bridge = loop.run_until_complete(attach())
+            except Exception as exc:
+                show_error(str(exc) or type(exc).__name__)
+                return 1
+            try:
+                window = (window_factory or _default_window)(bridge, None)
+                if on_window is not None:
+                    on_window(window, bridge)
+                show = not (minimized and window.tray.active)
+                _run_session(app, loop, bridge, window, done, show=show)
+            finally:
+                loop.run_until_complete(detach(bridge))
+        return 0
+    finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
@@ -126,6 +183,15 @@ class QtThreadGc:
         self._timer.stop()
         if self._was_enabled:
             gc.enable()
+
+
+def _dispose(window: MainWindow) -> None:
+    """Destroy the window and its widgets now, on this thread, while their Python
+    wrappers are all alive. Left to a later deferred delete (after collections have
+    freed some wrappers) the charts' graphics scenes crash on destruction."""
+    window.close()
+    window.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def _split(
@@ -211,13 +277,30 @@ def _serve_until_quit(
 
 
 @contextlib.contextmanager
-def _signals_quit(loop: asyncio.AbstractEventLoop, finish: Callable[[], None]) -> Iterator[None]:
+def _signals_quit(
+    loop: asyncio.AbstractEventLoop,
+    finish: Callable[[], None],
+    on_repeat: Callable[[], None] | None = None,
+    quitting: Callable[[], bool] = lambda: False,
+) -> Iterator[None]:
     """Make Ctrl+C in the terminal and SIGTERM (logout, ``kill``) quit cleanly, so
-    engines are stopped and live streams closed; a timer lets Python see the signal."""
+    engines are stopped and live streams closed; a timer lets Python see the signal.
+    A signal that comes once quitting has begun (a second one, or the first after
+    the window's Quit) calls ``on_repeat`` (to hurry the stop). The handlers run on
+    this (the main) thread, the only one Python lets install them."""
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in signals}
+    asked = [False]
+
+    def handler(_sig: int, _frame: object) -> None:
+        if not (asked[0] or quitting()):
+            asked[0] = True
+            loop.call_soon_threadsafe(finish)
+        elif on_repeat is not None:
+            on_repeat()
+
     for sig in signals:
-        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(finish))
+        signal.signal(sig, handler)
     ticker = QTimer()
     ticker.timeout.connect(lambda: None)
     ticker.start(250)
@@ -225,8 +308,8 @@ def _signals_quit(loop: asyncio.AbstractEventLoop, finish: Callable[[], None]) -
         yield
     finally:
         ticker.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def install_error_handlers(loop: asyncio.AbstractEventLoop, bridge: Bridge) -> Callable[[], None]:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import SignalInstance
 
+from app.orchestrator.artifacts_port import StoredArtifact
 from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.contracts import (
     AdmissionResponse,
@@ -172,6 +173,10 @@ class Bridge(Protocol):
 
     async def pool_log(self, pool_id: str, tail_lines: int = 200) -> tuple[str | None, list[str]]:
         """Return ``(log file, last lines)`` of the pool's engine; raises OrchError."""
+
+    async def artifact(self, artifact_id: str) -> StoredArtifact:
+        """Return a stored artifact (a finished task's transcript: TaskView.artifact_id).
+        Raises OrchError (unknown id, or a backend that keeps no artifacts)."""
 
     # ---- Qt-side helpers ----------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
+from app.orchestrator.artifacts_port import ArtifactRegistry, StoredArtifact
 from app.orchestrator.catalog_port import ModelCatalog
 from app.orchestrator.contracts import (
     AdmissionResponse,
@@ -225,6 +226,9 @@ class EmbeddedBridge(QObject):
         self._decisions: deque[DecisionRecord] = deque(maxlen=DECISION_CACHE)
         self._gpu = GpuInventory(gpus=(), at=0.0)
         self._detach: Callable[[], None] | None = None
+        self._artifacts: ArtifactRegistry | None = getattr(
+            controls, "artifact_registry", lambda: None
+        )()
         catalog = getattr(controls, "model_catalog", lambda: None)()
         self._catalog: ModelCatalog | None = catalog
         self.models: ModelsClient | None = (
@@ -405,6 +409,11 @@ class EmbeddedBridge(QObject):
 
     async def pool_log(self, pool_id: str, tail_lines: int = 200) -> tuple[str | None, list[str]]:
         return await self.call(self._orch.pool_log(pool_id, tail_lines))
+
+    async def artifact(self, artifact_id: str) -> StoredArtifact:
+        if self._artifacts is None:
+            raise OrchError("UNSUPPORTED", "this app keeps no task transcripts", status=400)
+        return await self.call(self._artifacts.get(artifact_id))
 
     # ---- Qt-side helpers -----------------------------------------------------------------
 

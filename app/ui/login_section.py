@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from PySide6.QtWidgets import QCheckBox, QGroupBox, QVBoxLayout, QWidget
 
+from app.config import default_config_path
 from app.desktop.install import DesktopInstaller, UserPaths
 
 
@@ -28,8 +29,10 @@ class LoginSwitches(Protocol):
 
 
 def default_switches(config_path: str) -> LoginSwitches:
-    """Return the switches for this user and config file."""
-    return DesktopInstaller(UserPaths.from_env(), Path(config_path).expanduser())
+    """Return the switches for this user and config file (the default config when
+    ``config_path`` is empty, as in a window watching another server)."""
+    config = Path(config_path).expanduser() if config_path else default_config_path()
+    return DesktopInstaller(UserPaths.from_env(), config)
 
 
 class LoginSection(QGroupBox):

@@ -20,7 +20,6 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtNetwork import QAbstractSocket, QNetworkInterface
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -48,24 +47,13 @@ from app.config import (
     write_token_file,
 )
 from app.orchestrator.loopback import is_loopback_host
+from app.ui.api_urls import lan_addresses, reachable_urls
 from app.ui.bridge import Bridge
 from app.ui.login_section import LoginSection, LoginSwitches, default_switches
 
 ERROR_COLOUR = "#d04848"
 OK_COLOUR = "#2e9d4f"
-WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 DEFAULT_PORT = 8080
-
-
-def lan_addresses() -> list[str]:
-    """Return this machine's non-loopback IPv4 addresses (may be empty). Does not block."""
-    found = []
-    for addr in QNetworkInterface.allAddresses():
-        if addr.protocol() == QAbstractSocket.NetworkLayerProtocol.IPv4Protocol:
-            text = addr.toString()
-            if not addr.isLoopback() and not text.startswith("169.254."):
-                found.append(text)
-    return sorted(set(found))
 
 
 def lan_urls(bind: str, addresses: list[str]) -> list[str]:
@@ -77,8 +65,8 @@ def lan_urls(bind: str, addresses: list[str]) -> list[str]:
         return []
     if is_loopback_host(host):
         return []
-    hosts = addresses if host in WILDCARD_HOSTS else [host]
-    return [f"http://[{h}]:{port}" if ":" in h else f"http://{h}:{port}" for h in hosts]
+    host = "0.0.0.0" if host == "" else host
+    return reachable_urls(f"http://{f'[{host}]' if ':' in host else host}:{port}", addresses)
 
 
 def curl_example(url: str, token: str | None) -> str:

@@ -36,6 +36,7 @@ from app.orchestrator.lifecycle import TaskState
 from app.ui.bridge import Bridge
 from app.ui.log_tail import LogTailView
 from app.ui.table_model import Index, RowsModel
+from app.ui.transcript_dialog import TranscriptDialog
 
 MAX_TASKS = 500
 FLUSH_MS = 250  # at most four model updates per second
@@ -186,7 +187,16 @@ class TasksView(QWidget):
         self.cancel_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.cancel_action.triggered.connect(self.cancel_selected)
         self.table.addAction(self.cancel_action)
+        self.transcript_action = QAction("Show &transcript", self)
+        self.transcript_action.triggered.connect(self.show_transcript)
+        self.table.addAction(self.transcript_action)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        self.transcript_button = QPushButton("Show &transcript", self)
+        self.transcript_button.setToolTip(
+            "Show what the selected finished task streamed, and its placement decision"
+        )
+        self.transcript_button.clicked.connect(self.show_transcript)
+        self.transcript_dialog: TranscriptDialog | None = None
         self.cancel_button = QPushButton("&Cancel task", self)
         self.cancel_button.setToolTip("Cancel the selected queued or running task (Delete)")
         self.cancel_button.clicked.connect(self.cancel_selected)
@@ -199,6 +209,7 @@ class TasksView(QWidget):
         bar.addWidget(QLabel("Tasks from every client (GUI and LAN)", self))
         bar.addStretch(1)
         bar.addWidget(self.count_label)
+        bar.addWidget(self.transcript_button)
         bar.addWidget(self.cancel_button)
         top = QWidget(self)
         top_box = QVBoxLayout(top)
@@ -212,7 +223,8 @@ class TasksView(QWidget):
         splitter.setStretchFactor(1, 2)
         layout = QVBoxLayout()
         layout.addWidget(splitter)
-        self.setTabOrder(self.table, self.cancel_button)
+        self.setTabOrder(self.table, self.transcript_button)
+        self.setTabOrder(self.transcript_button, self.cancel_button)
         self.setTabOrder(self.cancel_button, self.log_tail.filter_edit)
         return layout
 
@@ -265,6 +277,21 @@ class TasksView(QWidget):
             return
         self.bridge.run(self.bridge.cancel(task.task_id), f"cancel {task.task_id[:8]}")
 
+    def show_transcript(self) -> None:
+        """Open the selected task's transcript (read through the bridge) in a dialog;
+        errors go to ``report_error``."""
+        task = self.selected_task()
+        if task is None or task.artifact_id is None:
+            return
+        self.bridge.run(self._open_transcript(task.artifact_id), "show transcript")
+
+    async def _open_transcript(self, artifact_id: str) -> None:
+        artifact = await self.bridge.artifact(artifact_id)
+        if self.transcript_dialog is not None:
+            self.transcript_dialog.close()
+        self.transcript_dialog = TranscriptDialog(artifact, self)
+        self.transcript_dialog.show()
+
     def _on_selection(self, _selected: QItemSelection, _deselected: QItemSelection) -> None:
         task = self.selected_task()
         if task is not None:
@@ -276,4 +303,7 @@ class TasksView(QWidget):
         live = task is not None and not task.state.terminal
         self.cancel_button.setEnabled(live)
         self.cancel_action.setEnabled(live)
+        kept = task is not None and task.artifact_id is not None
+        self.transcript_button.setEnabled(kept)
+        self.transcript_action.setEnabled(kept)
         self.count_label.setText(f"{self.model.live_count()} live · {self.model.rowCount()} listed")

@@ -333,3 +333,53 @@ async def test_an_engine_refusal_is_a_400_with_the_engines_reason(served: Served
             model="remote0", messages=HI, tools=[WEATHER], extra_body={"top_k": REFUSED_TOP_K}
         )
     assert NO_TOOLS in caught.value.message
+
+
+async def test_langchain_assembles_a_tool_call(served: Served) -> None:
+    from langchain_openai import ChatOpenAI
+
+    model = ChatOpenAI(
+        model="remote-model",
+        base_url=served.base + "/v1",
+        api_key="x",
+        max_retries=0,
+    ).bind_tools([WEATHER], tool_choice="get_weather")
+    whole = await model.ainvoke("weather in Paris?")
+    assert [(c["name"], c["args"], c["id"]) for c in whole.tool_calls] == [
+        ("get_weather", {"city": "Paris"}, "call_abc")
+    ]
+    merged: Any = None
+    async for chunk in model.astream("weather in Paris?"):
+        merged = chunk if merged is None else merged + chunk
+    assert [(c["name"], c["args"]) for c in merged.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    assert merged.response_metadata["finish_reason"] == "tool_calls"
+    sent = served.engine.bodies[-1]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+
+
+async def test_orchqueue_tasks_take_the_same_fields(served: Served) -> None:
+    import aiohttp
+
+    task = {
+        "model_ref": "remote0",
+        "messages": [{"role": "user", "content": "weather?"}],
+        "max_tokens": 8,
+        "sampling": {"top_p": 0.5, "top_k": 3, "tools": [WEATHER], "tool_choice": "auto"},
+    }
+    async with aiohttp.ClientSession() as http:
+        accept = {"Accept": "text/event-stream"}
+        async with http.post(served.base + "/v1/tasks", json=task, headers=accept) as resp:
+            assert resp.status == 200, await resp.text()
+            body = (await resp.read()).decode()
+        bad = {**task, "model_ref": "mock-only"}
+        async with http.post(served.base + "/v1/tasks", json=bad) as resp:
+            assert resp.status == 400
+            assert "'tools' is not supported" in (await resp.json())["message"]
+    sent = served.engine.bodies[-1]
+    assert (sent["top_p"], sent["top_k"], sent["tool_choice"]) == (0.5, 3, "auto")
+    tokens = [json.loads(line[6:]) for line in body.splitlines() if line.startswith('data: {"t"')]
+    fragments = [f for t in tokens for f in t["x"]["tool_calls"]]
+    assert "".join(f["function"]["arguments"] for f in fragments) == "".join(ARGUMENT_PIECES)
+    assert '"finish_reason":"tool_calls"' in body

@@ -20,7 +20,12 @@ from app.engine_host.llamacpp import (
     model_id_for,
     resolve_model_ref,
 )
-from app.engine_host.llamacpp_launch import build_command, engine_env, missing_gpus_sentence
+from app.engine_host.llamacpp_launch import (
+    build_command,
+    engine_env,
+    features_from_props,
+    missing_gpus_sentence,
+)
 from app.engine_host.restart_policy import RestartPolicy
 from app.orchestrator.contracts import ChatMessage, ErrorCode
 from app.orchestrator.lifecycle import PoolState
@@ -486,3 +491,20 @@ async def test_reload_refuses_a_bad_model_file_before_any_engine(
     assert caught.value.code is ErrorCode.INVALID_PARAMS
     assert sentence in caught.value.message
     assert not pool.log_path.exists(), "no engine is spawned for a refused file"
+
+
+@pytest.mark.parametrize(
+    ("props", "tools"),
+    [
+        ({"chat_template_caps": {"supports_tools": False, "supports_tool_calls": False}}, False),
+        ({"chat_template_caps": {"supports_tools": True}}, True),
+        ({"chat_template": "..."}, True),  # an older build without the caps
+        (None, True),
+    ],
+)
+def test_tools_are_a_feature_only_where_the_chat_template_supports_them(
+    props: object, tools: bool
+) -> None:
+    features = features_from_props(props)
+    assert ("tools" in features) is tools
+    assert {"json_schema", "logprobs"} <= features

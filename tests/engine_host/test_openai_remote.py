@@ -247,6 +247,10 @@ async def test_streams_from_a_real_llama_cpp_server(
             await pool.wait_for(PoolState.READY, timeout_s=10.0)
             tokens, _ = await collect(pool, CHAT)
             assert tokens
+            # llama-server closes a connection after a streamed answer while announcing
+            # keep-alive: the next stream must not go out on that dead connection
+            again, _ = await collect(pool, CHAT)
+            assert again
         finally:
             await pool.stop()
     finally:

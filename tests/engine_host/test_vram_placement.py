@@ -40,7 +40,9 @@ async def test_pool_on_the_gpu_without_room_is_filtered_and_says_why() -> None:
     assert {a.pool_id for a in placed} == {"gpu0"}
     (gpu1,) = [c for c in decision.candidates if c.pool_id == "gpu1"]
     assert gpu1.filter == "vram"
-    assert gpu1.reason == "free VRAM 7.80 GiB < needed 9.40 GiB"
+    assert gpu1.reason == "needs 9.4 GiB, 7.8 GiB free"
+    assert (gpu1.vram_need_bytes, gpu1.vram_free_bytes) == (need, 16 * GIB - int(8.2 * GIB))
+    assert "gpu1 skipped: needs 9.4 GiB, 7.8 GiB free" in decision.summary
 
 
 async def test_an_engine_holding_its_memory_needs_no_more() -> None:

@@ -140,7 +140,7 @@ def test_exit_codes(server: Served) -> None:
         "empty": ask(server, "   "),
         "auth": ask(server, "x", token="wrong-token"),
         "rejected": ask(server, "--pool", "stuck", "--retry", "1", "x"),
-        "no pool": ask(server, "--pool", "nope", "x"),
+        "unknown pool": ask(server, "--pool", "nope", "x"),  # 400 INVALID_PARAMS
         "unreachable": ask(server, "--url", unreachable, "x"),
     }
     try:
@@ -150,7 +150,7 @@ def test_exit_codes(server: Served) -> None:
             server.call("POST", f"/v1/tasks/{task_id}/cancel")
     codes = {name: code for name, (code, _, _) in results.items()}
     assert codes == {
-        "invalid": 2, "empty": 2, "auth": 3, "rejected": 4, "no pool": 5, "unreachable": 1,
+        "invalid": 2, "empty": 2, "auth": 3, "rejected": 4, "unknown pool": 2, "unreachable": 1,
     }, {name: err for name, (_, _, err) in results.items()}  # fmt: skip
     assert "retrying" in results["rejected"][2] and "429" in results["rejected"][2]
     assert "BAD_TOKEN" in results["auth"][2]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
+import os
 import re
 import resource
 import signal
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from tests.integration.support import (
     ROOT,
@@ -28,6 +31,7 @@ from tests.integration.support import (
     launch_serve,
     wait_listening,
 )
+from tests.support.gguf_files import with_tensors
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -62,8 +66,7 @@ def _metrics_when(port: int, name: str, value: float, within_s: float, **labels:
 @pytest.mark.engine
 def test_a_failed_pool_and_engine_crashes_show_in_metrics(tmp_path: Path) -> None:
     port = free_port()
-    broken = tmp_path / "broken.gguf"
-    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    broken = with_tensors(tmp_path, "broken.gguf", "llama")  # passes the checks, cannot load
     cfg = _write(
         tmp_path,
         f"""allow_cpu_inference = true
@@ -353,3 +356,169 @@ device_mask = "cpu"
     finally:
         err = end_process(proc)
     assert str(missing) in err, "serve names the missing file at start"
+
+
+class _HugeLineEngine:
+    """A remote OpenAI engine on loopback (its own thread and loop): ``model`` "huge"
+    streams one 100 MB line, "fine" streams three tokens."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.sent = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _HugeLineEngine:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._complete)
+        app.router.add_post("/v1/completions", self._complete)
+        runner = web.AppRunner(app, handler_cancellation=True)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        self._loop.run_until_complete(site.start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _models(self, _: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "huge"}, {"id": "fine"}]})
+
+    async def _complete(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if body["model"] == "huge":
+            await response.write(b"data: ")
+            block = b"x" * (1 << 20)
+            while self.sent < 100 * (1 << 20):
+                await response.write(block)
+                self.sent += len(block)
+            return response
+        for text in ("a", "b", "c"):
+            frame = {"choices": [{"index": 0, "delta": {"content": text}}]}
+            await response.write(f"data: {json.dumps(frame)}\n\n".encode())
+        end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await response.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+        return response
+
+
+def _all_ready(port: int) -> bool:
+    pools: list[dict[str, object]] = json.loads(http_get(port, "/v1/pools")[1])
+    return all(p["ready"] for p in pools)
+
+
+def _stream(port: int, body: dict[str, object], timeout: float = 30.0) -> bytes:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/tasks",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        task = json.loads(resp.read())["task_id"]
+    url = f"http://127.0.0.1:{port}/v1/tasks/{task}/stream"
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return bytes(resp.read())
+
+
+def test_a_remote_engine_sending_a_huge_line_fails_only_that_task(tmp_path: Path) -> None:
+    port = free_port()
+    with _HugeLineEngine() as engine:
+        pools = "".join(
+            f'[[pools]]\nid = "{name}"\nengine = "openai"\nmodel = "{name}"\n'
+            f'base_url = "http://127.0.0.1:{engine.port}/v1"\n\n'
+            for name in ("huge", "fine")
+        )
+        cfg = _write(tmp_path, f'[server]\nbind = "127.0.0.1:{port}"\n\n{pools}')
+        proc = launch_serve(cfg, clean_env(tmp_path))
+        try:
+            wait_listening(proc, port)
+            deadline = time.monotonic() + 20
+            while not _all_ready(port) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            started = time.monotonic()
+            huge = _stream(port, {"prompt": "x", "max_tokens": 5, "model_ref": "huge"})
+            took = time.monotonic() - started
+            assert b"event: error" in huge and b"over 4 MiB" in huge, huge[-500:]
+            assert engine.sent < 50 * (1 << 20), "the stream must stop soon after the cap"
+            fine = _stream(port, {"prompt": "x", "max_tokens": 5, "model_ref": "fine"})
+            assert fine.count(b"event: token") == 3 and b"event: end" in fine
+            print(f"huge line failed after {took:.2f} s, {engine.sent >> 20} MiB sent")
+        finally:
+            end_process(proc)
+
+
+def _children(pid: int) -> list[int]:
+    """Return the pids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rpartition(")")[2].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _demo_pool_state(port: int) -> dict[str, object]:
+    pools: list[dict[str, object]] = json.loads(http_get(port, "/v1/pools")[1])
+    return next(p for p in pools if p["pool_id"] == "demo")
+
+
+@pytest.mark.engine
+def test_a_stopped_engine_is_found_by_the_health_probe_and_restarted(tmp_path: Path) -> None:
+    from app.engine_host.demo_model import write_demo_model
+
+    demo_model = write_demo_model(tmp_path / "demo.gguf")
+    port = free_port()
+    cfg = _write(
+        tmp_path,
+        f"""allow_cpu_inference = true
+[server]
+bind = "127.0.0.1:{port}"
+[engines]
+health_interval_s = 0.5
+health_timeout_s = 1.0
+[[pools]]
+id = "demo"
+engine = "llamacpp"
+model = "file:{demo_model}"
+device_mask = "cpu"
+ctx = 512
+demo = true
+""",
+    )
+    proc = launch_serve(cfg, clean_env(tmp_path))
+    stopped: int | None = None
+    try:
+        wait_listening(proc, port, within_s=60)
+        deadline = time.monotonic() + 90
+        while _demo_pool_state(port)["state"] != "ready" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (stopped,) = _children(proc.pid)
+        os.kill(stopped, signal.SIGSTOP)  # idle and silent: no task will notice
+        deadline = time.monotonic() + 90
+        seen = []
+        while time.monotonic() < deadline:
+            pool = _demo_pool_state(port)
+            seen.append(pool["state"])
+            if pool["state"] == "ready" and _children(proc.pid) not in ([], [stopped]):
+                break
+            time.sleep(0.2)
+        assert "starting" in seen, seen
+        assert _demo_pool_state(port)["state"] == "ready"
+        assert stopped not in _children(proc.pid)
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+        end_process(proc)

@@ -132,6 +132,52 @@ def test_the_mock_pool_refuses_a_json_schema_by_name(served: Served) -> None:
         )
     assert caught.value.param == "response_format"
     models = {m.id: m.model_extra or {} for m in client(served).models.list()}
-    assert models["demo"]["capabilities"]["json_schema"] is True
+    assert models["demo"]["capabilities"] == {
+        "json_schema": True,
+        "tools": False,  # the demo model's chat template has no tool support
+        "logprobs": True,
+    }
     assert models["demo"]["context_length"] == 2048
     assert models["mock-a"]["capabilities"]["json_schema"] is False
+
+
+def test_tools_on_a_model_whose_template_cannot_do_them_are_refused(served: Served) -> None:
+    tool: Any = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(served).chat.completions.create(
+            model="demo", messages=HI, tools=[tool], tool_choice="required"
+        )
+    assert caught.value.param == "tools"
+    assert "chat template" in caught.value.message
+
+
+# ---- a second client library: LangChain's ChatOpenAI -----------------------------------
+
+
+def chat_model(served: Served, **more: Any) -> Any:
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        model="demo",
+        base_url=served.base + "/v1",
+        api_key=served.token,
+        max_retries=0,
+        timeout=60,
+        **more,
+    )
+
+
+def test_langchain_chats(served: Served) -> None:
+    reply = chat_model(served, max_tokens=5, seed=2).invoke("Hello")
+    assert isinstance(reply.content, str) and reply.content
+    assert reply.response_metadata["finish_reason"] == "length"
+    assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] == 5
+
+
+def test_langchain_structured_output_follows_the_schema(served: Served) -> None:
+    schema = {"title": "thing", "description": "A thing", **SCHEMA}
+    structured = chat_model(served, max_tokens=120, seed=6).with_structured_output(
+        schema, method="json_schema"
+    )
+    result = structured.invoke("Describe a thing.")
+    jsonschema.validate(result, SCHEMA)

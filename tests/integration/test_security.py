@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -102,5 +104,45 @@ def test_trusting_proxy_headers_on_a_lan_bind_needs_a_proxy_list(tmp_path: Path)
         wait_listening(proc, port)
         # a loopback peer (a proxy on this machine) may name the user
         assert http_get(port, "/v1/pools", {"X-Forwarded-User": "alice"})[0] == 200
+    finally:
+        end_process(proc)
+
+
+def _post(port: int, path: str, body: dict[str, str]) -> tuple[int, dict[str, object]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_reload_is_no_file_existence_oracle_and_shows_no_engine_output(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'allow_cpu_inference = true\n[server]\nbind = "127.0.0.1:{port}"\n'
+        '[[pools]]\nid = "p"\nengine = "llamacpp"\nmodel = ""\ndevice_mask = "cpu"\n'
+    )
+    existing = tmp_path / "notes.txt"
+    existing.write_text("secret notes, not a model\n")
+    proc = launch_serve(cfg, clean_env(tmp_path))
+    try:
+        wait_listening(proc, port)
+        answers = []
+        for path in (existing, tmp_path / "absent.gguf", Path("/etc/passwd"), tmp_path):
+            status, result = _post(port, "/v1/pools/p/reload", {"model_ref": str(path)})
+            assert status == 409 and result["code"] == "RELOAD_FAILED", result
+            # the answer names the caller's own path (and its stem as the model tried)
+            message = str(result["message"]).replace(str(path), "PATH")
+            answers.append(message.replace(path.stem, "STEM"))
+            detail = json.loads(http_get(port, "/v1/pools/p/health")[1])["detail"]
+            answers.append(detail.replace(str(path), "PATH"))
+        assert len(set(answers[0::2])) == 1, answers
+        assert len(set(answers[1::2])) == 1, answers
+        for text in answers:
+            assert "Traceback" not in text and "site-packages" not in text
+        assert "GGUF" in answers[0]
     finally:
         end_process(proc)

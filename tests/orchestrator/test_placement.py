@@ -80,6 +80,13 @@ FILTER_CASES = [
         "engine mock != requested llamacpp",
     ),
     ("model", {"model": "qwen"}, {"model_ref": "tinyllama"}, "model", "model qwen"),
+    (
+        "features",
+        {"features": frozenset({"json_schema"})},
+        {"needs": frozenset({"tools", "json_schema"})},
+        "features",
+        "cannot do tools",
+    ),
     ("ctx", {"ctx": 2048}, {"required_ctx": 3000}, "ctx", "ctx 2048 < required 3000"),
     (
         "device mask",
@@ -88,7 +95,13 @@ FILTER_CASES = [
         "device_mask",
         "device mask 0 != required 1",
     ),
-    ("vram", {"vram_free_bytes": GIB}, {"est_kv_bytes": 2 * GIB}, "vram", "free VRAM 1.00 GiB"),
+    (
+        "vram",
+        {"vram_free_bytes": GIB},
+        {"est_kv_bytes": 2 * GIB},
+        "vram",
+        "needs 2.0 GiB, 1.0 GiB free",
+    ),
     ("avoided", {}, {"overrides": {"avoid_pools": ["a"]}}, "avoided", "avoided"),
 ]
 
@@ -102,7 +115,9 @@ def test_filter_drops_pool_and_says_why(
     pool_kw: dict[str, Any], job_kw: dict[str, Any], filter_name: str, reason: str
 ) -> None:
     # "a" would win every tie-break (more free VRAM, lower id) if it were feasible.
-    other = {"device_mask": "1"} if filter_name == "device_mask" else {}
+    other: dict[str, Any] = {"device_mask": "1"} if filter_name == "device_mask" else {}
+    if filter_name == "features":
+        other = {"features": frozenset({"tools", "json_schema"})}
     pools = [pool("a", **{"vram_free_bytes": 6 * GIB, **pool_kw}), pool("b", **other)]
     decision = place(pools, job(**job_kw))
     assert decision.pool_id == "b"

@@ -9,6 +9,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.orchestrator.artifacts_port import StoredArtifact
 from app.orchestrator.contracts import (
     AdmissionResponse,
     DecisionRecord,
@@ -19,6 +20,7 @@ from app.orchestrator.contracts import (
     TaskRequest,
     TaskView,
 )
+from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
 from app.orchestrator.ports import GpuInfo, GpuInventory
 
@@ -118,6 +120,7 @@ class FakeBridge(QObject):
         self.models: Any = None
         self.commands: list[tuple[str, Any]] = []
         self.pool_logs: dict[str, list[str]] = {}
+        self.artifacts: dict[str, StoredArtifact] = {}
         self.submitted: list[TaskRequest] = []
         self.pool_list: list[PoolView] = [pool_view("gpu0")]
         self.task_list: list[TaskView] = []
@@ -205,6 +208,12 @@ class FakeBridge(QObject):
 
     async def restart(self, pool_id: str) -> None:
         self.commands.append(("restart", pool_id))
+
+    async def artifact(self, artifact_id: str) -> StoredArtifact:
+        self.commands.append(("artifact", artifact_id))
+        if artifact_id not in self.artifacts:
+            raise OrchError("NOT_FOUND", f"no artifact {artifact_id}", status=404)
+        return self.artifacts[artifact_id]
 
     async def pool_log(self, pool_id: str, tail_lines: int = 200) -> tuple[str | None, list[str]]:
         self.commands.append(("pool_log", (pool_id, tail_lines)))

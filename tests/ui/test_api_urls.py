@@ -12,8 +12,8 @@ def test_a_specific_host_is_kept() -> None:
 def test_ipv4_wildcard_gives_one_url_per_ipv4_address_loopback_last() -> None:
     addresses = ["127.0.0.1", "::1", "192.168.1.5", "fd00::2", "10.0.0.2"]
     assert reachable_urls("http://0.0.0.0:8090", addresses) == [
-        "http://10.0.0.2:8090",
         "http://192.168.1.5:8090",
+        "http://10.0.0.2:8090",
         "http://127.0.0.1:8090",
     ]
 

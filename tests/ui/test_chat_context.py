@@ -116,8 +116,8 @@ def test_queued_status_shows_the_position_then_started(
 ) -> None:
     panel, bridge = real_panel(qtbot, qloop, core)
     convs = [panel.current(), panel.new_conversation(), panel.new_conversation()]
-    for conv, tokens in zip(convs, (480, 200, 200), strict=True):
-        conv.max_tokens.setValue(tokens)  # ~1.2 s (fits ctx 512), then ~0.5 s each
+    for conv, tokens in zip(convs, (450, 200, 200), strict=True):
+        conv.max_tokens.setValue(tokens)  # ~1.1 s, then ~0.5 s each on the single slot (ctx 512)
         conv.prompt.setPlainText("hello")
 
     async def click_all() -> None:

@@ -95,3 +95,18 @@ def test_the_boxes_show_the_current_state(qtbot: Any, tmp_path: Path) -> None:
     assert again.login_section.service_box.isChecked()
     again.show()
     again.grab().save("/tmp/settings.png")
+
+
+def test_a_connected_window_uses_the_default_config_for_the_service(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    from app.ui.login_section import default_switches
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("LLAMA_ORCH_CONFIG", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+
+    switches = default_switches("")
+
+    assert isinstance(switches, DesktopInstaller)
+    assert switches.config == tmp_path / ".config/llama-orch/config.toml"

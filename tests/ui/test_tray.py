@@ -11,7 +11,9 @@ from PySide6.QtWidgets import QSystemTrayIcon, QWidget
 
 from app.config import parse_settings
 from app.orchestrator.contracts import PoolView, QueueDepth
+from app.ui.api_urls import interface_addresses
 from app.ui.bridge import CoreSample
+from app.ui.icons import tray_icon
 from app.ui.tray import (
     PauseAdmissions,
     Tray,
@@ -188,8 +190,6 @@ def test_refusals_notify_at_most_once_a_minute(bridge: FakeBridge, parts: Any) -
 def test_a_wildcard_bind_copies_real_lan_urls(
     qtbot: Any, qloop: QtAsync, bridge: FakeBridge, parts: Any
 ) -> None:
-    from app.ui.api_urls import interface_addresses
-
     bridge.controls.api_url = lambda: "http://0.0.0.0:8090"  # type: ignore[method-assign]
     tray = make_tray(bridge, parts, True)
     tray._fill_copy_menu()
@@ -202,8 +202,6 @@ def test_a_wildcard_bind_copies_real_lan_urls(
 
 
 def test_tray_states_look_different() -> None:
-    from app.ui.icons import tray_icon
-
     images = {
         s: tray_icon(s).pixmap(32, 32).toImage() for s in ("idle", "busy", "degraded", "failed")
     }
