@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 import qasync
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QCoreApplication, QEvent, QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.orchestrator.service import Orchestrator
@@ -86,6 +86,7 @@ def run_gui(
                 log.exception("the backend failed to start")
                 show_error(str(exc) or type(exc).__name__)
                 return 1
+            window: MainWindow | None = None
             try:
                 bridge = EmbeddedBridge(orch, controls, backend)
                 window = (window_factory or _default_window)(bridge, banner)
@@ -93,6 +94,8 @@ def run_gui(
                 _run_session(app, loop, bridge, window, done, show=show)
             finally:
                 backend.stop()
+                if window is not None:
+                    _dispose(window)
         return 0
     finally:
         collector.stop()
@@ -180,6 +183,15 @@ class QtThreadGc:
         self._timer.stop()
         if self._was_enabled:
             gc.enable()
+
+
+def _dispose(window: MainWindow) -> None:
+    """Destroy the window and its widgets now, on this thread, while their Python
+    wrappers are all alive. Left to a later deferred delete (after collections have
+    freed some wrappers) the charts' graphics scenes crash on destruction."""
+    window.close()
+    window.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def _split(

@@ -232,3 +232,22 @@ def test_unreachable_and_metrics_parsing(qloop: QtAsync) -> None:
     )
     assert counters["started"] == 3
     assert [(g.index, g.utilization_pct, g.vram_used_bytes) for g in gpus] == [(1, 40.0, 1024)]
+
+
+def test_the_tray_follows_the_connected_server(
+    qtbot: Any, qloop: QtAsync, server: Server, tmp_path: Path
+) -> None:
+    bridge = HttpBridge(ServerClient(server.url, TOKEN), poll_s=0.2)
+    qloop.run(bridge.start(), timeout=10)
+    ini = QSettings(str(tmp_path / "tray.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(bridge, tray_available=lambda: True, settings=ini, ask=lambda *_: True)
+    qtbot.addWidget(window)
+    try:
+        icon = window.tray.icon
+        assert window.tray.active and icon is not None
+        qloop.wait_until(lambda: icon.toolTip().startswith("llama-orch — "), 5)
+        window.pause_action.trigger()  # the tray's "Pause admissions" drains every pool
+        qloop.wait_until(lambda: all(p["draining"] for p in server.get("/v1/pools")), 10)
+    finally:
+        window.tray.hide()
+        qloop.run(bridge.aclose())
