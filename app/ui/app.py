@@ -189,7 +189,8 @@ def _dispose(window: MainWindow) -> None:
     """Destroy the window and its widgets now, on this thread, while their Python
     wrappers are all alive. Left to a later deferred delete (after collections have
     freed some wrappers) the charts' graphics scenes crash on destruction."""
-    window.close()
+    window.hide()  # not close(): the session is over, closeEvent must not ask again
+    window.tray.hide()
     window.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
