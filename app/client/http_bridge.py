@@ -35,7 +35,7 @@ from app.orchestrator.contracts import (
 from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
 from app.orchestrator.ports import GpuInfo, GpuInventory
-from app.ui.bridge import MAX_UPDATES_PER_S, AppControls, CoreSample
+from app.ui.bridge import MAX_UPDATES_PER_S, AppControls, CoreSample, StreamFeed
 
 if TYPE_CHECKING:
     from app.ui.models_client import ModelsClient
@@ -100,16 +100,6 @@ def parse_metrics(text: str) -> tuple[dict[str, int], tuple[GpuInfo, ...]]:
         for i in sorted(util.keys() | used.keys())
     )
     return counters, gpus
-
-
-class _Feed:
-    """One stream's events between the SSE reader and ``stream``."""
-
-    def __init__(self) -> None:
-        self.events: list[TaskEvent] = []
-        self.ended = False
-        self.error: OrchError | None = None
-        self.wake = asyncio.Event()
 
 
 class HttpBridge(QObject):
@@ -247,37 +237,22 @@ class HttpBridge(QObject):
         )
 
     async def stream(self, task_id: str) -> AsyncIterator[Sequence[TaskEvent]]:
-        feed = _Feed()
+        feed = StreamFeed()
         reader = asyncio.ensure_future(self._read(task_id, feed))
-        loop = asyncio.get_running_loop()
-        period, last = 1.0 / MAX_UPDATES_PER_S, 0.0
         try:
-            while True:
-                await feed.wake.wait()
-                delay = last + period - loop.time()
-                if delay > 0 and not feed.ended:
-                    await asyncio.sleep(delay)
-                feed.wake.clear()
-                last = loop.time()
-                events, feed.events = feed.events, []
-                if events:
-                    yield events
-                if feed.ended:
-                    if feed.error is not None:
-                        raise feed.error
-                    return
+            async for events in feed.batches(1.0 / MAX_UPDATES_PER_S):
+                yield events
         finally:
             reader.cancel()
 
-    async def _read(self, task_id: str, feed: _Feed) -> None:
+    async def _read(self, task_id: str, feed: StreamFeed) -> None:
         try:
             async for event in self.client.events(task_id):
-                feed.events.append(event)
-                feed.wake.set()
+                feed.push((event,))
         except OrchError as exc:
-            feed.error = exc
-        feed.ended = True
-        feed.wake.set()
+            feed.end(exc)
+            return
+        feed.end()
 
     async def cancel(self, task_id: str) -> None:
         await self.client.request("POST", f"/v1/tasks/{task_id}/cancel")

@@ -213,3 +213,52 @@ class CoreSample:
             tokens_out=orch.tokens_out_by_pool(),
             ttfts=orch.recent_ttfts(),
         )
+
+
+class StreamFeed:
+    """One task's events between a bridge's producer and its ``stream`` reader.
+
+    The producer calls ``push`` and, once, ``end``; the reader iterates
+    ``batches()``. One object per stream, owned by the bridge that made it.
+    """
+
+    def __init__(self) -> None:
+        self._events: list[TaskEvent] = []
+        self._ended = False
+        self._error: OrchError | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def push(self, events: Sequence[TaskEvent]) -> None:
+        """Queue ``events`` for the reader. Never blocks."""
+        self._events.extend(events)
+        self._wake.set()
+
+    def end(self, error: OrchError | None = None) -> None:
+        """Mark the stream finished (with ``error`` if it failed). Never blocks."""
+        self._ended, self._error = True, error
+        self._wake.set()
+
+    async def batches(self, min_gap_s: float = 0.0) -> AsyncIterator[list[TaskEvent]]:
+        """Yield the queued events as lists, at most one list per ``min_gap_s``,
+        until the stream ends. Raises the producer's error after the last batch.
+        Awaits new events."""
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        while True:
+            await self._wake.wait()
+            delay = last + min_gap_s - loop.time()
+            if delay > 0 and not self._ended:
+                await asyncio.sleep(delay)
+            self._wake.clear()
+            last = loop.time()
+            events, self._events = self._events, []
+            if events:
+                yield events
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                return

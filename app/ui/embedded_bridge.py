@@ -35,7 +35,7 @@ from app.orchestrator.errors import OrchError
 from app.orchestrator.events import CoreEvent, PoolChanged, TaskChanged, TaskEvent
 from app.orchestrator.ports import GpuInventory
 from app.orchestrator.service import Orchestrator
-from app.ui.bridge import MAX_UPDATES_PER_S, AppControls, BackendGone, CoreSample
+from app.ui.bridge import MAX_UPDATES_PER_S, AppControls, BackendGone, CoreSample, StreamFeed
 from app.ui.models_client import EmbeddedModels, ModelsClient, reload_with
 
 log = logging.getLogger("llama_orch.ui")
@@ -133,24 +133,6 @@ class Outbox:
         self._deliver(batch)
 
 
-class _Feed:
-    """Qt side of one stream: events delivered by batches, read by ``stream``."""
-
-    def __init__(self) -> None:
-        self.events: list[TaskEvent] = []
-        self.ended = False
-        self.error: OrchError | None = None
-        self.wake = asyncio.Event()
-
-    def push(self, events: list[TaskEvent]) -> None:
-        self.events.extend(events)
-        self.wake.set()
-
-    def end(self, error: OrchError | None) -> None:
-        self.ended, self.error = True, error
-        self.wake.set()
-
-
 class _Relay(QObject):
     """Signals emitted on the backend thread, delivered queued on the Qt thread."""
 
@@ -212,7 +194,7 @@ class EmbeddedBridge(QObject):
         self._gone: str | None = None
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
-        self._feeds: dict[str, _Feed] = {}
+        self._feeds: dict[str, StreamFeed] = {}
         self._relay = _Relay()
         queued = Qt.ConnectionType.QueuedConnection
         self._relay.batch.connect(self._on_batch, queued)
@@ -353,19 +335,11 @@ class EmbeddedBridge(QObject):
         return await self.call(_sync(self._orch.submit, req, identity="gui"))
 
     async def stream(self, task_id: str) -> AsyncIterator[Sequence[TaskEvent]]:
-        feed = self._feeds[task_id] = _Feed()
+        feed = self._feeds[task_id] = StreamFeed()
         pump = self._runner.call(self._outbox.pump(self._orch, task_id))
         try:
-            while True:
-                await feed.wake.wait()
-                feed.wake.clear()
-                events, feed.events = feed.events, []
-                if events:
-                    yield events
-                if feed.ended:
-                    if feed.error is not None:
-                        raise feed.error
-                    return
+            async for events in feed.batches():  # the outbox already paces the batches
+                yield events
         finally:
             self._feeds.pop(task_id, None)
             pump.cancel()
