@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,23 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Switch off automatic garbage collection for the run (see ``_collect_garbage``)."""
+    gc.disable()
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect garbage after each test, at a safe point.
+
+    An automatic collection can start inside a Qt call (an allocation while Qt
+    holds its signal-slot lock) and destroy a Qt object there, which deadlocks
+    or crashes; the desktop app avoids this the same way (``QtThreadGc``).
+    """
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -166,7 +166,10 @@ def test_gui_chat_and_a_lan_client_stream_at_the_same_time(
 
 
 def window_factory(tmp_path: Path, quit_after_ms: int) -> Any:
+    """Build the window; quit it after ``quit_after_ms``. ``factory.seen`` records
+    the banner and API texts just before the quit (run_gui destroys the window)."""
     built: list[MainWindow] = []
+    seen: dict[str, str] = {}
 
     def factory(bridge: Bridge, banner: str | None) -> MainWindow:
         window = MainWindow(
@@ -176,10 +179,17 @@ def window_factory(tmp_path: Path, quit_after_ms: int) -> Any:
             settings=QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat),
         )
         built.append(window)
-        QTimer.singleShot(quit_after_ms, window.request_quit)
+
+        def quit_now() -> None:
+            seen["banner"] = window.banner.label.text() if window.banner is not None else ""
+            seen["api"] = window.api_label.text()
+            window.request_quit()
+
+        QTimer.singleShot(quit_after_ms, quit_now)
         return window
 
     factory.built = built  # type: ignore[attr-defined]
+    factory.seen = seen  # type: ignore[attr-defined]
     return factory
 
 
@@ -201,14 +211,13 @@ def test_run_gui_serves_until_quit_then_stops_the_backend(qapp: Any, tmp_path: P
     code = run_gui(start, banner="You're running the demo model.", window_factory=factory)
     assert code == 0
     assert stopped == [True]
-    [window] = factory.built
-    assert window.banner is not None and window.banner.label.text().startswith("You're running")
-    assert window.api_label.text().startswith("API: http://127.0.0.1:")
+    assert len(factory.built) == 1
+    assert factory.seen["banner"].startswith("You're running")
+    assert factory.seen["api"].startswith("API: http://127.0.0.1:")
     assert QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat).contains(
         "window/geometry"
     )
     assert seen["loop"].is_closed()
-    window.deleteLater()
 
 
 def test_run_gui_reports_a_start_failure_and_returns_1(qapp: Any) -> None:
