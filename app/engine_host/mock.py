@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from app.engine_host.publisher import PublishedStatus, StatusPublisher
 from app.orchestrator.contracts import ErrorCode
+from app.orchestrator.guardrails import CHARS_PER_TOKEN, prompt_chars
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import EngineError, EngineRequest, PoolDescriptor
 
@@ -73,6 +75,10 @@ class MockSpec:
     demo: bool = False
     vram_estimate_bytes: int = 0
     engine: str = "mock"  # the engine name it reports (contract tests stand in for llamacpp)
+    chars_per_token: float = CHARS_PER_TOKEN
+    """How densely the mock's tokenizer packs text. The default matches the core's size
+    estimate; a lower value models text (code, other scripts) that takes more tokens
+    than estimated, so an admitted answer can run into the context limit."""
 
 
 def mock_token(seed: int | None, prompt_key: str, index: int) -> str:
@@ -88,6 +94,14 @@ def _prompt_key(request: EngineRequest) -> str:
     return "\n".join(f"{m.role}:{m.content}" for m in request.messages or ())
 
 
+def mock_prompt_tokens(request: EngineRequest, chars_per_token: float) -> int:
+    """Return the prompt's size in the mock tokenizer: the core's character count
+    (message framing included) at ``chars_per_token`` characters a token. Pure."""
+    contents = (m.content for m in request.messages or ())
+    chars = prompt_chars(request.prompt, contents)
+    return max(1, math.ceil(chars / max(chars_per_token, 0.1)))
+
+
 class MockStream:
     """An EngineStream that paces deterministic tokens and injects faults."""
 
@@ -101,19 +115,24 @@ class MockStream:
         self._i = 0
         self._closed = False
         self.finish_reason: str | None = None
-        self.prompt_tokens: int | None = max(1, len(self._key) // 4)
+        self.prompt_tokens: int | None = mock_prompt_tokens(request, engine.spec.chars_per_token)
 
     def __aiter__(self) -> MockStream:
         return self
 
     async def __anext__(self) -> str:
-        if self._closed or self._i >= self._request.max_tokens:
+        if self._closed or self._i >= self._request.max_tokens or self._context_full():
             self.finish_reason = self.finish_reason or "length"
             raise StopAsyncIteration
         await self._before_token()
         text = mock_token(self._seed, self._key, self._i)
         self._i += 1
         return text
+
+    def _context_full(self) -> bool:
+        """Return True once the prompt and the tokens written fill the pool's context,
+        where a real engine stops with finish_reason "length"."""
+        return (self.prompt_tokens or 0) + self._i >= self._spec.ctx
 
     async def _before_token(self) -> None:
         spec = self._spec

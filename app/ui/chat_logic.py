@@ -189,7 +189,7 @@ def _tokens(messages: Sequence[ChatMessage]) -> int:
 
 CONTEXT_CUT = (
     "The answer was cut off: the conversation filled the model's context. Start a new "
-    "chat, or continue in a new chat that carries the last answer."
+    "chat, or continue in a new chat that starts from a summary of this one."
 )
 
 

@@ -10,16 +10,19 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget
 
 from app.orchestrator.contracts import PoolView
+from app.orchestrator.errors import OrchError
 from app.ui.bridge import Bridge
 from app.ui.chat_sidebar import ChatSidebar
 from app.ui.chat_store import ChatStore
+from app.ui.chat_summary import carried_system_prompt, summarise, summary_request
 from app.ui.conversation import Clock, Conversation
-from app.ui.error_text import Action
+from app.ui.error_text import Action, Explained
 
 __all__ = ["ChatPanel", "Conversation"]
 
-CARRY_CHARS = 4000
-"""How much of the last answer "continue in a new chat" carries (its tail)."""
+SUMMARISING = "Summarising this conversation for a new chat…"
+SUMMARY_FAILED = "No summary for a new chat could be made:"
+CARRIED = "This chat continues an earlier one: its summary is in the system prompt (Options)."
 
 
 class ChatPanel(QWidget):
@@ -187,15 +190,36 @@ class ChatPanel(QWidget):
         else:
             self.navigate.emit(action)
 
-    def continue_in_new_chat(self, conv: Conversation) -> Conversation:
-        """Open a new chat whose system prompt carries the old one's prompt and the tail
-        of its last answer, so the model can pick up where it was cut off."""
+    def continue_in_new_chat(self, conv: Conversation) -> None:
+        """Ask the pool of ``conv``'s last answer for a summary of it ("Summarising…" in
+        its status line), then open a new chat whose system prompt carries it. When the
+        summary fails, ``conv`` says why and offers a plain new chat. Never blocks."""
+        conv.status.setText(SUMMARISING)
+        conv.error_bar.hide()
+        self._bridge.run(self._continue(conv), "summarising the chat")
+
+    async def _continue(self, conv: Conversation) -> None:
+        pool_id = conv.answered_on
+        ctx = next((p.ctx for p in self._bridge.pools() if p.pool_id == pool_id), 0)
+        try:
+            summary = await summarise(self._bridge, summary_request(conv.history, pool_id, ctx))
+        except OrchError as exc:
+            why = conv.explain_error(exc.code, exc.message, exc.pool_id, exc.retry_after_ms)
+            self._summary_failed(conv, why.sentence, why.details)
+            return
+        if not summary:
+            self._summary_failed(conv, "The model wrote nothing.", "empty summary")
+            return
+        conv.status.setText("Continued in a new chat.")
         new = self.new_conversation()
-        carried = conv.last_answer()[-CARRY_CHARS:]
-        parts = [conv.system_prompt.toPlainText().strip()]
-        if carried:
-            parts.append(f"Earlier in this conversation you answered:\n\n{carried}")
-        new.system_prompt.setPlainText("\n\n".join(p for p in parts if p))
+        new.system_prompt.setPlainText(
+            carried_system_prompt(conv.system_prompt.toPlainText(), summary)
+        )
+        new.notice(CARRIED)
         new.prompt.setPlainText("Please continue.")
         new.prompt.setFocus()
-        return new
+
+    def _summary_failed(self, conv: Conversation, sentence: str, details: str) -> None:
+        conv.status.setText("No summary.")
+        lead = f"{SUMMARY_FAILED} {sentence[0].lower()}{sentence[1:]}"
+        conv.error_bar.show_error(Explained(lead, Action.NEW_CHAT, None, details))

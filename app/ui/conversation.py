@@ -48,7 +48,7 @@ from app.ui.chat_logic import (
 from app.ui.chat_options import ChatOptionsRow, Composer
 from app.ui.chat_store import ChatStore, StoredMessage
 from app.ui.error_bar import ErrorBar
-from app.ui.error_text import Action, explain
+from app.ui.error_text import Action, Explained, explain
 from app.ui.icons import GREY
 from app.ui.transcript import FLUSH_MS, Transcript
 
@@ -481,11 +481,17 @@ class Conversation(QWidget):
         pool_id: str | None = None,
         retry_after_ms: int | None = None,
     ) -> None:
+        self.error_bar.show_error(self.explain_error(code, message, pool_id, retry_after_ms))
+
+    def explain_error(
+        self, code: str, message: str, pool_id: str | None = None, retry_after_ms: int | None = None
+    ) -> Explained:
+        """Return the sentence and action for an error, naming a paused pool that could
+        have answered (see ``error_text.explain``)."""
         paused = next((p.pool_id for p in self._bridge.pools() if p.draining), None)
-        explained = explain(
+        return explain(
             code, message, pool_id=pool_id, retry_after_ms=retry_after_ms, paused_pool=paused
         )
-        self.error_bar.show_error(explained)
 
     def _on_link(self, href: str) -> None:
         kind, _, arg = href.partition(":")
@@ -513,6 +519,11 @@ class Conversation(QWidget):
             text = self.messages[-1].content
             self._rewind(len(self.messages) - 1)
             self._submit(text, self.history)
+
+    @property
+    def answered_on(self) -> str:
+        """Return the pool of the latest answer, "" before the first one."""
+        return self._pool_id
 
     def last_answer(self) -> str:
         """Return the last assistant message, "" when there is none."""

@@ -3,6 +3,7 @@ queued status, and an answer cut by the context."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,8 @@ from app.orchestrator.events import END, EndEvent
 from app.orchestrator.service import Orchestrator
 from app.ui.backend_thread import BackendThread
 from app.ui.chat_logic import CONTEXT_CUT, paired, trim_to_context
-from app.ui.chat_panel import ChatPanel
+from app.ui.chat_panel import CARRIED, SUMMARISING, SUMMARY_FAILED, ChatPanel
+from app.ui.chat_summary import SUMMARY_HEADING, SUMMARY_TOKENS
 from app.ui.conversation import TRIM_MARKER
 from app.ui.embedded_bridge import EmbeddedBridge
 from tests.ui.conftest import QtAsync
@@ -135,34 +137,105 @@ def test_queued_status_shows_the_position_then_started(
     bridge.close()
 
 
-def test_an_answer_cut_by_the_context_says_so_and_offers_a_new_chat(
-    qtbot: Any, qloop: QtAsync
+async def start_dense_core() -> tuple[Orchestrator, Any]:
+    """A core whose one pool tokenizes text twice as densely as the core estimates
+    (as code or other scripts do), so an admitted answer can fill the context."""
+    spec = MockSpec("mock0", ctx=1024, slots=1, tokens_per_s=5000, chars_per_token=2.0)
+    orch = Orchestrator([MockEngine(spec)])
+    await orch.start()
+
+    async def stop() -> None:
+        await orch.shutdown(deadline_s=1.0)
+
+    return orch, stop
+
+
+@pytest.fixture
+def dense_core(qloop: QtAsync) -> Iterator[Core]:
+    thread: BackendThread[Orchestrator] = BackendThread(start_dense_core)
+    orch = thread.start(timeout=20)
+    yield orch, thread
+    thread.stop(timeout=20)
+
+
+def click_on_loop(button: Any, qloop: QtAsync) -> None:
+    async def click() -> None:
+        button.click()
+
+    qloop.run(click())
+
+
+def test_a_long_chat_is_cut_by_the_context_and_continues_from_a_summary(
+    qtbot: Any, qloop: QtAsync, dense_core: Core
 ) -> None:
-    bridge = FakeBridge()
-    events = script(["half", " an", " answer"])
-    events[-1] = EndEvent(
-        END, {"tokens_out": 3, "decode_time_ms": 10, "decode_ms": 10, "finish_reason": "length"}
-    )
-    bridge.default_script = events
-    panel = ChatPanel(bridge)
-    qtbot.addWidget(panel)
+    panel, bridge = real_panel(qtbot, qloop, dense_core)
     conv = panel.current()
     conv.system_prompt.setPlainText("Be kind.")
-    type_and_send(conv, "write a saga", qloop)
-    qloop.wait_until(lambda: not conv.busy)
+    conv.max_tokens.setValue(8)
+    for turn in range(1, 20):
+        send_on_loop(conv, f"Turn {turn}: tell me more", qloop)
+        qloop.wait_until(lambda: not conv.busy, 10)
+        assert conv.error_bar.isHidden(), conv.error_bar.sentence.text()
+    assert conv.dropped == 0 and bridge.tasks(1)[0].tokens_out == 8
+    conv.max_tokens.setValue(900)  # the 20th turn asks for a long answer
+    send_on_loop(conv, "Turn 20: now write the whole saga", qloop)
+    qloop.wait_until(lambda: not conv.busy, 20)
+    cut = bridge.tasks(1)[0]
+    assert cut.tokens_in <= 1024 - 900  # sent trimmed, so the core admitted it
+    assert cut.state == "done" and cut.finish_reason == "length"
+    assert 0 < cut.tokens_out < 900  # stopped by the context, not by max tokens
+    assert conv.dropped > 0 and not conv.trim_label.isHidden()
+    assert TRIM_MARKER in conv.transcript.toPlainText()
     assert CONTEXT_CUT in conv.transcript.toPlainText()
+    assert len(conv.messages) == 40  # the cut answer is kept
     bar = conv.error_bar
     assert not bar.isHidden() and bar.sentence.text() == "This conversation is full."
     assert (bar.action_button.text(), bar.second_button.text()) == (
         "Start a new chat",
         "Continue in a new chat",
     )
-    bar.second_button.click()
+
+    click_on_loop(bar.second_button, qloop)
+    assert conv.status.text() == SUMMARISING
+    qloop.wait_until(lambda: panel.tabs.count() == 2, 10)
+    summary_task = bridge.tasks(1)[0]
+    assert summary_task.task_id != cut.task_id and summary_task.pool_id == "mock0"
+    assert summary_task.prompt_start.startswith("Summarise the conversation")
+    assert summary_task.state == "done" and summary_task.tokens_out == SUMMARY_TOKENS
     new = panel.current()
-    assert new is not conv and panel.tabs.count() == 2
-    assert new.system_prompt.toPlainText().startswith("Be kind.")
-    assert "half an answer" in new.system_prompt.toPlainText()
+    assert new is not conv and not new.messages
+    system = new.system_prompt.toPlainText()
+    assert system.startswith("Be kind.\n\n" + SUMMARY_HEADING)
+    summary = system.split(SUMMARY_HEADING, 1)[1]
+    assert len(summary.split()) == SUMMARY_TOKENS  # the pool's words, one per token
     assert new.prompt.toPlainText() == "Please continue."
+    assert CARRIED in new.transcript.toPlainText()
+    bridge.close()
+
+
+def test_a_failed_summary_says_why_and_offers_a_new_chat(
+    qtbot: Any, qloop: QtAsync, core: Core
+) -> None:
+    panel, bridge = real_panel(qtbot, qloop, core)
+    conv = panel.current()
+    conv.max_tokens.setValue(8)
+    send_on_loop(conv, "hello", qloop)
+    qloop.wait_until(lambda: not conv.busy, 10)
+    qloop.run(bridge.drain("mock0"))
+    qloop.wait_until(lambda: any(p.draining for p in bridge.pools()))
+    qloop.run(asyncio.sleep(0))
+    panel.continue_in_new_chat(conv)
+    assert conv.status.text() == SUMMARISING
+    bar = conv.error_bar
+    qloop.wait_until(lambda: not bar.isHidden(), 10)
+    assert bar.sentence.text().startswith(SUMMARY_FAILED + " pool mock0 is paused")
+    assert bar.action_button.text() == "Start a new chat" and bar.second_button.isHidden()
+    assert panel.tabs.count() == 1
+    bar.details_button.click()
+    assert "POOL_UNAVAILABLE" in bar.details.text()
+    click_on_loop(bar.action_button, qloop)
+    assert panel.tabs.count() == 2 and panel.current().system_prompt.toPlainText() == ""
+    bridge.close()
 
 
 def test_an_answer_at_max_tokens_is_not_called_cut(qtbot: Any, qloop: QtAsync) -> None:
