@@ -200,3 +200,24 @@ async def run_pool(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return results
+
+
+def orchqueue_oneshot_stream(orch_url: str) -> StreamFn:
+    """Return a stream function for the one-request form: ``POST /v1/tasks`` with
+    ``Accept: text/event-stream``, answered with the task's SSE stream at once."""
+    headers = {"Accept": "text/event-stream"}
+
+    async def run(http: aiohttp.ClientSession, max_tokens: int) -> StreamResult:
+        result = StreamResult(time.perf_counter())
+        body = {"prompt": PROMPT, "max_tokens": max_tokens}
+        try:
+            async with http.post(f"{orch_url}/v1/tasks", json=body, headers=headers) as resp:
+                if resp.status != 200:
+                    result.error = f"HTTP {resp.status}: {(await resp.text())[:300]}"
+                    return result
+                return await read_sse(resp, result, orchqueue_frame)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            return result
+
+    return run

@@ -1,4 +1,5 @@
-"""Profile the orchestrator's per-token path (engine chunk -> SSE frame) under 64 streams.
+"""Profile the orchestrator's per-token path (engine chunk -> SSE frame) under 64 streams,
+or its per-request path (``--per-request``: many short requests, 64 at a time).
 
 Starts a paced engine and ``llama-orch serve`` in front of it, warms up, then
 samples the orchestrator only while 64 concurrent OrchQueue streams run:
@@ -7,7 +8,16 @@ it is installed, else with cProfile on a CPU-time clock switched on and off
 by SIGUSR1 / SIGUSR2. Prints the functions with the most own CPU and the
 share of each layer; the full listing goes to ``bench/out/profile.txt``.
 
-Run ``python -m bench.profile_hot_path [--streams 64] [--tokens 200] [--cprofile]``.
+``--per-request`` runs ``--total`` requests of 4 tokens, 64 at a time, on each
+route in turn (OrchQueue's two-step form, the OpenAI route, the one-request
+form), each sampled on its own (py-spy only), then the same requests straight
+to the engine; it prints the orchestrator's CPU per request and the request
+rate against direct, and writes each route's profile to
+``bench/out/profile-per-request-<route>.txt``. ``--no-sample`` measures without
+a sampler (the figures to compare before and after a change).
+
+Run ``python -m bench.profile_hot_path [--streams 64] [--tokens 200] [--cprofile]`` or
+``python -m bench.profile_hot_path --per-request [--total 2000] [--no-sample]``.
 """
 
 from __future__ import annotations
@@ -32,6 +42,10 @@ from bench import client, procs, scenarios
 from bench.stats import summarize
 
 OUT = Path(__file__).resolve().parent / "out"
+ORCHESTRATOR_FILES = frozenset(
+    f"({p.name}:" for p in (Path(__file__).resolve().parents[1] / "app/orchestrator").glob("*.py")
+)
+"""How py-spy names the core's frames (a namespace package: the file name alone)."""
 LAYERS = (
     ("app/api/", "app.api (HTTP, SSE writer)"),
     ("app/orchestrator/", "app.orchestrator (core)"),
@@ -40,6 +54,9 @@ LAYERS = (
     ("asyncio/", "asyncio"),
     ("json/", "json"),
     ("logging/", "logging"),
+    ("pydantic", "pydantic"),
+    ("prometheus_client/", "prometheus_client"),
+    ("pathlib.py", "pathlib (files)"),
 )
 
 
@@ -114,7 +131,14 @@ def serve_profiled(config: str, out: str) -> int:
 # ---- summaries ----------------------------------------------------------------------
 
 
+def _is_core(frame: str) -> bool:
+    _, paren, where = frame.partition(" (")
+    return bool(paren) and f"({where.split(':', 1)[0]}:" in ORCHESTRATOR_FILES
+
+
 def _layer(frame: str) -> str:
+    if _is_core(frame):
+        return "app.orchestrator (core)"
     for marker, name in LAYERS:
         if marker in frame:
             return name
@@ -128,11 +152,22 @@ def _strip_line(frame: str) -> str:
     return f"{name} ({Path(path).parent.name}/{Path(path).name})"
 
 
+def _innermost_app(raw_frames: list[str]) -> str:
+    """Return the deepest frame of app code in a raw stack, or a placeholder without one."""
+    for frame in reversed(raw_frames):
+        if _is_core(frame) or (
+            "(app/" in frame and "(app/main.py" not in frame and "(app/__main__.py" not in frame
+        ):
+            return _strip_line(frame)
+    return "(no app frame: event loop, aiohttp, threads)"
+
+
 def summarize_collapsed(text: str, top: int = 30) -> str:
     """Return own-time and per-layer shares of py-spy raw (collapsed) stacks."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     layers: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
     total = 0
     for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -145,8 +180,11 @@ def summarize_collapsed(text: str, top: int = 30) -> str:
         layers[_layer(stack.split(";")[-1])] += count
         for frame in set(frames):
             inclusive[frame] += count
+        ours[_innermost_app(stack.split(";"))] += count
     lines = [f"{total} CPU samples", "", "own CPU by layer (the frame that was running):"]
     lines += [f"{n / total * 100:6.1f} %  {name}" for name, n in layers.most_common()]
+    lines += ["", "CPU by the innermost app function (its own time and the libraries it called):"]
+    lines += [f"{n / total * 100:6.1f} %  {name}" for name, n in ours.most_common(top)]
     lines += ["", "functions with the most own CPU:"]
     lines += [f"{n / total * 100:6.1f} %  {name}" for name, n in own.most_common(top)]
     lines += ["", "functions with the most inclusive CPU:"]
@@ -225,6 +263,85 @@ async def drive(work: Path, args: argparse.Namespace) -> tuple[dict[str, Any], s
     return figures, text
 
 
+ROUTES = {
+    "orchqueue": client.orchqueue_stream,
+    "openai": lambda url: client.openai_stream(f"{url}/v1"),
+    "oneshot": client.orchqueue_oneshot_stream,
+}
+
+
+async def _pool_run(
+    http: Any, fn: client.StreamFn, args: argparse.Namespace, pid: int | None
+) -> dict[str, Any]:
+    """Run ``args.total`` short requests, ``args.streams`` at a time; returns their figures."""
+    cpu = procs.cpu_seconds(pid) if pid else 0.0
+    start = time.perf_counter()
+    results = await client.run_pool(http, fn, args.total, args.streams, args.tokens)
+    elapsed = time.perf_counter() - start
+    cpu = (procs.cpu_seconds(pid) - cpu) if pid else 0.0
+    errors = [r.error for r in results if r.error is not None]
+    return {
+        "requests_per_s": len(results) / elapsed,
+        "cpu_ms_per_request": cpu / max(1, len(results)) * 1000,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+    }
+
+
+async def drive_per_request(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Run and sample each route of ``args.routes``, then direct; returns the figures.
+
+    Writes each route's profile summary to ``bench/out/profile-per-request-<route>.txt``.
+    """
+    exe = None if args.no_sample else py_spy()
+    out: dict[str, Any] = {"sampler": "py-spy" if exe else "none", "load": [os.getloadavg()]}
+    async with client.new_session() as http:
+        engine = procs.start_paced_engine(work, gap_ms=scenarios.GAP_MS)
+        try:
+            await procs.wait_engine_ready(http, engine)
+            orch = procs.start_orchestrator(work, procs.OrchConfig(engine.url), name="profiled")
+            try:
+                await procs.wait_pool_ready(http, orch)
+                for route in args.routes:
+                    fn = ROUTES[route](orch.url)
+                    await client.run_pool(http, fn, args.warmup, args.streams, args.tokens)
+                    await asyncio.sleep(0.5)
+                    spy = PySpySampler(exe, orch.pid, work / f"spy-{route}.txt") if exe else None
+                    if spy:
+                        spy.start()
+                    out[route] = await _pool_run(http, fn, args, orch.pid)
+                    if spy:
+                        text = spy.stop()
+                        (OUT / f"profile-per-request-{route}.txt").write_text(text + "\n")
+                        shutil.copy(work / f"spy-{route}.txt", OUT / f"spy-per-request-{route}.raw")
+            finally:
+                orch.stop()
+            out["direct"] = await _pool_run(http, client.openai_stream(engine.url), args, None)
+        finally:
+            engine.stop()
+    out["load"].append(os.getloadavg())
+    return out
+
+
+def per_request_report(figures: dict[str, Any], args: argparse.Namespace) -> str:
+    """Return the per-request figures as text lines."""
+    direct = figures["direct"]["requests_per_s"]
+    load = " -> ".join(f"{a:.2f}" for a, _, _ in figures["load"])
+    lines = [
+        f"{args.total} requests of {args.tokens} tokens per route, {args.streams} at a time, "
+        f"sampler {figures['sampler']}; 1-minute load average {load} on "
+        f"{os.cpu_count()} cores; direct {direct:.0f} requests/s",
+    ]
+    for route in args.routes:
+        f = figures[route]
+        lines.append(
+            f"  {route:9s} {f['cpu_ms_per_request']:.3f} ms CPU per request, "
+            f"{f['requests_per_s']:.0f} requests/s (x{f['requests_per_s'] / direct:.2f} direct), "
+            f"{f['errors']} errors{'' if not f['first_error'] else ': ' + f['first_error']}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Profile once and print the summary. Returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m bench.profile_hot_path", description=__doc__)
@@ -232,12 +349,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=200)
     p.add_argument("--total", type=int, default=0, help="streams in all (> --streams: a pool)")
     p.add_argument("--cprofile", action="store_true", help="use cProfile even if py-spy exists")
+    p.add_argument("--per-request", action="store_true", help="profile short requests")
+    p.add_argument("--routes", nargs="+", choices=sorted(ROUTES), default=list(ROUTES))
+    p.add_argument("--warmup", type=int, default=200, help="requests per route before sampling")
+    p.add_argument("--no-sample", action="store_true", help="measure without a sampler")
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--profile-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
         return serve_profiled(args.serve, args.profile_out)
     work = Path(tempfile.mkdtemp(prefix="llama-orch-profile-"))
+    OUT.mkdir(exist_ok=True)
+    if args.per_request:
+        args.tokens = 4 if args.tokens == 200 else args.tokens
+        args.total = args.total or 2000
+        report = per_request_report(asyncio.run(drive_per_request(work, args)), args)
+        shutil.rmtree(work, ignore_errors=True)
+        print(report)
+        return 0
     figures, text = asyncio.run(drive(work, args))
     tokens = max(1, figures["tokens"])
     head = (
@@ -247,7 +376,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{figures['tokens_per_s']:.0f} tokens/s; orchestrator CPU {figures['orch_cpu_s']:.2f} s "
         f"= {figures['orch_cpu_s'] / tokens * 1e6:.1f} us per token"
     )
-    OUT.mkdir(exist_ok=True)
     (OUT / "profile.txt").write_text(head + "\n\n" + text + "\n")
     shutil.rmtree(work, ignore_errors=True)
     print(head + "\n\n" + text)

@@ -3,7 +3,12 @@
 Files are named by their content address and written whole (temp file, fsync,
 rename), so a reader never sees half an artifact. A size cap per artifact and
 retention (maximum age and total bytes, oldest dropped first) keep the folder
-bounded. File work runs in a worker thread; no method blocks the loop.
+bounded. Retention reads an index of the folder (modification time and size per
+file, oldest first) instead of listing it per write: the index is read from the
+folder at the first write and again after as many writes as it holds files (at
+least ``RESCAN_MIN_WRITES``), so files other processes add or remove are counted
+too, at a cost per write that does not grow with the folder. File work runs in a
+worker thread; no method blocks the loop.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +35,78 @@ from app.orchestrator.artifacts_port import (
 from app.orchestrator.errors import NotFound, OrchError
 
 _ID = re.compile(ARTIFACT_ID_PATTERN)
+RESCAN_MIN_WRITES = 256
+"""The fewest writes between two reads of the whole folder (see the module doc)."""
+
+
+class _Index:
+    """The store's files: ``(mtime, size)`` per path and the paths oldest first.
+
+    Used from the store's worker threads; every method takes the lock. Never blocks
+    on more than the folder listing of ``rescan``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[Path, tuple[float, int]] = {}
+        self._order: deque[Path] = deque()
+        self._total = 0
+        self._writes_left = 0
+
+    def due(self) -> bool:
+        """Return True when the folder should be read again (counts this write)."""
+        with self._lock:
+            self._writes_left -= 1
+            return self._writes_left < 0
+
+    def rescan(self, root: Path) -> None:
+        """Replace the index with the ``*.json`` files now in ``root``."""
+        found = []
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.name.endswith(".json") and not entry.name.startswith("."):
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    found.append((st.st_mtime, st.st_size, Path(entry.path)))
+        found.sort()
+        with self._lock:
+            self._files = {path: (mtime, size) for mtime, size, path in found}
+            self._order = deque(path for _, _, path in found)
+            self._total = sum(size for _, size, _ in found)
+            self._writes_left = max(RESCAN_MIN_WRITES, len(found))
+
+    def add(self, path: Path, mtime: float, size: int) -> None:
+        """Count a file just written (newest); a path already indexed is left as it is."""
+        with self._lock:
+            if path in self._files:
+                return
+            self._files[path] = (mtime, size)
+            self._order.append(path)
+            self._total += size
+
+    def prune(self, keep: Path, max_total: int, horizon: float) -> list[Path]:
+        """Drop from the index, oldest first, files older than ``horizon`` and files
+        while the total is over ``max_total``; never ``keep``. Returns the dropped."""
+        dropped: list[Path] = []
+        kept: Path | None = None
+        with self._lock:
+            order, files = self._order, self._files
+            while order:
+                mtime, size = files[order[0]]
+                if mtime >= horizon and self._total <= max_total:
+                    break
+                path = order.popleft()
+                if path == keep:
+                    kept = path
+                    continue
+                del files[path]
+                self._total -= size
+                dropped.append(path)
+            if kept is not None:
+                order.appendleft(kept)
+        return dropped
 
 
 class ArtifactStore:
@@ -48,6 +127,7 @@ class ArtifactStore:
         self.max_total_bytes = max_total_bytes
         self.max_age_s = max_age_s
         self._clock = clock
+        self._index = _Index()
 
     async def put(self, artifact: ArtifactIn) -> ArtifactRef:
         """Store ``artifact`` and return its reference; the same artifact gets the same id.
@@ -98,6 +178,8 @@ class ArtifactStore:
     def _write(self, ident: str, data: bytes) -> int:
         """Write the file unless it exists; prune; return its creation time (ms)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if self._index.due():
+            self._index.rescan(self.root)
         path = self._path(ident)
         if not path.exists():
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
@@ -112,9 +194,10 @@ class ArtifactStore:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-        created = int(path.stat().st_mtime * 1000)
+        st = path.stat()
+        self._index.add(path, st.st_mtime, st.st_size)
         self._prune(keep=path)
-        return created
+        return int(st.st_mtime * 1000)
 
     def _read(self, ident: str) -> tuple[bytes, int] | None:
         path = self._path(ident)
@@ -125,20 +208,6 @@ class ArtifactStore:
 
     def _prune(self, keep: Path) -> None:
         """Drop artifacts past the age limit, then the oldest until under the byte cap."""
-        files = []
-        for path in self.root.glob("*.json"):
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            files.append((st.st_mtime, st.st_size, path))
-        files.sort()
-        total = sum(size for _, size, _ in files)
         horizon = self._clock() - self.max_age_s
-        for mtime, size, path in files:
-            if path == keep:
-                continue
-            if mtime >= horizon and total <= self.max_total_bytes:
-                break
+        for path in self._index.prune(keep, self.max_total_bytes, horizon):
             path.unlink(missing_ok=True)
-            total -= size

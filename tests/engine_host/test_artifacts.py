@@ -76,3 +76,28 @@ async def test_retention_drops_the_oldest_and_the_expired(tmp_path: Path) -> Non
     clock.now += 1000
     fresh = await store.put(_art(9))
     assert _names(tmp_path) == {fresh.id}  # the rest expired
+
+
+async def test_retention_counts_the_files_already_in_the_folder(tmp_path: Path) -> None:
+    clock = Clock()
+    first = ArtifactStore(tmp_path, clock=clock)
+    old = []
+    for n in range(3):
+        old.append(await first.put(_art(n)))
+        clock.now += 1
+    size = _total_bytes(tmp_path) // 3
+    later = ArtifactStore(tmp_path, max_total_bytes=3 * size, clock=clock)  # a restart
+    new = await later.put(_art(7))
+    assert _names(tmp_path) == {old[1].id, old[2].id, new.id}  # the oldest file went
+
+
+async def test_storing_the_oldest_artifact_again_keeps_it(tmp_path: Path) -> None:
+    clock = Clock()
+    store = ArtifactStore(tmp_path, max_total_bytes=450, clock=clock)
+    refs = []
+    for n in range(3):
+        refs.append(await store.put(_art(n)))
+        clock.now += 1
+    again = await store.put(_art(0))
+    assert again.id == refs[0].id and refs[0].id in _names(tmp_path)
+    assert _total_bytes(tmp_path) <= 450
