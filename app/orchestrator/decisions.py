@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from app.orchestrator.contracts import CandidateRecord, DecisionRecord, TaskRequest
 from app.orchestrator.placement import CandidateNote, DecisionLog
+from app.orchestrator.tasks import prompt_start
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class DecisionBook:
             fallback_used=log.fallback_used,
             summary=summary,
             candidates=[_candidate(c, refusal) for c in log.candidates],
+            prompt_start=prompt_start(req),
         )
         if len(self._ring) == self._ring.maxlen:
             oldest = self._ring[0]

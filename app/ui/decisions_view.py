@@ -142,7 +142,7 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
     def _cell(self, record: DecisionRecord, column: int) -> str:
         values = (
             _clock(record.at),
-            self.labels.get(record.task_id) or record.task_id[:8],
+            self.labels.get(record.task_id) or record.prompt_start or record.task_id[:8],
             outcome_text(record),
             str(record.priority),
             str(record.mode),
@@ -314,8 +314,9 @@ class DecisionsView(QWidget):
         table.verticalHeader().setVisible(False)
         header = table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        wide = 1 if model is self.proxy else 3  # the prompt, or the candidate's reason
-        header.setSectionResizeMode(wide, QHeaderView.ResizeMode.Stretch)
+        # the prompt and the outcome sentence, or the candidate's reason
+        for wide in (1, 2) if model is self.proxy else (3,):
+            header.setSectionResizeMode(wide, QHeaderView.ResizeMode.Stretch)
         header.setStretchLastSection(False)
         return table
 

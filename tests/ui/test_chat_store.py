@@ -91,6 +91,18 @@ def test_chats_survive_a_restart(tmp_path: Path, qtbot: Any, qloop: QtAsync) -> 
     assert [m.role for m in req.messages or []] == ["system", "user", "assistant", "user"]
 
 
+def test_a_new_chat_leaves_no_saved_chat_highlighted(tmp_path: Path, qtbot: Any) -> None:
+    store = ChatStore(tmp_path / "c.sqlite3")
+    store.add_message(store.create("Alpha").chat_id, StoredMessage("user", "about Alpha"))
+    panel = ChatPanel(FakeBridge(), store=store)
+    qtbot.addWidget(panel)
+    assert panel.sidebar.selected_id() == panel.current().chat_id
+    panel.new_conversation()
+    assert panel.sidebar.selected_id() is None  # Rename and Delete must not hit Alpha
+    panel.tabs.setCurrentIndex(0)
+    assert panel.sidebar.selected_id() == store.chats()[0].chat_id
+
+
 def test_sidebar_rename_delete_and_search(tmp_path: Path, qtbot: Any) -> None:
     store = ChatStore(tmp_path / "c.sqlite3")
     for title in ("Alpha", "Beta"):

@@ -267,6 +267,8 @@ def test_refusals_of_the_real_core_are_listed_with_their_sentence(
             "mock0",
             "Refused: " + REFUSALS["ctx"],
         ]
+        labels = [view.model.data(view.model.index(r, 1)) for r in range(4)]
+        assert labels[3] == "x" * 59 + "…"  # a refused task's row names its prompt too
     finally:
         bridge.close()
         thread.stop(timeout=20)
