@@ -44,7 +44,9 @@ class DecisionBook:
         Never blocks.
         """
         chosen = log.selected_pool_id
-        summary = log.summary if refusal is None else f"refused: {refusal.message}; {log.summary}"
+        summary = log.summary
+        if refusal is not None:
+            summary = "; ".join(x for x in (f"refused: {refusal.message}", log.summary) if x)
         record = DecisionRecord(
             at=at,
             task_id=task_id,

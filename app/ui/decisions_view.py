@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 from app.orchestrator.contracts import CandidateRecord, DecisionRecord, TaskView
 from app.orchestrator.vram import shortfall_text
 from app.ui.bridge import Bridge
+from app.ui.error_text import refusal_sentence
 from app.ui.table_model import Index, RowsModel
 
 MAX_ROWS = 500
@@ -65,11 +66,18 @@ def _yes_no(flag: bool) -> str:
 
 
 def outcome_text(record: DecisionRecord) -> str:
-    """Return the pool the task was queued on, or ``"refused: <reason>[ on <pool>]"``."""
+    """Return the pool the task was queued on, or "Refused: <plain sentence of why>"."""
     if record.outcome == "admitted":
         return record.pool_id or ""
-    where = f" on {record.selected_pool_id}" if record.selected_pool_id else ""
-    return f"refused: {record.refusal_reason or 'unknown'}{where}"
+    why = refusal_sentence(record.refusal_reason, record.refusal_code, record.selected_pool_id)
+    return f"Refused: {why}"
+
+
+def refusal_details(record: DecisionRecord) -> str:
+    """Return "CODE: reason" of a refused decision ("" when admitted)."""
+    if record.outcome == "admitted":
+        return ""
+    return ": ".join(x for x in (record.refusal_code, record.refusal_reason) if x)
 
 
 def candidate_rule(candidate: CandidateRecord) -> str:
@@ -125,7 +133,8 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
             return self._cell(record, index.column())
         if role == Qt.ItemDataRole.ToolTipRole:
             label = self.labels.get(record.task_id, "")
-            return f"{label}\ntask {record.task_id}\n{record.summary}".lstrip()
+            lines = (label, f"task {record.task_id}", refusal_details(record), record.summary)
+            return "\n".join(x for x in lines if x)
         if role == Qt.ItemDataRole.ForegroundRole and index.column() == self.OUTCOME:
             return OUTCOME_COLOURS[record.outcome]
         return None
@@ -366,7 +375,8 @@ def detail_text(record: DecisionRecord) -> str:
     """Return the heading of the detail pane: task, outcome, summary, rules applied."""
     filters = ", ".join(record.filters_applied) or "none"
     ties = ", ".join(record.tie_breakers_applied) or "none"
-    refused = f" ({record.refusal_code})" if record.refusal_code else ""
+    details = refusal_details(record)
+    refused = f" ({details})" if details else ""
     return (
         f"Task {record.task_id} ({record.priority}, {record.mode}) at {_clock(record.at)}: "
         f"{outcome_text(record)}{refused}\n{record.summary}\n"
