@@ -154,6 +154,7 @@ class Traffic:
         self.submit("Summarise the queue policy.", max_tokens=48, placement=pin)
         self.submit("List three uses of a GPU.", max_tokens=48, placement={"avoid_pools": ["demo"]})
         self.submit("This pool does not exist.", max_tokens=16, placement=nowhere)
+        self.submit("Read this whole book: " + "once upon a time " * 3000, max_tokens=48)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.burst(3, max_tokens=48)  # bursts, so queues form
@@ -204,6 +205,21 @@ async def _grab_settings(window: Any, out: Path) -> Path:
     path = out / "settings.png"
     dialog.grab().save(str(path))
     dialog.reject()
+    return path
+
+
+async def _grab_refusals(window: Any, bridge: Any, out: Path) -> Path:
+    """Show only the refused decisions, select the newest, and save decisions-refused.png."""
+    window.tabs.setCurrentIndex(TABS["decisions"])
+    view = window.decisions
+    view.set_outcome_filter("refused")
+    refused = [r for r in bridge.decisions(200) if r.outcome == "refused"]
+    if refused:
+        view.select_task(refused[0].task_id)
+    await asyncio.sleep(0.4)
+    path = out / "decisions-refused.png"
+    window.grab().save(str(path))
+    view.set_outcome_filter("all")
     return path
 
 
@@ -272,6 +288,7 @@ async def render(out: Path, folder: Path) -> list[Path]:
         await _until(lambda: not conversation.busy, 120.0, "the chat answer")
         written += await chat_scenes(window, conversation, markdown_chat, out)
         written += [await _grab_tab(window, bridge, out, "decisions")]
+        written.append(await _grab_refusals(window, bridge, out))
         written += [await _grab_tab(window, bridge, out, "metrics")]
         written.append(await _grab_settings(window, out))
         written.append(await grab_models(window, demo_model, out))

@@ -30,6 +30,7 @@ from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import (
     Conflict,
     InvalidParams,
+    LimitRefused,
     OrchError,
     QueueFull,
     ShuttingDown,
@@ -39,7 +40,13 @@ from app.orchestrator.estimates import matches, predict_start_ms
 from app.orchestrator.events import DecisionMade, EventChannel
 from app.orchestrator.guardrails import check_ctx, estimate_prompt_tokens, prompt_chars
 from app.orchestrator.lifecycle import TaskState
-from app.orchestrator.placement import JobSpec, PlacementDecision, PlacementInput, decide
+from app.orchestrator.placement import (
+    DecisionLog,
+    JobSpec,
+    PlacementDecision,
+    PlacementInput,
+    decide,
+)
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.queues import Admitted, QueuedItem, retry_after_ms
 from app.orchestrator.state import CoreState
@@ -86,8 +93,12 @@ class Admitter:
         now = st.clock.monotonic()
         contents = (m.content for m in req.messages or ())
         tokens_in = estimate_prompt_tokens(prompt_chars(req.prompt, contents))
-        self._check_session(req, now)
-        decision = self._decide(req, tokens_in)
+        try:
+            self._check_session(req, now)
+            decision = self._decide(req, tokens_in)
+        except LimitRefused as exc:
+            self._record_limit(task_id, req, exc)
+            raise
         try:
             pool = self._chosen(req, decision)
             self._check_deadline(req, pool)
@@ -184,7 +195,7 @@ class Admitter:
         self._st.sessions.touch(req.session_id, now)
         refusal = self._st.sessions.check(req.session_id, expected, now)
         if refusal is not None:
-            raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
+            raise LimitRefused(refusal.limit, refusal.message)
 
     def _decide(self, req: TaskRequest, tokens_in: int) -> PlacementDecision:
         """Run the ctx guardrail and the pure placement policy (records nothing)."""
@@ -230,6 +241,14 @@ class Admitter:
         self._record_decision_metrics(decision, refusal)
         st.notify(DecisionMade(record))
 
+    def _record_limit(self, task_id: str, req: TaskRequest, exc: LimitRefused) -> None:
+        """Record a task a limit refused before placement (no candidates were weighed)."""
+        st = self._st
+        pinned = req.placement.mode is PlacementMode.PIN
+        log = DecisionLog(None, 0, (), (), pinned, False, None, (), "")
+        refusal = Refusal(exc.code, exc.limit, exc.message)
+        st.notify(DecisionMade(st.decisions.add(st.clock.time(), task_id, req, log, refusal)))
+
     def _check_deadline(self, req: TaskRequest, pool: PoolRuntime) -> None:
         """Raise DEADLINE_UNMET (400) when the pool's measurements predict a miss."""
         if req.deadline_ms is None:
@@ -270,7 +289,7 @@ class Admitter:
         best = max(matching, key=lambda d: d.ctx)
         refusal = check_ctx(tokens_in, req.max_tokens, best.ctx, best.pool_id)
         if refusal is not None:
-            raise OrchError(ErrorCode.ADMISSION_REJECT, refusal.message, status=400)
+            raise LimitRefused(refusal.limit, refusal.message)
 
     def _check_features(self, req: TaskRequest) -> None:
         """Raise Unsupported (400, naming the field) when no pool serving the model can

@@ -573,7 +573,8 @@ class DecisionRecord(Strict):
     )
     refusal_reason: str | None = Field(
         default=None,
-        description="Why it was refused: queue_full, deadline_unmet, or a no-capacity reason",
+        description="Why it was refused: queue_full, deadline_unmet, a no-capacity reason, "
+        "or the limit that refused it before placement (ctx, turns, a session budget)",
     )
     selected_pool_id: str | None = Field(
         description="The pool placement ranked first (its queue may still have refused)"
@@ -589,6 +590,9 @@ class DecisionRecord(Strict):
     fallback_used: bool
     summary: str
     candidates: list[CandidateRecord]
+    prompt_start: str = Field(
+        default="", description="The first words of the prompt (or last user message)"
+    )
 
 
 class DrainRequest(Strict):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from app.orchestrator.contracts import CandidateRecord, DecisionRecord, TaskRequest
 from app.orchestrator.placement import CandidateNote, DecisionLog
+from app.orchestrator.tasks import prompt_start
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,9 @@ class DecisionBook:
         Never blocks.
         """
         chosen = log.selected_pool_id
-        summary = log.summary if refusal is None else f"refused: {refusal.message}; {log.summary}"
+        summary = log.summary
+        if refusal is not None:
+            summary = "; ".join(x for x in (f"refused: {refusal.message}", log.summary) if x)
         record = DecisionRecord(
             at=at,
             task_id=task_id,
@@ -64,6 +67,7 @@ class DecisionBook:
             fallback_used=log.fallback_used,
             summary=summary,
             candidates=[_candidate(c, refusal) for c in log.candidates],
+            prompt_start=prompt_start(req),
         )
         if len(self._ring) == self._ring.maxlen:
             oldest = self._ring[0]

@@ -63,6 +63,15 @@ class Unsupported(InvalidParams):
         self.param = param
 
 
+class LimitRefused(OrchError):
+    """400 ADMISSION_REJECT: a guardrail refused the task before placement; ``limit``
+    names it (ctx, turns, tokens_budget, time_budget or cost_budget)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(ErrorCode.ADMISSION_REJECT, message, status=400)
+        self.limit = limit
+
+
 class NotFound(OrchError):
     def __init__(self, what: str, ident: str) -> None:
         super().__init__("NOT_FOUND", f"{what} '{ident}' not found", status=404, retriable=False)

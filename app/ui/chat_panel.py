@@ -171,6 +171,8 @@ class ChatPanel(QWidget):
         widget = self.tabs.currentWidget()
         if isinstance(widget, Conversation) and widget.chat_id:
             self.sidebar.select(widget.chat_id)
+        else:  # a new chat is not in the list until its first message
+            self.sidebar.select_none()
 
     def _on_deleted(self, chat_id: str) -> None:
         for conv in self.conversations:

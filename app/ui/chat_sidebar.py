@@ -202,6 +202,12 @@ class ChatSidebar(QWidget):
                 self.list.setCurrentItem(item)
                 self.list.blockSignals(False)
 
+    def select_none(self) -> None:
+        """Highlight no row, e.g. while a new, unsaved chat is open (no signal)."""
+        self.list.blockSignals(True)
+        self.list.setCurrentRow(-1)
+        self.list.blockSignals(False)
+
     def selected_id(self) -> str | None:
         """Return the selected chat's id, or None."""
         item = self.list.currentItem()

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -36,6 +37,7 @@ from PySide6.QtWidgets import (
 from app.orchestrator.contracts import CandidateRecord, DecisionRecord, TaskView
 from app.orchestrator.vram import shortfall_text
 from app.ui.bridge import Bridge
+from app.ui.error_text import refusal_sentence
 from app.ui.table_model import Index, RowsModel
 
 MAX_ROWS = 500
@@ -65,11 +67,18 @@ def _yes_no(flag: bool) -> str:
 
 
 def outcome_text(record: DecisionRecord) -> str:
-    """Return the pool the task was queued on, or ``"refused: <reason>[ on <pool>]"``."""
+    """Return the pool the task was queued on, or "Refused: <plain sentence of why>"."""
     if record.outcome == "admitted":
         return record.pool_id or ""
-    where = f" on {record.selected_pool_id}" if record.selected_pool_id else ""
-    return f"refused: {record.refusal_reason or 'unknown'}{where}"
+    why = refusal_sentence(record.refusal_reason, record.refusal_code, record.selected_pool_id)
+    return f"Refused: {why}"
+
+
+def refusal_details(record: DecisionRecord) -> str:
+    """Return "CODE: reason" of a refused decision ("" when admitted)."""
+    if record.outcome == "admitted":
+        return ""
+    return ": ".join(x for x in (record.refusal_code, record.refusal_reason) if x)
 
 
 def candidate_rule(candidate: CandidateRecord) -> str:
@@ -125,7 +134,8 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
             return self._cell(record, index.column())
         if role == Qt.ItemDataRole.ToolTipRole:
             label = self.labels.get(record.task_id, "")
-            return f"{label}\ntask {record.task_id}\n{record.summary}".lstrip()
+            lines = (label, f"task {record.task_id}", refusal_details(record), record.summary)
+            return "\n".join(x for x in lines if x)
         if role == Qt.ItemDataRole.ForegroundRole and index.column() == self.OUTCOME:
             return OUTCOME_COLOURS[record.outcome]
         return None
@@ -133,7 +143,7 @@ class DecisionTableModel(RowsModel[DecisionRecord]):
     def _cell(self, record: DecisionRecord, column: int) -> str:
         values = (
             _clock(record.at),
-            self.labels.get(record.task_id) or record.task_id[:8],
+            self.labels.get(record.task_id) or record.prompt_start or record.task_id[:8],
             outcome_text(record),
             str(record.priority),
             str(record.mode),
@@ -288,9 +298,22 @@ class DecisionsView(QWidget):
 
     def _detail_pane(self) -> QWidget:
         pane = QWidget(self)
+        self.details_button = QPushButton("Details", pane)
+        self.details_button.setCheckable(True)
+        self.details_button.setFlat(True)
+        self.details_button.setVisible(False)
+        self.details = QLabel(pane)
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details.setVisible(False)
+        self.details_button.toggled.connect(self.details.setVisible)
+        head = QHBoxLayout()
+        head.addWidget(self.detail_title, 1)
+        head.addWidget(self.details_button, 0, Qt.AlignmentFlag.AlignTop)
         box = QVBoxLayout(pane)
         box.setContentsMargins(0, 0, 0, 0)
-        box.addWidget(self.detail_title)
+        box.addLayout(head)
+        box.addWidget(self.details)
         box.addWidget(self.detail_table, 1)
         return pane
 
@@ -305,8 +328,9 @@ class DecisionsView(QWidget):
         table.verticalHeader().setVisible(False)
         header = table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        wide = 1 if model is self.proxy else 3  # the prompt, or the candidate's reason
-        header.setSectionResizeMode(wide, QHeaderView.ResizeMode.Stretch)
+        # the prompt and the outcome sentence, or the candidate's reason
+        for wide in (1, 2) if model is self.proxy else (3,):
+            header.setSectionResizeMode(wide, QHeaderView.ResizeMode.Stretch)
         header.setStretchLastSection(False)
         return table
 
@@ -354,22 +378,30 @@ class DecisionsView(QWidget):
 
     def show_detail(self, record: DecisionRecord | None) -> None:
         """Fill the detail pane with ``record``'s candidates (clears it for None)."""
+        refused = record is not None and record.outcome == "refused"
+        self.details_button.setChecked(False)
+        self.details_button.setVisible(refused)
         if record is None:
             self.detail_title.setText("Select a decision to see every candidate and why.")
             self.candidates.set_candidates([])
             return
         self.detail_title.setText(detail_text(record))
+        self.details.setText(f"{refusal_details(record)}\n{record.summary}" if refused else "")
         self.candidates.set_candidates(list(record.candidates))
 
 
 def detail_text(record: DecisionRecord) -> str:
-    """Return the heading of the detail pane: task, outcome, summary, rules applied."""
+    """Return the heading of the detail pane: task, outcome, summary, rules applied.
+
+    A refusal's summary holds the core's own message (written for API clients), so
+    it stays behind the pane's Details toggle instead (see ``refusal_details``).
+    """
     filters = ", ".join(record.filters_applied) or "none"
     ties = ", ".join(record.tie_breakers_applied) or "none"
-    refused = f" ({record.refusal_code})" if record.refusal_code else ""
+    summary = "" if record.outcome == "refused" else f"\n{record.summary}"
     return (
         f"Task {record.task_id} ({record.priority}, {record.mode}) at {_clock(record.at)}: "
-        f"{outcome_text(record)}{refused}\n{record.summary}\n"
+        f"{outcome_text(record)}{summary}\n"
         f"Filters applied: {filters}. Tie-breakers applied: {ties}. "
         f"Decided by: {record.deciding_key or 'only candidate'}."
     )

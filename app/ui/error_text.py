@@ -101,6 +101,33 @@ POOL_PAUSED = Entry("Pool {pool} is paused. Resume it to get an answer.", Action
 UNKNOWN = Entry("Something went wrong. The log has the details.", Action.OPEN_LOGS)
 
 
+REFUSALS: dict[str, str] = {
+    "ctx": "It did not fit the model's context: shorten the prompt or lower Max tokens.",
+    "turns": "Its session had used all its turns: send it again in a new session.",
+    "tokens_budget": "Its session's token budget was used up: lower Max tokens or start anew.",
+    "time_budget": "Its session's time budget was used up: start a new session.",
+    "cost_budget": "Its session's cost budget was used up: start a new session.",
+    "queue_full": "The queue of {pool} was full: send it again when the queue is shorter.",
+    "deadline_unmet": "No pool could finish it in the time asked for: allow more time.",
+    "no_feasible_pool": "No pool could take it: none serves the model, or all are paused "
+    "or loading. Check Pools.",
+    "pinned_pool_infeasible": "The pinned pool could not take it: it is paused, loading "
+    "or serves another model. Check Pools, or pin another.",
+    "no_preferred_feasible": "No preferred pool could take it and fallback is off: tick "
+    "more pools or allow fallback.",
+}
+"""Why a placement decision refused a task (``DecisionRecord.refusal_reason``)."""
+
+
+def refusal_sentence(reason: str | None, code: str | None, pool_id: str | None = None) -> str:
+    """Return the plain sentence for a refused decision: its reason's sentence, else
+    the sentence of its error code. Never raises."""
+    template = REFUSALS.get(reason or "")
+    if template is None:
+        return explain(code or "", pool_id=pool_id).sentence
+    return template.replace("{pool}", f"pool {pool_id}" if pool_id else "the pool")
+
+
 @dataclass(frozen=True, slots=True)
 class Explained:
     """What the window shows for one error."""

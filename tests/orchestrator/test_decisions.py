@@ -125,3 +125,26 @@ async def test_a_no_capacity_refusal_is_recorded_with_its_code() -> None:
         "refused", "POOL_UNAVAILABLE", "no_feasible_pool",
     )  # fmt: skip
     await orch.shutdown()
+
+
+async def test_refusals_by_a_limit_are_recorded_with_the_limit() -> None:
+    orch = await _orch(MockSpec("a", ctx=128, tokens_per_s=0), session_max_turns=1)
+    with pytest.raises(OrchError) as exc:
+        orch.submit(TaskRequest(prompt="x" * 400, max_tokens=100))
+    assert exc.value.code == ErrorCode.ADMISSION_REJECT and exc.value.status == 400
+    (ctx,) = orch.recent_decisions(1)
+    assert (ctx.outcome, ctx.refusal_code, ctx.refusal_reason) == (
+        "refused", "ADMISSION_REJECT", "ctx",
+    )  # fmt: skip
+    assert ctx.candidates == [] and ctx.pool_id is None
+    assert ctx.summary.startswith("refused: prompt (~100 tokens)") and not ctx.summary.endswith(";")
+    first = orch.submit(TaskRequest(prompt="hi", max_tokens=4, session_id="s1"))
+    for _ in range(200):  # the turn counts once it has finished
+        if orch.task(str(first.task_id)).state == "done":
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(OrchError):
+        orch.submit(TaskRequest(prompt="again", max_tokens=4, session_id="s1"))
+    turns = orch.recent_decisions(1)[0]
+    assert (turns.outcome, turns.refusal_reason) == ("refused", "turns")
+    await orch.shutdown()

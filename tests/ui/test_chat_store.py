@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.ui.chat_panel import ChatPanel
 from app.ui.chat_sidebar import ChatSidebar
 from app.ui.chat_store import ChatStore, StoredMessage, default_path
+from tests.ui.chat_writer import ANSWER_TOKENS, LONG_FROM
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge
 from tests.ui.support import script, type_and_send
@@ -88,6 +91,18 @@ def test_chats_survive_a_restart(tmp_path: Path, qtbot: Any, qloop: QtAsync) -> 
     assert [m.role for m in req.messages or []] == ["system", "user", "assistant", "user"]
 
 
+def test_a_new_chat_leaves_no_saved_chat_highlighted(tmp_path: Path, qtbot: Any) -> None:
+    store = ChatStore(tmp_path / "c.sqlite3")
+    store.add_message(store.create("Alpha").chat_id, StoredMessage("user", "about Alpha"))
+    panel = ChatPanel(FakeBridge(), store=store)
+    qtbot.addWidget(panel)
+    assert panel.sidebar.selected_id() == panel.current().chat_id
+    panel.new_conversation()
+    assert panel.sidebar.selected_id() is None  # Rename and Delete must not hit Alpha
+    panel.tabs.setCurrentIndex(0)
+    assert panel.sidebar.selected_id() == store.chats()[0].chat_id
+
+
 def test_sidebar_rename_delete_and_search(tmp_path: Path, qtbot: Any) -> None:
     store = ChatStore(tmp_path / "c.sqlite3")
     for title in ("Alpha", "Beta"):
@@ -105,39 +120,65 @@ def test_sidebar_rename_delete_and_search(tmp_path: Path, qtbot: Any) -> None:
     assert sidebar.list.isHidden() and sidebar.empty.text() == "No chat matches."
 
 
-WRITER = """
-import sys, time
-from app.ui.chat_store import ChatStore, StoredMessage
-store = ChatStore(sys.argv[1])
-chat = store.create("busy")
-i = 0
-while True:
-    store.add_message(chat.chat_id, StoredMessage("user" if i % 2 else "assistant", "x" * 500))
-    i += 1
-    if i == 20:
-        print("ready", flush=True)
-"""
-
-
-def test_kill_9_while_writing_leaves_a_readable_database(tmp_path: Path) -> None:
-    path = tmp_path / "chats.sqlite3"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, env=env
-    )
+def run_writer(path: Path, long: bool, kill_after: bytes, delay_s: float) -> None:
+    """Start the chat writer (the real panel and core), kill -9 it ``delay_s`` after it
+    printed ``kill_after``."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "QT_QPA_PLATFORM": "offscreen"}
+    args = [sys.executable, "-m", "tests.ui.chat_writer", str(path), *(["long"] if long else [])]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, env=env, cwd=root)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        time.sleep(0.3)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip() == kill_after:
+                break
+        else:
+            raise AssertionError(f"the writer ended before {kill_after!r}")
+        time.sleep(delay_s)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        assert proc.wait(10) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(10)
+
+
+def saved_turns(path: Path) -> list[StoredMessage]:
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
     store = ChatStore(path)
     [chat] = store.chats()
-    messages = store.messages(chat.chat_id)
-    assert len(messages) >= 20
-    assert all(m.content == "x" * 500 for m in messages)
+    return store.messages(chat.chat_id)
+
+
+def assert_complete_pairs(messages: list[StoredMessage], pairs: int) -> None:
+    for n in range(pairs):
+        question, answer = messages[2 * n], messages[2 * n + 1]
+        assert (question.role, question.content) == ("user", f"Question {n + 1}: what next?")
+        assert answer.role == "assistant" and len(answer.content.split()) == ANSWER_TOKENS
+        assert f"{ANSWER_TOKENS} tokens" in answer.stats
+
+
+def test_kill_9_mid_answer_loses_only_the_answer_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "chats.sqlite3"
+    run_writer(path, long=True, kill_after=f"streaming {LONG_FROM}".encode(), delay_s=0.3)
+    messages = saved_turns(path)
+    earlier = LONG_FROM - 1
+    assert len(messages) == 2 * earlier + 1  # every earlier turn, and the question in flight
+    assert_complete_pairs(messages, earlier)
+    assert messages[-1] == StoredMessage("user", f"Question {LONG_FROM}: what next?")
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.013, 0.029])
+def test_kill_9_among_quick_turns_leaves_a_readable_database(
+    tmp_path: Path, delay_s: float
+) -> None:
+    path = tmp_path / "chats.sqlite3"
+    run_writer(path, long=False, kill_after=b"answered 10", delay_s=delay_s)
+    messages = saved_turns(path)
+    pairs = len(messages) // 2
+    assert pairs >= 10
+    assert_complete_pairs(messages, pairs)
+    if len(messages) % 2:  # killed while that answer streamed: only its question is kept
+        assert messages[-1] == StoredMessage("user", f"Question {pairs + 1}: what next?")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import pytest
+from PySide6.QtCore import Qt
+
+from app.engine_host.mock import MockEngine, MockSpec
 from app.orchestrator.contracts import (
     CandidateRecord,
     DecisionRecord,
@@ -11,10 +16,16 @@ from app.orchestrator.contracts import (
     Priority,
     TaskRequest,
 )
+from app.orchestrator.errors import OrchError
+from app.orchestrator.service import Orchestrator, OrchestratorConfig
 from app.orchestrator.tasks import prompt_start
+from app.ui.backend_thread import BackendThread
 from app.ui.decisions_view import MAX_ROWS, CandidateTableModel, DecisionsView
+from app.ui.embedded_bridge import EmbeddedBridge
+from app.ui.error_text import REFUSALS
 from app.ui.main_window import MainWindow
-from tests.ui.fakes import FakeBridge
+from tests.ui.conftest import QtAsync
+from tests.ui.fakes import FakeBridge, FakeControls
 
 
 def decision(task_id: str, selected: str | None = "gpu1", **kw: Any) -> DecisionRecord:
@@ -55,7 +66,7 @@ def test_lists_initial_decisions_and_new_ones_on_top(qtbot: Any) -> None:
     view, bridge = make_view(qtbot, [decision("bbbbbbbb-2"), decision("aaaaaaaa-1")])
     bridge.decisionsMade.emit((decision("cccccccc-3", selected=None, candidates=[]),))
     assert view.visible_task_ids() == ["cccccccc-3", "bbbbbbbb-2", "aaaaaaaa-1"]
-    assert view.model.data(view.model.index(0, 2)) == "refused: no_feasible_pool"
+    assert view.model.data(view.model.index(0, 2)) == "Refused: " + REFUSALS["no_feasible_pool"]
     assert view.model.data(view.model.index(1, 2)) == "gpu1"
     assert view.model.data(view.model.index(1, 1)) == "bbbbbbbb"
 
@@ -88,12 +99,17 @@ def test_a_queue_full_refusal_shows_as_refused_not_selected(qtbot: Any) -> None:
         ],
     )  # fmt: skip
     view, _ = make_view(qtbot, [refused, decision("task-8")])
-    assert view.model.data(view.model.index(0, 2)) == "refused: queue_full on gpu1"
+    assert view.model.data(view.model.index(0, 2)) == (
+        "Refused: The queue of pool gpu1 was full: send it again when the queue is shorter."
+    )
     view.set_outcome_filter("refused")
     assert view.visible_task_ids() == ["task-9"]
     assert view.select_task("task-9")
     assert view.candidates.cell(0, 1) == "refused"
-    assert "(ADMISSION_REJECT)" in view.detail_title.text()
+    assert "ADMISSION_REJECT" not in view.detail_title.text()
+    assert not view.details_button.isHidden() and view.details.isHidden()
+    view.details_button.click()
+    assert view.details.text().startswith("ADMISSION_REJECT: queue_full\n")
 
 
 def test_outcome_filter_keeps_matching_decisions(qtbot: Any) -> None:
@@ -163,3 +179,103 @@ def test_a_vram_filtered_candidate_is_written_from_its_byte_fields(qtbot: Any) -
     model.set_candidates([vram])
     row = [model.cell(0, c) for c in range(4)]
     assert row == ["gpu1", "filtered", "vram", "needs 9.4 GiB, 7.8 GiB free"]
+
+
+# every refusal_reason the core writes: guardrail limits, queue and deadline refusals,
+# and placement's no-capacity reasons
+CORE_REASONS = [
+    "ctx", "turns", "tokens_budget", "time_budget", "cost_budget",
+    "queue_full", "deadline_unmet",
+    "no_feasible_pool", "pinned_pool_infeasible", "no_preferred_feasible",
+]  # fmt: skip
+
+
+def test_every_no_capacity_reason_of_placement_is_in_the_list() -> None:
+    from app.orchestrator import placement
+
+    assert set(placement._NO_CAPACITY_TEXT) <= set(CORE_REASONS)
+
+
+@pytest.mark.parametrize("reason", [*CORE_REASONS, "a_future_reason"])
+@pytest.mark.parametrize("code", ["ADMISSION_REJECT", "POOL_UNAVAILABLE"])
+def test_a_refusal_shows_a_plain_sentence_and_keeps_the_code_in_details(
+    qtbot: Any, reason: str, code: str
+) -> None:
+    refused = decision(
+        "task-r", selected=None, refusal_code=code, refusal_reason=reason, candidates=[],
+        summary="refused: no pool: check GET /v1/pools and the placement overrides",
+    )  # fmt: skip
+    view, _ = make_view(qtbot, [refused])
+    cell = view.model.data(view.model.index(0, 2))
+    assert cell.startswith("Refused: ") and cell.endswith(".")
+    sentence = cell.removeprefix("Refused: ")
+    assert sentence[0].isupper() and "{" not in sentence
+    assert not re.search(r"\b[A-Za-z]+_[A-Za-z_]+\b", cell), cell  # no raw code or reason
+    if reason in REFUSALS:
+        assert sentence == REFUSALS[reason].replace("{pool}", "the pool")
+    tip = view.model.data(view.model.index(0, 2), Qt.ItemDataRole.ToolTipRole)
+    assert f"{code}: {reason}" in tip
+    assert view.select_task("task-r")
+    view.details_button.click()
+    assert view.details.text().startswith(f"{code}: {reason}\n")
+    assert "GET /v1/pools" in view.details.text() and not view.details.isHidden()
+    assert "GET /" not in view.detail_title.text() and code not in view.detail_title.text()
+
+
+async def start_core() -> tuple[Orchestrator, Any]:
+    spec = MockSpec("mock0", ctx=128, tokens_per_s=0)
+    orch = Orchestrator([MockEngine(spec)], OrchestratorConfig(session_max_turns=1))
+    await orch.start()
+
+    async def stop() -> None:
+        await orch.shutdown(deadline_s=1.0)
+
+    return orch, stop
+
+
+def test_refusals_of_the_real_core_are_listed_with_their_sentence(
+    qtbot: Any, qloop: QtAsync
+) -> None:
+    thread: BackendThread[Orchestrator] = BackendThread(start_core)
+    orch = thread.start(timeout=20)
+    bridge = EmbeddedBridge(orch, FakeControls(), thread)
+    try:
+        qloop.wait_until(lambda: all(p.ready for p in bridge.pools()))
+        view = DecisionsView(bridge)
+        qtbot.addWidget(view)
+
+        async def submit(req: TaskRequest) -> str:
+            try:
+                await bridge.submit(req)
+            except OrchError as exc:
+                return exc.code
+            return "admitted"
+
+        pinned = {"mode": "pin", "pin_pool_id": "mock0"}
+        pin_paused = TaskRequest(prompt="x", max_tokens=4, placement=pinned)
+        assert qloop.run(submit(TaskRequest(prompt="x" * 400, max_tokens=100))) == (
+            "ADMISSION_REJECT"
+        )
+        assert qloop.run(submit(TaskRequest(prompt="hi", max_tokens=4, session_id="s"))) == (
+            "admitted"
+        )
+        qloop.wait_until(lambda: [t.state for t in bridge.tasks(1)] == ["done"])
+        assert qloop.run(submit(TaskRequest(prompt="hi", max_tokens=4, session_id="s"))) == (
+            "ADMISSION_REJECT"
+        )
+        qloop.run(bridge.drain("mock0"))
+        qloop.wait_until(lambda: all(p.draining for p in bridge.pools()))
+        assert qloop.run(submit(pin_paused)) == "POOL_UNAVAILABLE"
+        qloop.wait_until(lambda: view.model.rowCount() == 4)
+        cells = [view.model.data(view.model.index(r, 2)) for r in range(4)]
+        assert cells == [
+            "Refused: " + REFUSALS["pinned_pool_infeasible"],
+            "Refused: " + REFUSALS["turns"],
+            "mock0",
+            "Refused: " + REFUSALS["ctx"],
+        ]
+        labels = [view.model.data(view.model.index(r, 1)) for r in range(4)]
+        assert labels[3] == "x" * 59 + "…"  # a refused task's row names its prompt too
+    finally:
+        bridge.close()
+        thread.stop(timeout=20)
