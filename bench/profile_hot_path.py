@@ -221,7 +221,7 @@ def start_orchestrator(work: Path, cfg: procs.OrchConfig, use_cprofile: bool) ->
     log_path = work / "profiled.log"
     cmd = [sys.executable, "-m", "bench.profile_hot_path", "--serve", str(path)]
     cmd += ["--profile-out", str(work / "serve.prof")]
-    env = dict(os.environ, XDG_STATE_HOME=str(work / "state"))
+    env = dict(os.environ, XDG_STATE_HOME=str(work / "state"), XDG_DATA_HOME=str(work / "data"))
     with log_path.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     return procs.Child("profiled", proc, f"http://127.0.0.1:{port}", log_path)

@@ -105,13 +105,12 @@ class CoreState:
 
     def update_queue_gauge(self, pool: PoolRuntime) -> None:
         """Publish ``pool``'s queue depths and slot usage to the metrics."""
-        d = pool.engine.descriptor
+        d, m = pool.engine.descriptor, self.metrics
         for prio in Priority:
-            self.metrics.queue_depth.labels(d.engine, d.engine_version, d.pool_id, prio.value).set(
-                pool.queues.depth(prio)
-            )
+            depth = m.child(m.queue_depth, d.engine, d.engine_version, d.pool_id, prio.value)
+            depth.set(pool.queues.depth(prio))
         ratio = pool.busy / max(1, d.slots)
-        self.metrics.kv_cache_usage_ratio.labels(*self.metrics.identity(d)).set(ratio)
+        m.child(m.kv_cache_usage_ratio, *m.identity(d)).set(ratio)
 
 
 def _build_pools(
