@@ -521,6 +521,11 @@ class Conversation(QWidget):
             self._submit(text, self.history)
 
     @property
+    def alive(self) -> bool:
+        """Return False once the conversation was closed (its widgets may be gone)."""
+        return self._life.alive
+
+    @property
     def answered_on(self) -> str:
         """Return the pool of the latest answer, "" before the first one."""
         return self._pool_id
