@@ -298,10 +298,11 @@ class SseWriter:
         await self._end(self._frames.shutdown_bytes())
 
     async def _end(self, data: bytes) -> None:
-        """Write the last bytes of the stream and end the body."""
-        await self._write(data)
+        """Write the last bytes of the stream and end the body, in one send."""
+        if self._keep_left > 0:
+            self._keep(data)
         self.finished = True
-        await self._response.write_eof()
+        await self._response.write_eof(data)
 
     def _take_pending(self) -> TaskEvent | None:
         event, self._pending = self._pending, None

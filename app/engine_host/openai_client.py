@@ -411,7 +411,7 @@ async def open_stream(
         total=None, sock_connect=connect_timeout_s, sock_read=decode_timeout_s
     )
     try:
-        response = await session.post(url, json=body, headers=headers, timeout=timeout)
+        response = await _post(session, url, body, headers, limits=timeout)
     except TimeoutError as exc:
         why = f"{name} did not answer within {decode_timeout_s:g} s"
         raise EngineError(ErrorCode.DECODE_TIMEOUT, why) from exc
@@ -426,6 +426,38 @@ async def open_stream(
         secrets=secrets,
         on_finish=on_finish,
     )
+
+
+STALE_RETRIES = 2
+"""How many times a request is sent again after a dead kept-alive connection."""
+
+
+async def _post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str] | None,
+    *,
+    limits: aiohttp.ClientTimeout,
+) -> aiohttp.ClientResponse:
+    """POST ``body`` under the ``limits``; again when the kept connection it went out
+    on was dead before the engine answered.
+
+    A kept-alive connection the engine closed after its last answer (llama-server
+    does so while announcing keep-alive) fails the write or ends without a
+    response; the request never reached the engine whole, so it is sent again (up
+    to ``STALE_RETRIES`` times: other kept connections may be dead too). A refused
+    connection is not retried. Raises what ``session.post`` raises. Awaits the
+    response headers.
+    """
+    for _ in range(STALE_RETRIES):
+        try:
+            return await session.post(url, json=body, headers=headers, timeout=limits)
+        except aiohttp.ClientConnectorError:
+            raise
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            continue
+    return await session.post(url, json=body, headers=headers, timeout=limits)
 
 
 def _delta(text: Any, calls: Any, logprobs: Any) -> Delta:

@@ -22,7 +22,6 @@ from app.orchestrator.events import (
     TOKEN,
     MetricsData,
     MetricsEvent,
-    PoolChanged,
     StartedEvent,
     TerminalEvent,
     TokenEvent,
@@ -203,7 +202,7 @@ class Dispatcher:
         self._retire(rec)
         if not st.closing:
             self.pump(pool)
-        st.notify(PoolChanged(st.pool_view(pool.pool_id)))
+        st.notify_pool(pool.pool_id)
 
     def _observe_timings(self, pool: PoolRuntime, rec: TaskRecord) -> None:
         metrics = self._st.metrics
