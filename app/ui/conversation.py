@@ -445,6 +445,7 @@ class Conversation(QWidget):
         canceled = data["finish_reason"] == FinishReason.CANCELED
         self.status.setText("Stopped." if canceled else "Done.")
         if context_cut(data, self._max_tokens):
+            self.status.setText("Cut off: the model's context is full.")
             self.transcript.notice(CONTEXT_CUT, error=True)
             self.error_bar.show_offer(CONTEXT_FULL, [Action.NEW_CHAT, Action.CONTINUE_NEW_CHAT])
 

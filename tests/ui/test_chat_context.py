@@ -187,6 +187,7 @@ def test_a_long_chat_is_cut_by_the_context_and_continues_from_a_summary(
     assert conv.dropped > 0 and not conv.trim_label.isHidden()
     assert TRIM_MARKER in conv.transcript.toPlainText()
     assert CONTEXT_CUT in conv.transcript.toPlainText()
+    assert conv.status.text() == "Cut off: the model's context is full."
     assert len(conv.messages) == 40  # the cut answer is kept
     bar = conv.error_bar
     assert not bar.isHidden() and bar.sentence.text() == "This conversation is full."
