@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from app.api import ApiSettings
 from app.engine_host.mock import MockSpec
@@ -162,7 +163,7 @@ def test_frames_hold_the_compact_utf8_json_of_their_data() -> None:
     from app.api.render import json_bytes
     from app.api.sse import frame
 
-    samples: list[dict[str, object]] = [
+    samples: list[dict[Any, object]] = [
         {"t": 'Hé 🦙 世界\n"q"\u2028', "i": 3},
         {"x": {"tool_calls": [{"id": "c1", "arguments": '{"a": 1}'}]}, "p": 0.1, "n": None},
         {1: "a non-string key"},  # orjson refuses it: the json fallback
