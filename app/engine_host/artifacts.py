@@ -54,10 +54,14 @@ class _Index:
         self._writes_left = 0
 
     def due(self) -> bool:
-        """Return True when the folder should be read again (counts this write)."""
+        """Return True when the folder should be read again (counts this write); then
+        only this caller reads it: concurrent writes wait for the next count."""
         with self._lock:
             self._writes_left -= 1
-            return self._writes_left < 0
+            if self._writes_left >= 0:
+                return False
+            self._writes_left = RESCAN_MIN_WRITES  # until rescan sets the folder's count
+            return True
 
     def rescan(self, root: Path) -> None:
         """Replace the index with the ``*.json`` files now in ``root``."""

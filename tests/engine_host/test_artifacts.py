@@ -101,3 +101,12 @@ async def test_storing_the_oldest_artifact_again_keeps_it(tmp_path: Path) -> Non
     again = await store.put(_art(0))
     assert again.id == refs[0].id and refs[0].id in _names(tmp_path)
     assert _total_bytes(tmp_path) <= 450
+
+
+def test_one_write_reads_the_folder_however_many_run_at_once() -> None:
+    from app.engine_host.artifacts import RESCAN_MIN_WRITES, _Index
+
+    index = _Index()  # writes racing a folder read: only the first caller reads it
+    calls = [index.due() for _ in range(2 * RESCAN_MIN_WRITES + 3)]
+    assert calls[0] and not any(calls[1 : RESCAN_MIN_WRITES + 1])
+    assert calls.count(True) == 3  # the 1st, the 258th and the 515th
