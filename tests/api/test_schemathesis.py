@@ -30,9 +30,13 @@ from app.api.openapi import build_openapi
 from app.engine_host.mock import MockSpec
 from tests.api.conftest import started_orch
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::hypothesis.errors.HypothesisDeprecationWarning"  # raised inside schemathesis
-)
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore::hypothesis.errors.HypothesisDeprecationWarning"  # raised inside schemathesis
+    ),
+    # one worker runs the whole module: the last test counts what the property test sent
+    pytest.mark.xdist_group("schemathesis"),
+]
 CHECKS = [
     status_code_conformance,
     content_type_conformance,
