@@ -10,7 +10,8 @@ share of each layer; the full listing goes to ``bench/out/profile.txt``.
 
 ``--per-request`` runs ``--total`` requests of 4 tokens, 64 at a time, on each
 route in turn (OrchQueue's two-step form, the OpenAI route, the one-request
-form), each sampled on its own (py-spy only), then the same requests straight
+form), each sampled on its own (py-spy only, the thread holding the GIL: the
+artifact store's fsync in a worker thread is not CPU), then the same requests straight
 to the engine; it prints the orchestrator's CPU per request and the request
 rate against direct, and writes each route's profile to
 ``bench/out/profile-per-request-<route>.txt``. ``--no-sample`` measures without
@@ -72,9 +73,11 @@ def py_spy() -> str | None:
 class PySpySampler:
     """``py-spy record`` attached to a running process, stopped with SIGINT."""
 
-    def __init__(self, exe: str, pid: int, out: Path) -> None:
+    def __init__(self, exe: str, pid: int, out: Path, *, gil: bool = False) -> None:
         self._cmd = [exe, "record", "-p", str(pid), "-r", "250", "-f", "raw", "-o", str(out)]
         self._cmd.append("--nonblocking")
+        if gil:  # only the thread holding the GIL: Python's CPU, not threads in fsync
+            self._cmd.append("--gil")
         self._out = out
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -316,14 +319,15 @@ async def drive_per_request(work: Path, args: argparse.Namespace) -> dict[str, A
                     fn = ROUTES[route](orch.url)
                     await client.run_pool(http, fn, args.warmup, args.streams, args.tokens)
                     await asyncio.sleep(0.5)
-                    spy = PySpySampler(exe, orch.pid, work / f"spy-{route}.txt") if exe else None
+                    raw = work / f"spy-{route}.txt"
+                    spy = PySpySampler(exe, orch.pid, raw, gil=True) if exe else None
                     if spy:
                         spy.start()
                     out[route] = await _pool_run(http, fn, args, orch.pid, engine.pid)
                     if spy:
                         text = spy.stop()
                         (OUT / f"profile-per-request-{route}.txt").write_text(text + "\n")
-                        shutil.copy(work / f"spy-{route}.txt", OUT / f"spy-per-request-{route}.raw")
+                        shutil.copy(raw, OUT / f"spy-per-request-{route}.raw")
             finally:
                 orch.stop()
             direct = client.openai_stream(engine.url)

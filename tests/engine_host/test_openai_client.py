@@ -418,3 +418,15 @@ async def test_a_kept_alive_connection_the_engine_dropped_is_replaced_by_a_fresh
         server.close()
         await server.wait_closed()
     assert engine.answered == 3 and engine.connections >= 3
+
+
+def test_engine_json_is_read_with_the_fallback_for_what_orjson_refuses() -> None:
+    from app.engine_host.openai_client import loads
+
+    assert loads('{"choices":[{"delta":{"content":"Hé"}}]}') == {
+        "choices": [{"delta": {"content": "Hé"}}]
+    }
+    assert loads('"\\ud83e"') == "\ud83e"  # a lone surrogate escape: json reads it
+    assert str(loads('{"v": NaN}')["v"]) == "nan"
+    with pytest.raises(ValueError):
+        loads("{not json")
