@@ -57,10 +57,46 @@ def seeded_store(folder: Path) -> tuple[ChatStore, str]:
     return store, seed_chats(store)
 
 
+LONG_PROMPT = "Turn this inventory of my home lab into a long, detailed guide:\n" + "".join(
+    f"host-{i:02d} 10.0.{i}.{i * 7 % 255} gpu{i % 2} 24576MiB port {8080 + i}; " for i in range(48)
+)
+"""A prompt the core admits (by its estimate) that the demo model's tokenizer makes
+larger, so its long answer runs into the context: a real cut on the real engine."""
+
+
+async def _until(pred: Any, limit_s: float) -> bool:
+    for _ in range(int(limit_s / 0.1)):
+        if pred():
+            return True
+        await asyncio.sleep(0.1)
+    return bool(pred())
+
+
+async def context_cut_scenes(window: Any, out: Path) -> list[Path]:
+    """Send a chat whose answer the demo pool's context cuts; grab it with its offer,
+    continue in a new chat from a summary and grab that (Options open, showing the
+    carried system prompt). Returns the written paths."""
+    conv = pinned_chat(window, "demo", LONG_PROMPT, 2048 - 16 - len(LONG_PROMPT) // 4)
+    await _until(lambda: not conv.busy, 120.0)
+    written = [await grab_conversation(window, conv, out / "chat-context-cut.png")]
+    if conv.error_bar.isHidden() or conv.error_bar.second_button.isHidden():
+        return written  # not cut this time: no summary to show
+    before = window.chat.tabs.count()
+    conv.error_bar.second_button.click()
+    await asyncio.sleep(0.05)
+    written.append(await grab_conversation(window, conv, out / "chat-summarising.png"))
+    if await _until(lambda: window.chat.tabs.count() > before, 120.0):
+        new = window.chat.current()
+        new.opts.toggle.setChecked(True)
+        written.append(await grab_conversation(window, new, out / "chat-summary.png"))
+    return written
+
+
 async def chat_scenes(window: Any, live: Any, markdown_chat: str, out: Path) -> list[Path]:
-    """Grab the queued, refused, live and Markdown chats; return the written paths."""
+    """Grab the queued, refused, live, context-cut and Markdown chats; return the paths."""
     written = await queued_and_refused(window, out)
     written.append(await grab_conversation(window, live, out / "chat-live.png"))
+    written += await context_cut_scenes(window, out)
     markdown = window.chat.open_chat(markdown_chat)
     written.append(await grab_conversation(window, markdown, out / "chat.png"))
     return written

@@ -103,7 +103,7 @@ def start_llamacpp_pool(work: Path, model: Path) -> procs.Child:
         f'[engines]\nlog_dir = "{work / "logs"}"\n[[pools]]\nid = "ls"\nengine = "llamacpp"\n'
         f'model = "file:{model}"\ndevice_mask = "cpu"\nslots = {SLOTS}\nctx = 2048\n'
     )
-    env = {**os.environ, "XDG_STATE_HOME": str(work / "state")}
+    env = {**os.environ, "XDG_STATE_HOME": str(work / "state"), "XDG_DATA_HOME": str(work / "data")}
     for var in ("BIND_ADDR", "ORCHD_ADDR", "AUTH_TOKEN", "AUTH_OPTIONAL"):
         env.pop(var, None)
     argv = [sys.executable, "-m", "app", "serve", "--config", str(config)]

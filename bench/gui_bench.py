@@ -65,6 +65,7 @@ def run_isolated(work: Path, *, quick: bool, timeout_s: float = 300.0) -> dict[s
         return f"not measured yet: app/ui/{missing[0]} does not exist"
     cmd = [sys.executable, "-m", "bench.gui_bench", "--work", str(work)]
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    env["XDG_DATA_HOME"] = str(work / "data")  # the traces of its streams stay in work
     try:
         done = subprocess.run(
             cmd + (["--quick"] if quick else []),

@@ -172,14 +172,20 @@ api_key_env = ""
 def start_orchestrator(work: Path, cfg: OrchConfig, name: str = "orchestrator") -> Child:
     """Start ``llama-orch serve`` with a config for ``cfg``; returns before it is ready.
 
-    Runs ``python -m app serve --config <file>`` with HOME and the XDG folders
-    inside ``work`` so nothing outside it is touched.
+    Runs ``python -m app serve --config <file>`` with the XDG config, state and
+    data folders inside ``work`` so nothing outside it is touched.
     """
     port = free_port()
     path = work / f"{name}.toml"
     path.write_text(config_text(cfg, port, work))
     env = dict(os.environ)
-    for var, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state")):
+    # data: the artifact store, which keeps a trace of every finished stream
+    folders = (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_DATA_HOME", "data"),
+    )
+    for var, sub in folders:
         env[var] = str(work / sub)
     for var in ("BIND_ADDR", "ORCHD_ADDR", "AUTH_TOKEN", "AUTH_OPTIONAL", "TRUST_PROXY_AUTH"):
         env.pop(var, None)

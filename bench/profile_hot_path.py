@@ -10,7 +10,8 @@ share of each layer; the full listing goes to ``bench/out/profile.txt``.
 
 ``--per-request`` runs ``--total`` requests of 4 tokens, 64 at a time, on each
 route in turn (OrchQueue's two-step form, the OpenAI route, the one-request
-form), each sampled on its own (py-spy only), then the same requests straight
+form), each sampled on its own (py-spy only, the thread holding the GIL: the
+artifact store's fsync in a worker thread is not CPU), then the same requests straight
 to the engine; it prints the orchestrator's CPU per request and the request
 rate against direct, and writes each route's profile to
 ``bench/out/profile-per-request-<route>.txt``. ``--no-sample`` measures without
@@ -72,9 +73,11 @@ def py_spy() -> str | None:
 class PySpySampler:
     """``py-spy record`` attached to a running process, stopped with SIGINT."""
 
-    def __init__(self, exe: str, pid: int, out: Path) -> None:
+    def __init__(self, exe: str, pid: int, out: Path, *, gil: bool = False) -> None:
         self._cmd = [exe, "record", "-p", str(pid), "-r", "250", "-f", "raw", "-o", str(out)]
         self._cmd.append("--nonblocking")
+        if gil:  # only the thread holding the GIL: Python's CPU, not threads in fsync
+            self._cmd.append("--gil")
         self._out = out
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -221,7 +224,7 @@ def start_orchestrator(work: Path, cfg: procs.OrchConfig, use_cprofile: bool) ->
     log_path = work / "profiled.log"
     cmd = [sys.executable, "-m", "bench.profile_hot_path", "--serve", str(path)]
     cmd += ["--profile-out", str(work / "serve.prof")]
-    env = dict(os.environ, XDG_STATE_HOME=str(work / "state"))
+    env = dict(os.environ, XDG_STATE_HOME=str(work / "state"), XDG_DATA_HOME=str(work / "data"))
     with log_path.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     return procs.Child("profiled", proc, f"http://127.0.0.1:{port}", log_path)
@@ -271,18 +274,28 @@ ROUTES = {
 
 
 async def _pool_run(
-    http: Any, fn: client.StreamFn, args: argparse.Namespace, pid: int | None
+    http: Any, fn: client.StreamFn, args: argparse.Namespace, pid: int | None, engine_pid: int
 ) -> dict[str, Any]:
-    """Run ``args.total`` short requests, ``args.streams`` at a time; returns their figures."""
-    cpu = procs.cpu_seconds(pid) if pid else 0.0
+    """Run ``args.total`` short requests, ``args.streams`` at a time; returns their figures:
+    the rate and the CPU per request of the orchestrator (``pid``, user and system), the
+    engine and this client."""
+    orch = procs.cpu_split(pid) if pid else (0.0, 0.0)
+    engine, mine = procs.cpu_seconds(engine_pid), time.process_time()
     start = time.perf_counter()
     results = await client.run_pool(http, fn, args.total, args.streams, args.tokens)
     elapsed = time.perf_counter() - start
-    cpu = (procs.cpu_seconds(pid) - cpu) if pid else 0.0
+    n = max(1, len(results))
+    user, system = (
+        (b - a for a, b in zip(orch, procs.cpu_split(pid), strict=True)) if pid else (0.0, 0.0)
+    )
     errors = [r.error for r in results if r.error is not None]
     return {
         "requests_per_s": len(results) / elapsed,
-        "cpu_ms_per_request": cpu / max(1, len(results)) * 1000,
+        "cpu_ms_per_request": (user + system) / n * 1000,
+        "user_ms_per_request": user / n * 1000,
+        "system_ms_per_request": system / n * 1000,
+        "engine_ms_per_request": (procs.cpu_seconds(engine_pid) - engine) / n * 1000,
+        "client_ms_per_request": (time.process_time() - mine) / n * 1000,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
     }
@@ -306,17 +319,19 @@ async def drive_per_request(work: Path, args: argparse.Namespace) -> dict[str, A
                     fn = ROUTES[route](orch.url)
                     await client.run_pool(http, fn, args.warmup, args.streams, args.tokens)
                     await asyncio.sleep(0.5)
-                    spy = PySpySampler(exe, orch.pid, work / f"spy-{route}.txt") if exe else None
+                    raw = work / f"spy-{route}.txt"
+                    spy = PySpySampler(exe, orch.pid, raw, gil=True) if exe else None
                     if spy:
                         spy.start()
-                    out[route] = await _pool_run(http, fn, args, orch.pid)
+                    out[route] = await _pool_run(http, fn, args, orch.pid, engine.pid)
                     if spy:
                         text = spy.stop()
                         (OUT / f"profile-per-request-{route}.txt").write_text(text + "\n")
-                        shutil.copy(work / f"spy-{route}.txt", OUT / f"spy-per-request-{route}.raw")
+                        shutil.copy(raw, OUT / f"spy-per-request-{route}.raw")
             finally:
                 orch.stop()
-            out["direct"] = await _pool_run(http, client.openai_stream(engine.url), args, None)
+            direct = client.openai_stream(engine.url)
+            out["direct"] = await _pool_run(http, direct, args, None, engine.pid)
         finally:
             engine.stop()
     out["load"].append(os.getloadavg())
@@ -325,18 +340,24 @@ async def drive_per_request(work: Path, args: argparse.Namespace) -> dict[str, A
 
 def per_request_report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     """Return the per-request figures as text lines."""
-    direct = figures["direct"]["requests_per_s"]
+    d = figures["direct"]
+    direct = d["requests_per_s"]
     load = " -> ".join(f"{a:.2f}" for a, _, _ in figures["load"])
     lines = [
         f"{args.total} requests of {args.tokens} tokens per route, {args.streams} at a time, "
         f"sampler {figures['sampler']}; 1-minute load average {load} on "
-        f"{os.cpu_count()} cores; direct {direct:.0f} requests/s",
+        f"{os.cpu_count()} cores; direct {direct:.0f} requests/s (engine "
+        f"{d['engine_ms_per_request']:.3f} ms, client {d['client_ms_per_request']:.3f} ms "
+        "CPU per request)",
     ]
     for route in args.routes:
         f = figures[route]
         lines.append(
-            f"  {route:9s} {f['cpu_ms_per_request']:.3f} ms CPU per request, "
-            f"{f['requests_per_s']:.0f} requests/s (x{f['requests_per_s'] / direct:.2f} direct), "
+            f"  {route:9s} {f['cpu_ms_per_request']:.3f} ms CPU per request (user "
+            f"{f['user_ms_per_request']:.3f}, system {f['system_ms_per_request']:.3f}), "
+            f"{f['requests_per_s']:.0f} requests/s (x{f['requests_per_s'] / direct:.2f} direct); "
+            f"engine {f['engine_ms_per_request']:.3f} ms, client "
+            f"{f['client_ms_per_request']:.3f} ms; "
             f"{f['errors']} errors{'' if not f['first_error'] else ': ' + f['first_error']}"
         )
     return "\n".join(lines)

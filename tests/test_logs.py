@@ -7,6 +7,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from app.engine_host.mock import MockEngine, MockSpec
 from app.logs import REDACTOR, JsonFormatter, Redactor, setup_logging
@@ -32,11 +33,13 @@ def test_redactor_scrubs_secrets_anywhere_in_the_line() -> None:
     assert json.loads(line)["header"] == "Bearer ***"
 
 
-async def test_task_lifecycle_logs_are_json_lines_with_fields(tmp_path: Path) -> None:
-    log_file = tmp_path / "llama-orch.log"
-    setup_logging(log_file, stream=io.StringIO())
-    secret = "tok_" + "x" * 40
-    REDACTOR.add(secret)
+async def _task_log(tmp_path: Path, level: int, secret: str) -> tuple[str, list[dict[str, Any]]]:
+    """Run one task with the log file at ``level``; return the file's text and the
+    records of that task."""
+    log_file = tmp_path / f"llama-orch-{level}.log"
+    logger = logging.getLogger("llama_orch")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    setup_logging(log_file, stream=io.StringIO(), level=level)
     orch = Orchestrator([MockEngine(MockSpec("m0", tokens_per_s=0))])
     await orch.start()
     await asyncio.sleep(0.01)
@@ -50,13 +53,30 @@ async def test_task_lifecycle_logs_are_json_lines_with_fields(tmp_path: Path) ->
     for handler in logging.getLogger("llama_orch").handlers:
         handler.flush()
     text = log_file.read_text()
-    assert secret not in text
+    setup_logging(None, stream=None)
+    logger.setLevel(before[0])  # leave the logger as the other tests expect it
+    logger.propagate = before[1]
+    for handler in before[2]:
+        logger.addHandler(handler)
     records = [json.loads(line) for line in text.splitlines()]
-    task_records = [r for r in records if r.get("job_id") == str(adm.task_id)]
+    return text, [r for r in records if r.get("job_id") == str(adm.task_id)]
+
+
+async def test_task_lifecycle_logs_are_json_lines_with_fields(tmp_path: Path) -> None:
+    secret = "tok_" + "x" * 40
+    REDACTOR.add(secret)
+    text, task_records = await _task_log(tmp_path, logging.DEBUG, secret)
+    assert secret not in text
     events = [r["event"] for r in task_records]
     assert events[0] == "admitted" and "dispatched" in events and events[-1] == "done"
     for r in task_records:
         assert r["human"] and r["correlation_id"] == "corr-1"
         assert set(r) >= FIELDS
     assert task_records[-1]["tokens_out"] == 3
-    setup_logging(None, stream=None)
+
+
+async def test_a_task_writes_one_info_line_with_every_field(tmp_path: Path) -> None:
+    _, task_records = await _task_log(tmp_path, logging.INFO, "tok_" + "y" * 40)
+    assert [r["event"] for r in task_records] == ["done"]
+    (line,) = task_records
+    assert line["level"] == "info" and set(line) >= FIELDS and line["tokens_out"] == 3

@@ -18,6 +18,8 @@ from app.api.state import CORRELATION_ID, IDENTITY, SETTINGS
 log = logging.getLogger("llama_orch.api")
 
 CORRELATION_HEADER = "X-Correlation-Id"
+SUBMISSIONS = frozenset(("/v1/tasks", "/v1/chat/completions", "/v1/completions"))
+"""The data-plane POSTs: an accepted one is logged at DEBUG (its task logs its end at INFO)."""
 _CORRELATION = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -55,9 +57,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def _log_request(request: web.Request, status: int, started: float) -> None:
-    ms = int((time.monotonic() - started) * 1000)
-    level = logging.INFO if status >= 400 or request.method != "GET" else logging.DEBUG
+    level = logging.INFO if status >= 400 else logging.DEBUG
+    if level == logging.DEBUG and request.method != "GET" and request.path not in SUBMISSIONS:
+        level = logging.INFO  # control-plane changes (drain, reload, cancel, ...)
     if log.isEnabledFor(level):
+        ms = int((time.monotonic() - started) * 1000)
         log.log(
             level,
             "%s %s -> %d in %d ms",

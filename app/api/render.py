@@ -1,4 +1,5 @@
-"""JSON rendering of wire models into aiohttp responses (no per-token use)."""
+"""JSON rendering of wire models into aiohttp responses, and the compact JSON bytes the
+stream frames are made of (``json_bytes``, the one per-token use)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -15,6 +17,17 @@ JSON_TYPE = "application/json"
 def dumps(data: Any) -> str:
     """Return ``data`` as compact JSON text (UTF-8 kept as is). Never blocks."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_bytes(data: Any) -> bytes:
+    """Return ``data`` as compact UTF-8 JSON bytes, the same bytes as ``dumps`` gives
+    encoded (orjson, falling back to ``json`` for what orjson refuses: non-string
+    keys, unknown types, lone surrogates). Raises what ``dumps(...).encode()``
+    raises for data JSON cannot hold. Never blocks."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return dumps(data).encode()
 
 
 def model_response(

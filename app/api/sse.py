@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from app.api.render import json_bytes
 from app.orchestrator.events import ERROR, TERMINAL_KINDS, TOKEN, TaskEvent, TokenEvent
 from app.orchestrator.service import StreamHandle
 
@@ -42,13 +42,16 @@ SSE_HEADERS = {
 }
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 MAX_EVENTS_PER_WRITE = 64
+_HEADS: dict[str, bytes] = {}
 
 
 def frame(kind: str, data: Mapping[str, object]) -> bytes:
     """Return one SSE frame for ``kind`` with ``data`` as compact JSON."""
-    return f"event: {kind}\ndata: {_ENCODE(data)}\n\n".encode()
+    head = _HEADS.get(kind)
+    if head is None:
+        head = _HEADS[kind] = f"event: {kind}\ndata: ".encode()
+    return head + json_bytes(data) + b"\n\n"
 
 
 class FrameFormat(Protocol):
@@ -298,10 +301,11 @@ class SseWriter:
         await self._end(self._frames.shutdown_bytes())
 
     async def _end(self, data: bytes) -> None:
-        """Write the last bytes of the stream and end the body."""
-        await self._write(data)
+        """Write the last bytes of the stream and end the body, in one send."""
+        if self._keep_left > 0:
+            self._keep(data)
         self.finished = True
-        await self._response.write_eof()
+        await self._response.write_eof(data)
 
     def _take_pending(self) -> TaskEvent | None:
         event, self._pending = self._pending, None

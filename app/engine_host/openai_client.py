@@ -4,7 +4,7 @@ Engines that speak the OpenAI API (llama.cpp's servers, vLLM, Ollama, LM
 Studio, another llama-orch) stream ``data: {json}`` Server-Sent Events ending
 with ``data: [DONE]``. ``SseDecoder`` turns arbitrary byte chunks into events;
 ``OpenAIStream`` turns events into token texts and maps every failure onto
-the error taxonomy. The per-token path does one ``json.loads`` and no logging.
+the error taxonomy. The per-token path does one JSON decode (orjson) and no logging.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import aiohttp
+import orjson
 
 from app.orchestrator.contracts import ErrorCode
 from app.orchestrator.ports import Delta, EngineError, EngineRequest
@@ -333,7 +334,7 @@ class OpenAIStream:
 
     def _payload(self, event: SseEvent) -> None:
         try:
-            obj = json.loads(event.data)
+            obj = loads(event.data)
         except ValueError:
             self._fail(ErrorCode.INTERNAL, f"{self._name} sent a malformed stream event")
             return
@@ -411,7 +412,7 @@ async def open_stream(
         total=None, sock_connect=connect_timeout_s, sock_read=decode_timeout_s
     )
     try:
-        response = await session.post(url, json=body, headers=headers, timeout=timeout)
+        response = await _post(session, url, body, headers, limits=timeout)
     except TimeoutError as exc:
         why = f"{name} did not answer within {decode_timeout_s:g} s"
         raise EngineError(ErrorCode.DECODE_TIMEOUT, why) from exc
@@ -426,6 +427,47 @@ async def open_stream(
         secrets=secrets,
         on_finish=on_finish,
     )
+
+
+STALE_RETRIES = 2
+"""How many times a request is sent again after a dead kept-alive connection."""
+
+
+async def _post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str] | None,
+    *,
+    limits: aiohttp.ClientTimeout,
+) -> aiohttp.ClientResponse:
+    """POST ``body`` under the ``limits``; again when the kept connection it went out
+    on was dead before the engine answered.
+
+    A kept-alive connection the engine closed after its last answer (llama-server
+    does so while announcing keep-alive) fails the write or ends without a
+    response; the request never reached the engine whole, so it is sent again (up
+    to ``STALE_RETRIES`` times: other kept connections may be dead too). A refused
+    connection is not retried. Raises what ``session.post`` raises. Awaits the
+    response headers.
+    """
+    for _ in range(STALE_RETRIES):
+        try:
+            return await session.post(url, json=body, headers=headers, timeout=limits)
+        except aiohttp.ClientConnectorError:
+            raise
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            continue
+    return await session.post(url, json=body, headers=headers, timeout=limits)
+
+
+def loads(text: str) -> Any:
+    """Return the value of the JSON ``text`` (orjson; ``json`` for what orjson refuses:
+    NaN, lone surrogate escapes). Raises ValueError for text that is not JSON."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _delta(text: Any, calls: Any, logprobs: Any) -> Delta:

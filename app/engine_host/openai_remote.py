@@ -95,9 +95,10 @@ class OpenAIEngine(PublishedStatus):
         self._model = spec.model
         self._version = "unknown"
         self._pool = StatusPublisher(self._describe(), clock=self._clock)
-        # a connection per request: llama-server (a common engine here) closes one after
-        # a streamed answer while announcing keep-alive, and a reused one then fails
-        self._http = LazySession(force_close=True)
+        # kept-alive connections (a connect per request costs more than the request's
+        # own work); one the engine closed after an answer (llama-server does so while
+        # announcing keep-alive) is replaced by a fresh one (openai_client.open_stream)
+        self._http = LazySession()
         self._mailbox: Mailbox[_Command] = Mailbox(self._run, name=f"pool-{spec.pool_id}")
 
     def __repr__(self) -> str:

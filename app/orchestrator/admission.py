@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from logging import DEBUG
 
 from app.orchestrator import pools as poolmod
 from app.orchestrator.contracts import (
@@ -389,8 +390,8 @@ class Admitter:
         st.live[rec.task_id] = rec
         st.counters["enqueued"] += 1
         identity = st.metrics.identity(st.pools[rec.pool_id].engine.descriptor)
-        st.metrics.tasks_enqueued.labels(*identity, rec.request.priority.value).inc()
-        st.metrics.tokens_in.labels(*identity).inc(rec.tokens_in)
+        st.metrics.child(st.metrics.tasks_enqueued, *identity, rec.request.priority.value).inc()
+        st.metrics.child(st.metrics.tokens_in, *identity).inc(rec.tokens_in)
         st.update_queue_gauge(st.pools[rec.pool_id])
         loop = asyncio.get_running_loop()
         rec.unopened_timer = loop.call_later(
@@ -405,6 +406,7 @@ class Admitter:
             "admitted",
             f"admitted to {rec.pool_id} at position "
             f"{rec.queue_position_at_admission}; {rec.decision_summary}",
+            DEBUG,
         )
         st.notify_task(rec)
 
@@ -415,9 +417,9 @@ class Admitter:
         outcome = "assigned" if refusal is None else "refused"
         if decision.pool_id is None:
             outcome = "no_capacity"
-        self._st.metrics.placement_decisions.labels(
-            outcome, str(lg.pinned).lower(), str(lg.fallback_used).lower()
-        ).inc()
+        metrics = self._st.metrics
+        pinned, fallback = str(lg.pinned).lower(), str(lg.fallback_used).lower()
+        metrics.child(metrics.placement_decisions, outcome, pinned, fallback).inc()
         self._st.metrics.placement_candidates_considered.set(lg.candidates_considered)
 
 

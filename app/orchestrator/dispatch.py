@@ -10,6 +10,7 @@ be called on the orchestrator's loop.
 from __future__ import annotations
 
 import asyncio
+from logging import DEBUG
 from typing import Any
 
 from app.orchestrator.contracts import ErrorCode, FinishReason
@@ -21,7 +22,6 @@ from app.orchestrator.events import (
     TOKEN,
     MetricsData,
     MetricsEvent,
-    PoolChanged,
     StartedEvent,
     TerminalEvent,
     TokenEvent,
@@ -64,7 +64,7 @@ class Dispatcher:
         pool.running.add(rec.task_id)
         st.counters["started"] += 1
         identity = st.metrics.identity(pool.engine.descriptor)
-        st.metrics.tasks_started.labels(*identity, rec.request.priority.value).inc()
+        st.metrics.child(st.metrics.tasks_started, *identity, rec.request.priority.value).inc()
         if rec.request.session_id is not None:
             rec.kv_warm = st.sessions.warm_for(
                 rec.request.session_id, pool.pool_id, rec.dispatched_mono
@@ -86,7 +86,7 @@ class Dispatcher:
         # a done-callback, not `finally`: a runner canceled before it first ran
         # never executes its body, yet its slot must still be released.
         rec.runner.add_done_callback(lambda _t: self._after_run(pool, rec))
-        log_task(rec, "dispatched", f"stream starting on {pool.pool_id}")
+        log_task(rec, "dispatched", f"stream starting on {pool.pool_id}", DEBUG)
         st.notify_task(rec)
 
     async def _run(self, pool: PoolRuntime, rec: TaskRecord) -> None:
@@ -202,7 +202,7 @@ class Dispatcher:
         self._retire(rec)
         if not st.closing:
             self.pump(pool)
-        st.notify(PoolChanged(st.pool_view(pool.pool_id)))
+        st.notify_pool(pool.pool_id)
 
     def _observe_timings(self, pool: PoolRuntime, rec: TaskRecord) -> None:
         metrics = self._st.metrics
@@ -212,14 +212,14 @@ class Dispatcher:
         ttft = rec.ttft_ms()
         if rec.state is TaskState.DONE and decode_ms is not None:
             pool.perf.observe(rec.tokens_out, float(decode_ms), float(ttft or 0))
-            metrics.latency_decode_ms.labels(*by_priority).observe(decode_ms)
+            metrics.child(metrics.latency_decode_ms, *by_priority).observe(decode_ms)
         if ttft is not None:
             self._st.ttfts.append(ttft)
         since_admission = rec.first_token_since_admission_ms()
         if since_admission is not None:
-            metrics.latency_first_token_ms.labels(*by_priority).observe(since_admission)
+            metrics.child(metrics.latency_first_token_ms, *by_priority).observe(since_admission)
         pool.perf.tokens_out_total += rec.tokens_out
-        metrics.tokens_out.labels(*metrics.identity(d)).inc(rec.tokens_out)
+        metrics.child(metrics.tokens_out, *metrics.identity(d)).inc(rec.tokens_out)
 
     # ---- terminal transitions --------------------------------------------------
 

@@ -8,6 +8,7 @@ DNS lookup.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
@@ -33,18 +34,20 @@ def peer_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
     return addr
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback_address(text: str) -> bool:
     """Return True for an address in 127.0.0.0/8 or ``::1`` (as ``peer_address`` reads
-    it); a host name returns False."""
+    it); a host name returns False. Remembers the last 1,024 answers (asked per request)."""
     addr = peer_address(text)
     return addr is not None and addr.is_loopback
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback_host(host: str) -> bool:
     """Return True for a loopback name (``localhost``, ``*.localhost``) or address.
 
     Case-insensitive; accepts IPv6 with or without brackets; any other host
-    name counts as non-loopback.
+    name counts as non-loopback. Remembers the last 1,024 answers.
     """
     text = host.strip().lower()
     if text.startswith("[") and text.endswith("]"):

@@ -8,7 +8,10 @@ per-token path does not touch these: counts are added once per task.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.ports import PoolDescriptor, PoolStatus
@@ -21,6 +24,8 @@ PRIORITY_LABELS = ("engine", "engine_version", "pool_id", "priority")
 PLACEMENT_OUTCOMES = ("assigned", "refused", "no_capacity")
 """Values of placement_decisions_total{outcome}: queued, refused by the chosen pool's
 queue or deadline check, or no feasible pool."""
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 _LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 
@@ -132,11 +137,22 @@ class OrchMetrics:
             "pool_restarts", "Automatic engine restarts since start.", ["pool_id"], registry=r
         )
         self._pool_totals: dict[str, tuple[int, int]] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         self.placement_candidates_considered = Gauge(
             "placement_candidates_considered",
             "Pools considered by the latest placement decision.",
             registry=r,
         )
+
+    def child(self, metric: M, *labels: str) -> M:
+        """Return ``metric.labels(*labels)``, looked up once per label set and kept (the
+        per-task calls then cost one dict lookup). For the collectors of this object,
+        whose children are never removed. Never blocks."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found  # type: ignore[return-value]
 
     @staticmethod
     def identity(d: PoolDescriptor) -> tuple[str, str, str, str]:

@@ -32,7 +32,7 @@ from app.orchestrator.contracts import (
 from app.orchestrator.dispatch import Dispatcher
 from app.orchestrator.errors import Conflict, NotFound
 from app.orchestrator.estimates import build_capabilities, on_time_probability
-from app.orchestrator.events import EventChannel, PoolChanged, TaskEvent
+from app.orchestrator.events import EventChannel, TaskEvent
 from app.orchestrator.housekeeping import Housekeeper
 from app.orchestrator.lifecycle import PoolState
 from app.orchestrator.metrics import OrchMetrics
@@ -299,7 +299,7 @@ class Orchestrator:
         pool.drain_timer = asyncio.get_running_loop().call_later(
             deadline_ms / 1000, self._drain_deadline, pool_id
         )
-        self._st.notify(PoolChanged(self.pool_view(pool_id)))
+        self._st.notify_pool(pool_id)
 
     def _drain_deadline(self, pool_id: str) -> None:
         pool = self._st.pools[pool_id]
@@ -314,7 +314,7 @@ class Orchestrator:
         pool.draining = False
         pool.stop_drain_timer()
         self._dispatcher.pump(pool)
-        self._st.notify(PoolChanged(self.pool_view(pool_id)))
+        self._st.notify_pool(pool_id)
 
     async def reload(self, pool_id: str, model_ref: str) -> ReloadResult:
         """Swap the pool's model atomically; awaits the engine. Raises NotFound.
@@ -332,7 +332,7 @@ class Orchestrator:
                 model=model,
                 message=f"{exc.message}; still serving {model}",
             )
-        self._st.notify(PoolChanged(self.pool_view(pool_id)))
+        self._st.notify_pool(pool_id)
         return ReloadResult(
             pool_id=pool_id, ok=True, model=pool.engine.descriptor.model, message=message
         )
@@ -358,7 +358,7 @@ class Orchestrator:
         elif status.state in (PoolState.FAILED, PoolState.NEEDS_MODEL):
             why = f"pool {pool_id} is {status.state.value}: {status.detail}"
             self._admitter.replace_queued(pool_id, why)
-        self._st.notify(PoolChanged(self.pool_view(pool_id)))
+        self._st.notify_pool(pool_id)
 
     # ---- observers ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from app.orchestrator import pools as poolmod
 from app.orchestrator.contracts import PoolView, Priority
 from app.orchestrator.decisions import DecisionBook
 from app.orchestrator.errors import NotFound
-from app.orchestrator.events import CoreEvent, TaskChanged
+from app.orchestrator.events import CoreEvent, PoolChanged, TaskChanged
 from app.orchestrator.metrics import OrchMetrics
 from app.orchestrator.pools import PoolRuntime
 from app.orchestrator.ports import Clock, EngineControl, GpuProbe
@@ -103,15 +103,19 @@ class CoreState:
             position = self.pools[rec.pool_id].queues.position(rec.task_id)
             self.notify(TaskChanged(rec.view(position)))
 
+    def notify_pool(self, pool_id: str) -> None:
+        """Tell observers about the pool's current view (built only when someone listens)."""
+        if self.observers:
+            self.notify(PoolChanged(self.pool_view(pool_id)))
+
     def update_queue_gauge(self, pool: PoolRuntime) -> None:
         """Publish ``pool``'s queue depths and slot usage to the metrics."""
-        d = pool.engine.descriptor
+        d, m = pool.engine.descriptor, self.metrics
         for prio in Priority:
-            self.metrics.queue_depth.labels(d.engine, d.engine_version, d.pool_id, prio.value).set(
-                pool.queues.depth(prio)
-            )
+            depth = m.child(m.queue_depth, d.engine, d.engine_version, d.pool_id, prio.value)
+            depth.set(pool.queues.depth(prio))
         ratio = pool.busy / max(1, d.slots)
-        self.metrics.kv_cache_usage_ratio.labels(*self.metrics.identity(d)).set(ratio)
+        m.child(m.kv_cache_usage_ratio, *m.identity(d)).set(ratio)
 
 
 def _build_pools(

@@ -1,7 +1,10 @@
 """The core's two effects on the outside world: task-log lines and quiet stream closes.
 
 ``log`` is the core's logger; ``log_task`` writes one structured line per task
-event; ``close_quietly`` closes an engine stream without raising.
+event: at INFO the task's end (and the rare events: a move to another pool, a
+deadline, an unopened stream), at DEBUG the steps every task takes (admitted,
+dispatched), so a task costs one INFO line; ``close_quietly`` closes an engine
+stream without raising.
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ async def close_quietly(stream: EngineStream) -> None:
         log.debug("engine stream close failed", exc_info=True)
 
 
-def log_task(rec: TaskRecord, event: str, human: str) -> None:
-    """Write one structured task-log line for ``rec``."""
-    log.info(
+def log_task(rec: TaskRecord, event: str, human: str, level: int = logging.INFO) -> None:
+    """Write one structured task-log line for ``rec`` at ``level`` (nothing is built
+    when the level is off). Never raises, never blocks beyond the log handlers."""
+    if not log.isEnabledFor(level):
+        return
+    log.log(
+        level,
         human,
         extra={
             "event": event,

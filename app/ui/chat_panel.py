@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -14,7 +14,7 @@ from app.orchestrator.errors import OrchError
 from app.ui.bridge import Bridge
 from app.ui.chat_sidebar import ChatSidebar
 from app.ui.chat_store import ChatStore
-from app.ui.chat_summary import carried_system_prompt, summarise, summary_request
+from app.ui.chat_summary import TOO_LONG, carried_system_prompt, summarise_history
 from app.ui.conversation import Clock, Conversation
 from app.ui.error_text import Action, Explained
 
@@ -198,30 +198,35 @@ class ChatPanel(QWidget):
         summary fails, ``conv`` says why and offers a plain new chat. Never blocks."""
         conv.status.setText(SUMMARISING)
         conv.error_bar.hide()
-        self._bridge.run(self._continue(conv), "summarising the chat")
-
-    async def _continue(self, conv: Conversation) -> None:
         pool_id = conv.answered_on
         ctx = next((p.ctx for p in self._bridge.pools() if p.pool_id == pool_id), 0)
+        system = conv.system_prompt.toPlainText()  # read now: the tab may close meanwhile
+        work = summarise_history(self._bridge, conv.history, pool_id, ctx)
+        self._bridge.run(self._continue(conv, work, system), "summarising the chat")
+
+    async def _continue(self, conv: Conversation, work: Awaitable[str], system: str) -> None:
         try:
-            summary = await summarise(self._bridge, summary_request(conv.history, pool_id, ctx))
+            summary = await work
         except OrchError as exc:
             why = conv.explain_error(exc.code, exc.message, exc.pool_id, exc.retry_after_ms)
-            self._summary_failed(conv, why.sentence, why.details)
+            sentence = TOO_LONG if exc.message.startswith(TOO_LONG) else why.sentence
+            self._summary_failed(conv, sentence, why.details)
             return
         if not summary:
             self._summary_failed(conv, "The model wrote nothing.", "empty summary")
             return
-        conv.status.setText("Continued in a new chat.")
+        if conv.alive:
+            conv.status.setText("Continued in a new chat.")
         new = self.new_conversation()
-        new.system_prompt.setPlainText(
-            carried_system_prompt(conv.system_prompt.toPlainText(), summary)
-        )
+        new.system_prompt.setPlainText(carried_system_prompt(system, summary))
         new.notice(CARRIED)
         new.prompt.setPlainText("Please continue.")
         new.prompt.setFocus()
 
     def _summary_failed(self, conv: Conversation, sentence: str, details: str) -> None:
-        conv.status.setText("No summary.")
         lead = f"{SUMMARY_FAILED} {sentence[0].lower()}{sentence[1:]}"
+        if not conv.alive:  # its tab was closed meanwhile
+            self._bridge.report_error(lead)
+            return
+        conv.status.setText("No summary.")
         conv.error_bar.show_error(Explained(lead, Action.NEW_CHAT, None, details))

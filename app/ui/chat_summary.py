@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from app.orchestrator.contracts import (
     ChatMessage,
+    ErrorCode,
     PlacementMode,
     PlacementOverrides,
     Priority,
@@ -32,6 +33,10 @@ UNKNOWN_CTX_CHARS = 16_000
 """How much of the conversation is sent when the pool's context is not known."""
 LEFT_OUT = "[the beginning of the conversation is left out]\n\n"
 SUMMARY_HEADING = "Summary of the earlier conversation, to continue from:"
+SHARES = (2, 4, 8)
+"""The parts of the context the conversation may take, tried in turn (1/2, 1/4, 1/8)
+while the engine finds the text too long for its context."""
+TOO_LONG = "Even the end of this conversation is too long for the model's context."
 _NAMES = {"user": "User", "assistant": "Assistant"}
 
 
@@ -41,28 +46,30 @@ def conversation_text(history: Sequence[ChatMessage]) -> str:
     return "\n\n".join(f"{_NAMES.get(m.role, m.role)}: {m.content.strip()}" for m in history)
 
 
-def summary_budget(ctx: int) -> tuple[int, int]:
+def summary_budget(ctx: int, share: int = 2) -> tuple[int, int]:
     """Return (max_tokens, characters of conversation) for a summary on a ``ctx`` context.
 
-    The conversation gets at most half the context by the core's estimate: the
-    chat was just cut by the context, so the estimate is not trusted to the last
-    token. ``ctx`` <= 0 means unknown. Pure.
+    The conversation gets 1/``share`` of the context by the core's estimate (half
+    at first: the chat was just cut by the context, so the estimate is not trusted
+    to the last token). ``ctx`` <= 0 means unknown. Pure.
     """
     if ctx <= 0:
-        return SUMMARY_TOKENS, UNKNOWN_CTX_CHARS
+        return SUMMARY_TOKENS, UNKNOWN_CTX_CHARS // max(1, share // 2)
     max_tokens = max(16, min(SUMMARY_TOKENS, ctx // 4))
     fixed = len(SUMMARY_SYSTEM) + len(SUMMARY_ASK) + 2 + 2 * MESSAGE_OVERHEAD_CHARS
-    chars = (ctx // 2 - max_tokens) * CHARS_PER_TOKEN - fixed
+    chars = (ctx // max(2, share)) * CHARS_PER_TOKEN - fixed
     return max_tokens, max(0, chars)
 
 
-def summary_request(history: Sequence[ChatMessage], pool_id: str, ctx: int) -> TaskRequest:
+def summary_request(
+    history: Sequence[ChatMessage], pool_id: str, ctx: int, share: int = 2
+) -> TaskRequest:
     """Return the task asking pool ``pool_id`` (any pool when "") to summarise ``history``.
 
-    Only the newest part of the conversation that fits ``summary_budget`` is sent,
-    marked as cut at its start. Pure; never raises.
+    Only the newest part of the conversation that fits ``summary_budget(ctx, share)``
+    is sent, marked as cut at its start. Pure; never raises.
     """
-    max_tokens, chars = summary_budget(ctx)
+    max_tokens, chars = summary_budget(ctx, share)
     text = conversation_text(history)
     if len(text) > chars:
         text = LEFT_OUT + text[len(text) - max(0, chars - len(LEFT_OUT)) :]
@@ -105,3 +112,30 @@ async def summarise(bridge: Bridge, req: TaskRequest) -> str:
                 data = event.data
                 raise OrchError(data["code"], data["message"], pool_id=data["pool_id"])
     return "".join(parts).strip()
+
+
+async def summarise_history(
+    bridge: Bridge, history: Sequence[ChatMessage], pool_id: str, ctx: int
+) -> str:
+    """Return a summary of ``history`` from pool ``pool_id``, sending less of it while
+    the engine finds it too long (its tokenizer counts more than the core's estimate:
+    the engine refuses the prompt, or writes nothing before the context is full).
+
+    Returns "" when even the smallest part gave nothing. Raises OrchError for any
+    other failure; INVALID_PARAMS with ``TOO_LONG`` when the smallest part was refused.
+    Awaits each answer in turn.
+    """
+    for share in SHARES:
+        try:
+            summary = await summarise(bridge, summary_request(history, pool_id, ctx, share))
+        except OrchError as exc:
+            if exc.code != ErrorCode.INVALID_PARAMS:
+                raise
+            if share == SHARES[-1]:
+                raise OrchError(
+                    exc.code, f"{TOO_LONG} ({exc.message})", pool_id=exc.pool_id
+                ) from exc
+            continue
+        if summary:
+            return summary
+    return ""

@@ -445,6 +445,7 @@ class Conversation(QWidget):
         canceled = data["finish_reason"] == FinishReason.CANCELED
         self.status.setText("Stopped." if canceled else "Done.")
         if context_cut(data, self._max_tokens):
+            self.status.setText("Cut off: the model's context is full.")
             self.transcript.notice(CONTEXT_CUT, error=True)
             self.error_bar.show_offer(CONTEXT_FULL, [Action.NEW_CHAT, Action.CONTINUE_NEW_CHAT])
 
@@ -519,6 +520,11 @@ class Conversation(QWidget):
             text = self.messages[-1].content
             self._rewind(len(self.messages) - 1)
             self._submit(text, self.history)
+
+    @property
+    def alive(self) -> bool:
+        """Return False once the conversation was closed (its widgets may be gone)."""
+        return self._life.alive
 
     @property
     def answered_on(self) -> str:

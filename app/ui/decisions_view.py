@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -297,9 +298,22 @@ class DecisionsView(QWidget):
 
     def _detail_pane(self) -> QWidget:
         pane = QWidget(self)
+        self.details_button = QPushButton("Details", pane)
+        self.details_button.setCheckable(True)
+        self.details_button.setFlat(True)
+        self.details_button.setVisible(False)
+        self.details = QLabel(pane)
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details.setVisible(False)
+        self.details_button.toggled.connect(self.details.setVisible)
+        head = QHBoxLayout()
+        head.addWidget(self.detail_title, 1)
+        head.addWidget(self.details_button, 0, Qt.AlignmentFlag.AlignTop)
         box = QVBoxLayout(pane)
         box.setContentsMargins(0, 0, 0, 0)
-        box.addWidget(self.detail_title)
+        box.addLayout(head)
+        box.addWidget(self.details)
         box.addWidget(self.detail_table, 1)
         return pane
 
@@ -364,23 +378,30 @@ class DecisionsView(QWidget):
 
     def show_detail(self, record: DecisionRecord | None) -> None:
         """Fill the detail pane with ``record``'s candidates (clears it for None)."""
+        refused = record is not None and record.outcome == "refused"
+        self.details_button.setChecked(False)
+        self.details_button.setVisible(refused)
         if record is None:
             self.detail_title.setText("Select a decision to see every candidate and why.")
             self.candidates.set_candidates([])
             return
         self.detail_title.setText(detail_text(record))
+        self.details.setText(f"{refusal_details(record)}\n{record.summary}" if refused else "")
         self.candidates.set_candidates(list(record.candidates))
 
 
 def detail_text(record: DecisionRecord) -> str:
-    """Return the heading of the detail pane: task, outcome, summary, rules applied."""
+    """Return the heading of the detail pane: task, outcome, summary, rules applied.
+
+    A refusal's summary holds the core's own message (written for API clients), so
+    it stays behind the pane's Details toggle instead (see ``refusal_details``).
+    """
     filters = ", ".join(record.filters_applied) or "none"
     ties = ", ".join(record.tie_breakers_applied) or "none"
-    details = refusal_details(record)
-    refused = f" ({details})" if details else ""
+    summary = "" if record.outcome == "refused" else f"\n{record.summary}"
     return (
         f"Task {record.task_id} ({record.priority}, {record.mode}) at {_clock(record.at)}: "
-        f"{outcome_text(record)}{refused}\n{record.summary}\n"
+        f"{outcome_text(record)}{summary}\n"
         f"Filters applied: {filters}. Tie-breakers applied: {ties}. "
         f"Decided by: {record.deciding_key or 'only candidate'}."
     )

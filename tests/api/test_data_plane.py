@@ -160,6 +160,21 @@ async def test_correlation_id_echoed_validated_and_logged(
         assert uuid.UUID(resp.headers["X-Correlation-Id"]).version == 4
 
 
+async def test_accepted_submissions_log_at_debug_and_control_changes_at_info(
+    make_api: MakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = await make_api(MockSpec("m0", tokens_per_s=0))
+    caplog.set_level(logging.INFO, logger="llama_orch.api")
+    assert (await api.client.post("/v1/tasks", json={"prompt": "x"})).status == 202
+    assert (await api.client.post("/v1/tasks", json={"prompt": "x", "bogus": 1})).status == 400
+    assert (await api.client.post("/v1/pools/m0/drain", json={"deadline_ms": 50})).status == 202
+    lines = [r.getMessage() for r in caplog.records if r.name == "llama_orch.api"]
+    assert [line.split(" in ")[0] for line in lines] == [
+        "POST /v1/tasks -> 400",  # a refusal is worth a line; the accepted task logs its end
+        "POST /v1/pools/m0/drain -> 202",
+    ]
+
+
 async def test_unknown_routes_and_methods(make_api: MakeApi) -> None:
     api = await make_api()
     for path in ("/v1/replicasets", "/nope"):

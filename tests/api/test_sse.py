@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from app.api import ApiSettings
 from app.engine_host.mock import MockSpec
@@ -156,3 +157,18 @@ async def test_one_request_form_answers_with_the_stream(make_api: MakeApi) -> No
     assert (await done.json())["state"] == "done"
     plain = await api.client.post("/v1/tasks", json=body)
     assert plain.status == 202  # the two-step form stays the default
+
+
+def test_frames_hold_the_compact_utf8_json_of_their_data() -> None:
+    from app.api.render import json_bytes
+    from app.api.sse import frame
+
+    samples: list[dict[Any, object]] = [
+        {"t": 'Hé 🦙 世界\n"q"\u2028', "i": 3},
+        {"x": {"tool_calls": [{"id": "c1", "arguments": '{"a": 1}'}]}, "p": 0.1, "n": None},
+        {1: "a non-string key"},  # orjson refuses it: the json fallback
+    ]
+    for data in samples:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        assert json_bytes(data) == text.encode()
+        assert frame("token", data) == f"event: token\ndata: {text}\n\n".encode()

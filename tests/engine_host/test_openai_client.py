@@ -367,3 +367,66 @@ async def test_a_huge_line_fails_only_that_stream_and_is_not_read_to_the_end() -
     assert finished == [caught.value]
     assert sent[0] < total // 2, "the stream should stop soon after the cap"
     assert MAX_LINE_CHARS == 4 * 1024 * 1024
+
+
+class OneAnswerPerConnection:
+    """A raw HTTP engine that answers one request per connection while announcing
+    keep-alive, and drops the next request on that connection unanswered."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.answered = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        body = chunk("hi") + chunk(None, "stop") + b"data: [DONE]\n\n"
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        self.answered += 1
+        await reader.read(1)  # the next request on this connection: no answer
+        writer.close()
+
+
+async def test_a_kept_alive_connection_the_engine_dropped_is_replaced_by_a_fresh_one() -> None:
+    engine = OneAnswerPerConnection()
+    server = await asyncio.start_server(engine.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):
+                stream = await open_stream(
+                    session,
+                    f"http://127.0.0.1:{port}/v1/completions",
+                    {"prompt": "x", "stream": True},
+                    decode_timeout_s=5.0,
+                    connect_timeout_s=2.0,
+                    name="test engine",
+                )
+                assert await collect(stream) == ["hi"]
+                await stream.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert engine.answered == 3 and engine.connections >= 3
+
+
+def test_engine_json_is_read_with_the_fallback_for_what_orjson_refuses() -> None:
+    from app.engine_host.openai_client import loads
+
+    assert loads('{"choices":[{"delta":{"content":"Hé"}}]}') == {
+        "choices": [{"delta": {"content": "Hé"}}]
+    }
+    assert loads('"\\ud83e"') == "\ud83e"  # a lone surrogate escape: json reads it
+    assert str(loads('{"v": NaN}')["v"]) == "nan"
+    with pytest.raises(ValueError):
+        loads("{not json")

@@ -11,12 +11,12 @@ import pytest
 
 from app.engine_host.mock import MockEngine, MockSpec
 from app.orchestrator.contracts import ChatMessage
-from app.orchestrator.events import END, EndEvent
+from app.orchestrator.events import END, ERROR, EndEvent, ErrorData, ErrorEvent
 from app.orchestrator.service import Orchestrator
 from app.ui.backend_thread import BackendThread
 from app.ui.chat_logic import CONTEXT_CUT, paired, trim_to_context
 from app.ui.chat_panel import CARRIED, SUMMARISING, SUMMARY_FAILED, ChatPanel
-from app.ui.chat_summary import SUMMARY_HEADING, SUMMARY_TOKENS
+from app.ui.chat_summary import SHARES, SUMMARY_HEADING, SUMMARY_TOKENS, summarise_history
 from app.ui.conversation import TRIM_MARKER
 from app.ui.embedded_bridge import EmbeddedBridge
 from tests.ui.conftest import QtAsync
@@ -187,6 +187,7 @@ def test_a_long_chat_is_cut_by_the_context_and_continues_from_a_summary(
     assert conv.dropped > 0 and not conv.trim_label.isHidden()
     assert TRIM_MARKER in conv.transcript.toPlainText()
     assert CONTEXT_CUT in conv.transcript.toPlainText()
+    assert conv.status.text() == "Cut off: the model's context is full."
     assert len(conv.messages) == 40  # the cut answer is kept
     bar = conv.error_bar
     assert not bar.isHidden() and bar.sentence.text() == "This conversation is full."
@@ -252,3 +253,81 @@ def test_an_answer_at_max_tokens_is_not_called_cut(qtbot: Any, qloop: QtAsync) -
     type_and_send(conv, "short", qloop)
     qloop.wait_until(lambda: not conv.busy)
     assert CONTEXT_CUT not in conv.transcript.toPlainText() and conv.error_bar.isHidden()
+
+
+def test_closing_a_chat_while_it_is_summarised_still_opens_the_new_chat(
+    qtbot: Any, qloop: QtAsync, core: Core
+) -> None:
+    panel, bridge = real_panel(qtbot, qloop, core)
+    conv = panel.current()
+    conv.system_prompt.setPlainText("Be brief.")
+    conv.max_tokens.setValue(8)
+    send_on_loop(conv, "hello", qloop)
+    qloop.wait_until(lambda: not conv.busy, 10)
+    other = panel.new_conversation()
+    panel.continue_in_new_chat(conv)
+    panel.close_conversation(panel.tabs.indexOf(conv))
+    qloop.wait_until(lambda: panel.current() is not other, 10)
+    new = panel.current()
+    assert panel.conversations == [other, new]
+    assert new.system_prompt.toPlainText().startswith("Be brief.\n\n" + SUMMARY_HEADING)
+    bridge.close()
+
+
+async def start_very_dense_core() -> tuple[Orchestrator, Any]:
+    """A pool whose tokenizer counts a token per character (four times the estimate)."""
+    spec = MockSpec("mock0", ctx=1024, slots=1, tokens_per_s=5000, chars_per_token=1.0)
+    orch = Orchestrator([MockEngine(spec)])
+    await orch.start()
+
+    async def stop() -> None:
+        await orch.shutdown(deadline_s=1.0)
+
+    return orch, stop
+
+
+def test_a_summary_sends_less_of_the_chat_until_the_engine_can_answer(
+    qtbot: Any, qloop: QtAsync
+) -> None:
+    thread: BackendThread[Orchestrator] = BackendThread(start_very_dense_core)
+    orch = thread.start(timeout=20)
+    bridge = EmbeddedBridge(orch, FakeControls(), thread)
+    try:
+        qloop.wait_until(lambda: all(p.ready for p in bridge.pools()))
+        history = [
+            ChatMessage(role="user" if i % 2 == 0 else "assistant", content=f"part {i} " * 40)
+            for i in range(10)
+        ]
+        summary = qloop.run(summarise_history(bridge, history, "mock0", 1024), 20)
+        qloop.wait_until(lambda: len(bridge.tasks(10)) == 3)
+        tries = list(reversed(bridge.tasks(10)))
+        # 1/2 and 1/4 of the context by the estimate fill this context before a word
+        assert [t.tokens_out for t in tries] == [0, 0, SUMMARY_TOKENS]
+        assert tries[0].tokens_in > tries[1].tokens_in > tries[2].tokens_in
+        assert len(summary.split()) == SUMMARY_TOKENS
+    finally:
+        bridge.close()
+        thread.stop(timeout=20)
+
+
+def test_a_chat_too_long_even_in_part_says_so(qtbot: Any, qloop: QtAsync) -> None:
+    bridge = FakeBridge()
+    bridge.default_script = script(["fine"])
+    panel = ChatPanel(bridge)
+    qtbot.addWidget(panel)
+    conv = panel.current()
+    type_and_send(conv, "hello", qloop)
+    qloop.wait_until(lambda: not conv.busy)
+    refused: ErrorData = {
+        "code": "INVALID_PARAMS", "message": "the request exceeds the available context size",
+        "engine": "llamacpp", "pool_id": "gpu0", "retriable": False, "retry_after_ms": None,
+    }  # fmt: skip
+    bridge.default_script = [ErrorEvent(ERROR, refused)]  # what llama-server answers
+    panel.continue_in_new_chat(conv)
+    qloop.wait_until(lambda: not conv.error_bar.isHidden())
+    assert len(bridge.submitted) == 1 + len(SHARES)  # every smaller part was tried
+    assert conv.error_bar.sentence.text() == (
+        f"{SUMMARY_FAILED} even the end of this conversation is too long for the model's context."
+    )
+    assert "exceeds the available context size" in conv.error_bar.details.text()
+    assert conv.error_bar.action_button.text() == "Start a new chat"

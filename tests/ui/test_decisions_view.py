@@ -106,7 +106,10 @@ def test_a_queue_full_refusal_shows_as_refused_not_selected(qtbot: Any) -> None:
     assert view.visible_task_ids() == ["task-9"]
     assert view.select_task("task-9")
     assert view.candidates.cell(0, 1) == "refused"
-    assert "(ADMISSION_REJECT: queue_full)" in view.detail_title.text()
+    assert "ADMISSION_REJECT" not in view.detail_title.text()
+    assert not view.details_button.isHidden() and view.details.isHidden()
+    view.details_button.click()
+    assert view.details.text().startswith("ADMISSION_REJECT: queue_full\n")
 
 
 def test_outcome_filter_keeps_matching_decisions(qtbot: Any) -> None:
@@ -199,8 +202,9 @@ def test_a_refusal_shows_a_plain_sentence_and_keeps_the_code_in_details(
     qtbot: Any, reason: str, code: str
 ) -> None:
     refused = decision(
-        "task-r", selected=None, refusal_code=code, refusal_reason=reason, candidates=[]
-    )
+        "task-r", selected=None, refusal_code=code, refusal_reason=reason, candidates=[],
+        summary="refused: no pool: check GET /v1/pools and the placement overrides",
+    )  # fmt: skip
     view, _ = make_view(qtbot, [refused])
     cell = view.model.data(view.model.index(0, 2))
     assert cell.startswith("Refused: ") and cell.endswith(".")
@@ -212,7 +216,10 @@ def test_a_refusal_shows_a_plain_sentence_and_keeps_the_code_in_details(
     tip = view.model.data(view.model.index(0, 2), Qt.ItemDataRole.ToolTipRole)
     assert f"{code}: {reason}" in tip
     assert view.select_task("task-r")
-    assert f"({code}: {reason})" in view.detail_title.text()
+    view.details_button.click()
+    assert view.details.text().startswith(f"{code}: {reason}\n")
+    assert "GET /v1/pools" in view.details.text() and not view.details.isHidden()
+    assert "GET /" not in view.detail_title.text() and code not in view.detail_title.text()
 
 
 async def start_core() -> tuple[Orchestrator, Any]:

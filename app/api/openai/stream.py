@@ -7,12 +7,11 @@ micro-batching is on), a final chunk with ``finish_reason``, and with
 task that fails, or is canceled on the server, ends with a ``data: {"error":
 {...}}`` chunk then ``data: [DONE]`` (the openai package raises APIError on it),
 never a silent stop. The constant parts of each chunk are built once per answer:
-per token the path is one ``json.dumps`` of the text and two byte joins.
+per token the path is one JSON encoding of the text and two byte joins.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from app.api.openai.errors import canceled_error, error_body, event_error
-from app.api.render import dumps
+from app.api.render import dumps, json_bytes
 from app.api.sse import (
     SHUTDOWN_ERROR,
     LiveStreams,
@@ -81,9 +80,7 @@ class ChunkRenderer:
 
     def token(self, text: str) -> bytes:
         """Return the chunk carrying ``text`` (the per-token path). Never blocks."""
-        return (
-            self._token_prefix + json.dumps(text, ensure_ascii=False).encode() + self._token_suffix
-        )
+        return self._token_prefix + json_bytes(text) + self._token_suffix
 
     def extra(self, text: str, extra: Mapping[str, Any]) -> bytes:
         """Return the chunk of a token that carries tool-call fragments and/or logprobs."""
