@@ -51,8 +51,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy app tests
 
+# Test workers (pytest-xdist): one per core, at most 4; PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= $(shell n=$(JOBS); echo $$(( n < 4 ? n : 4 )))
+
 pytest: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -17,12 +17,14 @@ import logging
 import os
 import re
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from tqdm.std import tqdm
@@ -37,6 +39,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 _RETRIES = 5
 HF_CHUNK_BYTES = 256 * 1024
+HUB_PROBE_TIMEOUT_S = 3.0
+_PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
 """huggingface_hub's read size (10 MB by default): smaller gives progress, cancel and
 resume a finer grain (a dropped connection resumes from the last whole chunk)."""
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
@@ -158,8 +162,23 @@ class Downloader:
     ) -> None:
         self.endpoint = env.get("HF_ENDPOINT", "").rstrip("/") or DEFAULT_HF_ENDPOINT
         self._token = env.get("HF_TOKEN") or None
+        self._proxied = any(env.get(v) or env.get(v.lower()) for v in _PROXY_VARS)
         self._free_space = free_space
         self._session = session
+
+    def probe(self) -> None:
+        """Connect once to the hub's host and port, and close. Blocks up to 3 s.
+
+        Raises OSError when nothing answers there (refused, unknown host, timeout), so
+        a search fails at once instead of after the hub client's five retries (about
+        23 s). Skipped behind a proxy, where only the proxy can tell.
+        """
+        if self._proxied:
+            return
+        url = urlsplit(self.endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        with socket.create_connection((url.hostname or "", port), HUB_PROBE_TIMEOUT_S):
+            pass
 
     def hf_api(self) -> Any:
         """Return a ``huggingface_hub.HfApi`` on the configured endpoint and token."""

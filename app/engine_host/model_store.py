@@ -320,6 +320,7 @@ class ModelStore:
         return result
 
     def _search_hub(self, query: str) -> list[SearchHit]:
+        self._downloader.probe()
         api = self._downloader.hf_api()
         models = list(api.list_models(search=query or None, filter="gguf", limit=20))
         return [

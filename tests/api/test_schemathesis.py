@@ -30,9 +30,11 @@ from app.api.openapi import build_openapi
 from app.engine_host.mock import MockSpec
 from tests.api.conftest import started_orch
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::hypothesis.errors.HypothesisDeprecationWarning"  # raised inside schemathesis
-)
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore::hypothesis.errors.HypothesisDeprecationWarning"  # raised inside schemathesis
+    ),
+]
 CHECKS = [
     status_code_conformance,
     content_type_conformance,
@@ -85,11 +87,47 @@ def http() -> Iterator[requests.Session]:
 
 
 @pytest.fixture(scope="module")
-def live_server() -> Iterator[str]:
+def live_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Serve the API for the module's property run, then check that run's coverage.
+
+    In one process every operation of the document must have been exercised; under
+    pytest-xdist the operations are spread over the workers, and each operation's own
+    count is checked after its test (``_enough_examples``).
+    """
     server = ServerThread()
     url = server.run(server.start())
     yield url
     server.close()
+    if not hasattr(request.config, "workerinput"):
+        missing = [op for op in documented_operations() if not CALLS[op]]
+        assert not missing, f"never exercised: {missing}"
+
+
+@pytest.fixture
+def _enough_examples() -> Iterator[None]:
+    """After a property test, check the examples it sent per documented operation."""
+    before = CALLS.copy()
+    yield
+    assert_enough_examples(CALLS - before)
+
+
+def documented_operations() -> dict[str, bool]:
+    """Return each operation of the document ("GET /v1/pools") and whether it takes inputs."""
+    return {
+        f"{method.upper()} {path}": "parameters" in op or "requestBody" in op
+        for path, ops in build_openapi()["paths"].items()
+        for method, op in ops.items()
+    }
+
+
+def assert_enough_examples(calls: Counter[str]) -> None:
+    """Raise AssertionError naming an operation of ``calls`` that got too few examples.
+
+    An operation with inputs needs 100 examples, one without inputs one.
+    """
+    for operation, has_inputs in documented_operations().items():
+        count = calls[operation]
+        assert not count or count >= (100 if has_inputs else 1), (operation, count)
 
 
 schema = schemathesis.openapi.from_dict(build_openapi())
@@ -103,6 +141,7 @@ schema = schemathesis.openapi.from_dict(build_openapi())
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
+@pytest.mark.usefixtures("_enough_examples")
 def test_api_conforms_to_its_document(case: Any, live_server: str, http: requests.Session) -> None:
     response = case.call(base_url=live_server, session=http, timeout=10)
     CALLS[f"{case.method} {case.path}"] += 1
@@ -113,12 +152,7 @@ def test_api_conforms_to_its_document(case: Any, live_server: str, http: request
     case.validate_response(response, checks=CHECKS)
 
 
-def test_every_operation_got_at_least_100_examples() -> None:
-    """Runs after the property test above (same module, file order)."""
-    if not CALLS:
-        pytest.skip("the schemathesis run was not selected")
-    for path, ops in build_openapi()["paths"].items():
-        for method, op in ops.items():
-            calls = CALLS[f"{method.upper()} {path}"]
-            has_inputs = "parameters" in op or "requestBody" in op
-            assert calls >= (100 if has_inputs else 1), (method, path, calls)
+def test_the_coverage_check_names_an_operation_that_got_too_few_examples() -> None:
+    with pytest.raises(AssertionError, match="POST /v1/tasks"):
+        assert_enough_examples(Counter({"POST /v1/tasks": 99}))
+    assert_enough_examples(Counter({"POST /v1/tasks": 100, "GET /v1/pools": 1}))

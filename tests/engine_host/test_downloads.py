@@ -127,3 +127,12 @@ async def test_https_download_resumes_and_checks_the_digest(
     with pytest.raises(DownloadFailed, match="does not match its expected sha256"):
         await downloader(hub).fetch(plain, tmp_path / "again", Progress(), "0" * 64)
     assert leftovers(tmp_path / "again") == []
+
+
+async def test_the_probe_tells_at_once_when_nothing_answers_at_the_hub(hub: FakeHub) -> None:
+    await asyncio.to_thread(Downloader({"HF_ENDPOINT": hub.url}).probe)  # the fake hub answers
+
+    with pytest.raises(OSError):
+        Downloader({"HF_ENDPOINT": "http://127.0.0.1:9"}).probe()
+    # behind a proxy only the proxy can reach the hub: no direct probe
+    Downloader({"HF_ENDPOINT": "http://127.0.0.1:9", "https_proxy": "http://proxy:3128"}).probe()

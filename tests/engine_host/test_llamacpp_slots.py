@@ -52,6 +52,23 @@ async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, step_s: 
         await asyncio.sleep(step_s)
 
 
+async def busy_stream(engine: LlamaCppEngine) -> OpenAIStream:
+    """Open a long stream and return it once the engine shows its slot busy.
+
+    The engine decodes ahead of the reader into the socket buffers and can finish the
+    whole answer while a loaded machine holds the test back: such a stream is closed
+    and another one opened (three tries).
+    """
+    for seed in range(3):
+        stream = await engine.open_stream(request(CTX - 64, seed))
+        for _ in range(5):
+            await anext(stream)
+        if busy_slots(await engine.read_slots()) == 1:
+            return stream
+        await stream.aclose()
+    raise AssertionError("no stream kept a slot busy long enough to be seen")
+
+
 async def timeline(engine: LlamaCppEngine, max_tokens: int, seed: int) -> list[float]:
     stream = await engine.open_stream(request(max_tokens, seed))
     return [time.monotonic() async for _ in stream]
@@ -98,10 +115,7 @@ async def test_busy_slots_come_from_the_engine(engine: LlamaCppEngine) -> None:
 
 @shared_loop
 async def test_a_closed_stream_frees_its_slot_within_a_second(engine: LlamaCppEngine) -> None:
-    stream = await engine.open_stream(request(CTX - 64))
-    for _ in range(5):
-        await anext(stream)
-    assert busy_slots(await engine.read_slots()) == 1
+    stream = await busy_stream(engine)
     await stream.aclose()
     closed = time.monotonic()
 

@@ -103,13 +103,19 @@ def test_ask_reads_stdin_and_the_token_file(server: Served, tmp_path: Path) -> N
 
 
 def test_ask_shows_the_queue_position_while_waiting(server: Served) -> None:
-    first = ask(server, "--pool", "slow", "--max-tokens", "60", "first")
+    first = ask(server, "--pool", "slow", "--max-tokens", "2000", "first")
     assert first.stderr is not None and "admitted" in first.stderr.readline()
-    code, out, err = finish(ask(server, "--pool", "slow", "--max-tokens", "2", "second"))
-    assert code == 0 and len(out.split()) == 2, err
-    position = re.search(r"queue position (\d+), predicted start in (\d+) ms", err)
-    assert position and int(position.group(2)) > 0, err
-    assert finish(first)[0] == 0
+    second = ask(server, "--pool", "slow", "--max-tokens", "2", "second")
+    assert second.stderr is not None
+    seen = ""
+    while (line := second.stderr.readline()) and "queue position" not in line:
+        seen += line
+    first.send_signal(signal.SIGINT)  # the second starts once the first is canceled
+    assert finish(first)[0] == 130
+    code, out, err = finish(second)
+    assert code == 0 and len(out.split()) == 2, seen + line + err
+    position = re.search(r"queue position (\d+), predicted start in (\d+) ms", line)
+    assert position and int(position.group(2)) > 0, seen + line + err
 
 
 def test_ctrl_c_cancels_the_task_on_the_server(server: Served) -> None:
