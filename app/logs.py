@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import sys
 import threading
 import time
@@ -93,6 +94,31 @@ class HumanFormatter(logging.Formatter):
         return self.redactor.scrub(line)
 
 
+class RotatingLogFile(logging.handlers.RotatingFileHandler):
+    """A size-rotated log file that formats each record once.
+
+    The standard handler formats every record twice (once to check the size, once
+    to write it) and looks the file up on disk per record; this one formats once
+    and checks the file only when the size limit is reached. Blocks on the write.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record) + self.terminator
+            if self.stream is None:
+                self.stream = self._open()
+            if self.maxBytes > 0 and self.stream.tell() + len(msg) >= self.maxBytes:
+                path = self.baseFilename  # bpo-45401: never roll over a non-regular file
+                if not os.path.exists(path) or os.path.isfile(path):
+                    self.doRollover()
+            self.stream.write(msg)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
 def setup_logging(
     log_file: Path | None,
     *,
@@ -111,9 +137,7 @@ def setup_logging(
         handler.close()
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(
-            log_file, maxBytes=10_000_000, backupCount=3, encoding="utf-8"
-        )
+        fh = RotatingLogFile(log_file, maxBytes=10_000_000, backupCount=3, encoding="utf-8")
         fh.setFormatter(JsonFormatter())
         root.addHandler(fh)
     if stream is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine_host.mock import MockEngine, MockSpec
-from app.logs import REDACTOR, JsonFormatter, Redactor, setup_logging
+from app.logs import REDACTOR, JsonFormatter, Redactor, RotatingLogFile, setup_logging
 from app.orchestrator.contracts import TaskRequest
 from app.orchestrator.service import Orchestrator
 
@@ -80,3 +80,33 @@ async def test_a_task_writes_one_info_line_with_every_field(tmp_path: Path) -> N
     assert [r["event"] for r in task_records] == ["done"]
     (line,) = task_records
     assert line["level"] == "info" and set(line) >= FIELDS and line["tokens_out"] == 3
+
+
+class CountingFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def format(self, record: logging.LogRecord) -> str:
+        self.calls += 1
+        return super().format(record)
+
+
+def test_the_log_file_formats_each_record_once_and_rotates_at_its_size(tmp_path: Path) -> None:
+    path = tmp_path / "llama-orch.log"
+    handler = RotatingLogFile(path, maxBytes=200, backupCount=2, encoding="utf-8")
+    fmt = CountingFormatter()
+    handler.setFormatter(fmt)
+    logger = logging.getLogger("test.rotating")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for n in range(12):
+            logger.warning("line %02d %s", n, "x" * 30)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert fmt.calls == 12
+    kept = [path, path.with_name(path.name + ".1"), path.with_name(path.name + ".2")]
+    assert all(p.exists() and p.stat().st_size <= 200 for p in kept)
+    assert "line 11" in path.read_text() and not path.with_name(path.name + ".3").exists()
