@@ -57,10 +57,13 @@ class StoredArtifact(Strict):
     metadata: dict[str, Any]
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+"""The canonical encoder, built once (``json.dumps`` with options builds one per call)."""
+
+
 def canonical_bytes(artifact: ArtifactIn) -> bytes:
     """Return the artifact's canonical JSON (sorted keys, no spaces, UTF-8). Pure."""
-    data = artifact.model_dump(mode="json")
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL(artifact.model_dump(mode="json")).encode()
 
 
 def artifact_id(canonical: bytes) -> str:
