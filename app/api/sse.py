@@ -241,6 +241,7 @@ class SseWriter:
         self.transcript: list[bytes] = []
         self.truncated = False
         self._keep_left = transcript_bytes
+        self._keeping = transcript_bytes > 0
         self._frames = frames
         self._request = request
         self._response = response
@@ -302,7 +303,7 @@ class SseWriter:
 
     async def _end(self, data: bytes) -> None:
         """Write the last bytes of the stream and end the body, in one send."""
-        if self._keep_left > 0:
+        if self._keeping:
             self._keep(data)
         self.finished = True
         await self._response.write_eof(data)
@@ -314,7 +315,7 @@ class SseWriter:
     async def _write(self, data: bytes) -> None:
         await self._response.write(data)
         self._last_write = self._loop.time()
-        if self._keep_left > 0:
+        if self._keeping:
             self._keep(data)
 
     def _keep(self, data: bytes) -> None:
@@ -322,8 +323,8 @@ class SseWriter:
         self._keep_left -= len(data)
         if self._keep_left >= 0:
             self.transcript.append(data)
-        else:
-            self.truncated = True
+        else:  # a budget filled to the byte still keeps going until a write is dropped
+            self.truncated, self._keeping = True, False
 
     async def _wait(self) -> TaskEvent | None:
         """Await the next event, writing heartbeats and watching for a disconnect."""

@@ -84,8 +84,10 @@ def test_a_deadline_passing_in_the_queue_ends_the_stream(served: Served) -> None
 
 
 def test_the_decisions_list_shows_admitted_tasks_with_rank_keys(served: Served) -> None:
+    status, task = served.call("POST", "/v1/tasks", {"prompt": "x", "max_tokens": 1})
+    assert status == 202, task
     status, decisions = served.call("GET", "/v1/placement/decisions?limit=5")
-    assert status == 200 and decisions
+    assert status == 200 and task["task_id"] in [d["task_id"] for d in decisions]
     for record in decisions:
         assert record["outcome"] in ("admitted", "refused")
         for candidate in record["candidates"]:
