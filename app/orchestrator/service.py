@@ -56,13 +56,15 @@ _NO_GPU = GpuInventory(gpus=(), at=0.0)
 
 @dataclass(frozen=True, slots=True)
 class StreamHandle:
-    """A reader's hold on one task's events; ``next`` returns None after the end."""
+    """A reader's hold on one task's events; ``next`` returns None after the end.
+    ``tokens_in`` is the task's prompt estimate (what usage reports)."""
 
     task_id: str
     correlation_id: str
     pool_id: str
     session_id: str | None
     channel: EventChannel
+    tokens_in: int = 0
 
     async def next(self) -> TaskEvent | None:
         """Return the next event (awaits); None after the terminal one. Cancel-safe."""
@@ -186,7 +188,9 @@ class Orchestrator:
             rec.unopened_timer = None
         rec.start_gate.set()
         sid = rec.request.session_id
-        return StreamHandle(task_id, rec.correlation_id, rec.pool_id, sid, rec.channel)
+        return StreamHandle(
+            task_id, rec.correlation_id, rec.pool_id, sid, rec.channel, rec.tokens_in
+        )
 
     async def stream(self, task_id: str) -> AsyncIterator[TaskEvent]:
         """Yield the task's events up to and including the terminal one."""

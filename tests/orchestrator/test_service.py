@@ -318,3 +318,11 @@ async def test_the_facade_hands_out_no_mutable_internals() -> None:
     with pytest.raises(AttributeError):
         orch.config = orch.config  # type: ignore[misc]
     await orch.shutdown()
+
+
+async def test_a_stream_handle_carries_the_tasks_prompt_estimate() -> None:
+    orch = await _orch(MockSpec("m0", tokens_per_s=0))
+    adm = orch.submit(_req(prompt="word " * 40))
+    handle = orch.open_stream(str(adm.task_id))
+    assert handle.tokens_in == orch.task(str(adm.task_id)).tokens_in > 0
+    await orch.shutdown(deadline_s=0.1)

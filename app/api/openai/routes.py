@@ -136,7 +136,7 @@ async def _complete(request: web.Request, req: OpenAIRequest) -> web.StreamRespo
         chat=isinstance(req, ChatCompletionRequest),
         task_id=task_id,
         model=_model_name(pools, admission.pool_id, req.model),
-        prompt_tokens=orch.task(task_id).tokens_in,
+        prompt_tokens=handle.tokens_in,
     )
     headers = {POOL_HEADER: admission.pool_id, TASK_HEADER: task_id}
     if req.streaming:
