@@ -102,7 +102,9 @@ class Dispatcher:
             rec.lifecycle.to(TaskState.STREAMING)
             note_kv_warmth(rec, stream)
             await self._forward(rec, stream)
-            note_kv_warmth(rec, stream)
+            if note_kv_warmth(rec, stream) and rec.request.session_id is not None:
+                # the engine's final word on a session turn's warmth, before `end`
+                rec.channel.offer(MetricsEvent(METRICS, self._metrics_payload(rec)))
             if not rec.lifecycle.terminal:
                 reason = _ENGINE_REASONS.get(stream.finish_reason or "", FinishReason.STOP)
                 self._finish(
@@ -341,8 +343,13 @@ class Dispatcher:
         st.update_queue_gauge(st.pools[rec.pool_id])
 
 
-def note_kv_warmth(rec: TaskRecord, stream: object) -> None:
-    """Take the engine's own word on KV warmth (a stream's ``kv_warm``) when it gives one."""
+def note_kv_warmth(rec: TaskRecord, stream: object) -> bool:
+    """Take the engine's own word on KV warmth (a stream's ``kv_warm``) when it gives one.
+
+    Returns whether it gave one (engines without slots, such as the mock, do not).
+    """
     reported = getattr(stream, "kv_warm", None)
     if isinstance(reported, bool):
         rec.kv_warm = reported
+        return True
+    return False

@@ -98,6 +98,28 @@ def test_the_demo_model_streams_through_the_orchestrator(served: Served) -> None
     assert again == tokens  # same seed and prompt, same text
 
 
+def session_turn(served: Served, prompt: str, session_id: str) -> tuple[str, list[bool]]:
+    """Run one turn of ``session_id``; return its text and the kv_warmth of its metrics."""
+    body = {"prompt": prompt, "max_tokens": 16, "seed": 3, "session_id": session_id}
+    status, admission = served.call("POST", "/v1/tasks", body)
+    assert status == 202, admission
+    text, warmth = "", []
+    for name, data in events(served, str(admission["task_id"])):
+        if name == "token":
+            text += str(data["t"])
+        elif name == "metrics":
+            warmth.append(bool(data["kv_warmth"]))
+    return text, warmth
+
+
+def test_a_sessions_second_turn_reports_a_warm_kv_cache_in_its_stream(served: Served) -> None:
+    words = "the slot keeps the prompt of this chat in its cache " * 30
+    first, warmth_1 = session_turn(served, "Chat 41: " + words, "kv-e2e")
+    _, warmth_2 = session_turn(served, "Chat 41: " + words + first + " and", "kv-e2e")
+    assert warmth_1 and warmth_1[-1] is False  # the engine's own count: nothing cached
+    assert warmth_2 and warmth_2[-1] is True
+
+
 def test_engine_metrics_and_log_are_served(served: Served) -> None:
     req = urllib.request.Request(
         f"{served.base}/metrics", headers={"Authorization": f"Bearer {served.token}"}
