@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Sequence
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QColor, QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget
 
 from app.orchestrator.contracts import PoolView
@@ -17,6 +17,7 @@ from app.ui.chat_store import ChatStore
 from app.ui.chat_summary import TOO_LONG, carried_system_prompt, summarise_history
 from app.ui.conversation import Clock, Conversation
 from app.ui.error_text import Action, Explained
+from app.ui.icons import BLUE, dot_pixmap
 
 __all__ = ["ChatPanel", "Conversation"]
 
@@ -134,6 +135,7 @@ class ChatPanel(QWidget):
         conv.saved.connect(self._on_saved)
         conv.taskLabelled.connect(self.taskLabelled)
         conv.actionRequested.connect(lambda action, arg: self._on_action(conv, action, arg))
+        conv.transcript.pendingChanged.connect(lambda unread: self._mark(conv, unread))
         self.tabs.setCurrentIndex(index)
         conv.prompt.setFocus()
         return conv
@@ -154,6 +156,12 @@ class ChatPanel(QWidget):
         if index >= 0:
             self.tabs.setTabText(index, title)
             self.tabs.setTabToolTip(index, title)
+
+    def _mark(self, conv: Conversation, unread: bool) -> None:
+        """Show a dot on the tab of a hidden chat that received text; clear it when shown."""
+        index = self.tabs.indexOf(conv)
+        if index >= 0:
+            self.tabs.setTabIcon(index, QIcon(dot_pixmap(QColor(BLUE))) if unread else QIcon())
 
     def _close_current(self) -> None:
         self.close_conversation(self.tabs.currentIndex())

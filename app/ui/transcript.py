@@ -4,6 +4,9 @@ Tokens go into a ``str`` buffer (``add``) and reach the document with a single
 ``QTextCursor`` insert per timer tick (``flush``), never one insert per token.
 Finished messages are rendered from Markdown once; the live answer is plain text
 until it ends (``end_answer``), when only that answer is rendered as Markdown.
+A hidden transcript (a chat tab that is not the current one, or the window hidden
+to the tray) keeps buffering but stops its timer, and writes everything buffered
+once when it is shown again.
 """
 
 from __future__ import annotations
@@ -11,7 +14,15 @@ from __future__ import annotations
 import html
 
 from PySide6.QtCore import QTimer, QUrl, Signal
-from PySide6.QtGui import QColor, QFontDatabase, QTextBlockFormat, QTextCharFormat, QTextCursor
+from PySide6.QtGui import (
+    QColor,
+    QFontDatabase,
+    QHideEvent,
+    QShowEvent,
+    QTextBlockFormat,
+    QTextCharFormat,
+    QTextCursor,
+)
 from PySide6.QtGui import QTextFormat as Fmt
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
@@ -25,9 +36,11 @@ FLUSH_MS = 25
 class Transcript(QTextBrowser):
     """Transcript of one conversation. ``flushes`` counts document inserts of tokens;
     ``renders`` counts Markdown renders (one per finished message). A click on an
-    in-transcript link ("copy:3") emits ``linkClicked("copy:3")``."""
+    in-transcript link ("copy:3") emits ``linkClicked("copy:3")``. ``pendingChanged``
+    emits True when a hidden transcript first receives text, False when it is shown."""
 
     linkClicked = Signal(str)
+    pendingChanged = Signal(bool)
 
     def __init__(self, parent: QWidget | None = None, *, flush_ms: int = FLUSH_MS) -> None:
         super().__init__(parent)
@@ -39,22 +52,49 @@ class Transcript(QTextBrowser):
         self.renders = 0
         self._live_start: int | None = None
         self._buffer: list[str] = []
+        self._streaming = False
+        self._hidden = False
+        self._pending = False
         self._timer = QTimer(self)
         self._timer.setInterval(flush_ms)
         self._timer.timeout.connect(self.flush)
 
     def start_stream(self) -> None:
-        """Start the flush timer (call when an answer begins)."""
-        self._timer.start()
+        """Start the flush timer (call when an answer begins); a hidden transcript
+        starts it when it is shown."""
+        self._streaming = True
+        if not self._hidden:
+            self._timer.start()
 
     def stop_stream(self) -> None:
         """Flush what is buffered and stop the timer."""
+        self._streaming = False
         self.flush()
         self._timer.stop()
 
     def add(self, text: str) -> None:
         """Buffer token text; it appears at the next flush. Never touches the document."""
         self._buffer.append(text)
+        if self._hidden and not self._pending:
+            self._pending = True
+            self.pendingChanged.emit(True)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """Write what was buffered while hidden, once, and resume the timer."""
+        super().showEvent(event)
+        self._hidden = False
+        self.flush()
+        if self._streaming:
+            self._timer.start()
+        if self._pending:
+            self._pending = False
+            self.pendingChanged.emit(False)
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        """Stop writing to the document while hidden (tokens keep buffering)."""
+        super().hideEvent(event)
+        self._hidden = True
+        self._timer.stop()
 
     def flush(self) -> None:
         """Append the buffered text with one cursor insert (no-op when empty)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -27,9 +27,11 @@ from app.orchestrator.errors import OrchError, QueueFull
 from app.orchestrator.events import (
     END,
     ERROR,
+    TOKEN,
     EndData,
     EndEvent,
     ErrorEvent,
+    TaskEvent,
 )
 from app.ui.chat_logic import (
     ChatOptions,
@@ -602,3 +604,43 @@ def test_markdown_answers_render_code_blocks(make_panel: Any, qloop: QtAsync) ->
     block = doc.findBlock(text.index("print('hi')"))
     assert block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence)
     assert conv.transcript.renders == 1
+
+
+class Counting(FakeBridge):
+    """Counts the token events its streams have yielded."""
+
+    yielded = 0
+
+    async def stream(self, task_id: str) -> AsyncIterator[Sequence[TaskEvent]]:
+        async for batch in super().stream(task_id):
+            self.yielded += sum(1 for e in batch if e.kind == TOKEN)
+            yield batch
+
+
+def test_a_hidden_chat_is_not_rendered_while_it_streams_and_shows_all_once_shown(
+    make_panel: Any, qloop: QtAsync
+) -> None:
+    bridge = Counting()
+    bridge.default_script = script(TOKENS)
+    bridge.delay = 0.004
+    panel = make_panel(bridge)
+    panel.show()
+    first = panel.current()
+    type_and_send(first, "go", qloop)
+    qloop.wait_until(lambda: bridge.yielded > 10)
+    panel.new_conversation()  # the first chat's tab is no longer the current one
+    qloop.sleep(0.05)
+    text, flushes = transcript(first), first.transcript.flushes
+    seen = bridge.yielded
+    qloop.wait_until(lambda: bridge.yielded > seen + 40)
+    assert first.busy
+    assert (transcript(first), first.transcript.flushes) == (text, flushes)
+    assert not panel.tabs.tabIcon(0).isNull()  # the unread marker
+    delivered = bridge.yielded
+    panel.tabs.setCurrentWidget(first)
+    assert "".join(TOKENS[:delivered]).strip() in transcript(first)
+    assert first.transcript.flushes == flushes + 1  # everything at once
+    assert panel.tabs.tabIcon(0).isNull()
+    qloop.wait_until(lambda: not first.busy)
+    assert "".join(TOKENS).strip() in transcript(first)
+    assert first.transcript.renders == 1
