@@ -508,3 +508,20 @@ def test_tools_are_a_feature_only_where_the_chat_template_supports_them(
     features = features_from_props(props)
     assert ("tools" in features) is tools
     assert {"json_schema", "logprobs"} <= features
+
+
+async def test_the_pool_says_loading_until_the_model_serves(
+    demo_model_path: Path, engine_log_dir: Path
+) -> None:
+    pool = LlamaCppEngine(cpu_spec("load", f"file:{demo_model_path}"), log_dir=engine_log_dir)
+    statuses: list[PoolStatus] = []
+    pool.add_listener(statuses.append)
+    try:
+        await pool.start()
+        await pool.wait_for(PoolState.READY, PoolState.FAILED, timeout_s=READY_TIMEOUT_S)
+        before_ready = [s for s in statuses if s.state is not PoolState.READY]
+        assert before_ready and all(s.state is PoolState.STARTING for s in before_ready)
+        assert all("loading demo" in s.detail for s in before_ready), before_ready
+        assert statuses[-1].state is PoolState.READY
+    finally:
+        await pool.stop()

@@ -52,19 +52,32 @@ async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, step_s: 
         await asyncio.sleep(step_s)
 
 
-async def busy_stream(engine: LlamaCppEngine) -> OpenAIStream:
-    """Open a long stream and return it once the engine shows its slot busy.
+async def decodes(engine: LlamaCppEngine) -> float:
+    """Return the engine's count of decode steps (``llamacpp:n_decode_total``), read after
+    two rounds of its stats poll."""
+    await asyncio.sleep(0.25)
+    for family in engine.stats.families:
+        for sample in family.samples:
+            if sample.name == "llamacpp:n_decode_total":
+                return float(sample.value)
+    raise AssertionError("the engine reports no llamacpp:n_decode_total")
+
+
+async def busy_stream(engine: LlamaCppEngine) -> tuple[OpenAIStream, float]:
+    """Open a long stream and return it once the engine shows its slot busy, with the
+    engine's decode count from just before it was opened.
 
     The engine decodes ahead of the reader into the socket buffers and can finish the
     whole answer while a loaded machine holds the test back: such a stream is closed
     and another one opened (three tries).
     """
     for seed in range(3):
+        before = await decodes(engine)
         stream = await engine.open_stream(request(CTX - 64, seed))
         for _ in range(5):
             await anext(stream)
         if busy_slots(await engine.read_slots()) == 1:
-            return stream
+            return stream, before
         await stream.aclose()
     raise AssertionError("no stream kept a slot busy long enough to be seen")
 
@@ -115,7 +128,7 @@ async def test_busy_slots_come_from_the_engine(engine: LlamaCppEngine) -> None:
 
 @shared_loop
 async def test_a_closed_stream_frees_its_slot_within_a_second(engine: LlamaCppEngine) -> None:
-    stream = await busy_stream(engine)
+    stream, decodes_before = await busy_stream(engine)
     await stream.aclose()
     closed = time.monotonic()
 
@@ -125,6 +138,8 @@ async def test_a_closed_stream_frees_its_slot_within_a_second(engine: LlamaCppEn
     await until(idle, 3.0, 0.02)
     assert busy_slots(await engine.read_slots()) == 0
     assert time.monotonic() - closed < 1.0
+    # and the engine stopped decoding before the end of the answer (CTX - 64 tokens)
+    assert await decodes(engine) - decodes_before < 0.9 * (CTX - 64)
 
 
 @shared_loop

@@ -13,31 +13,24 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import qasync
 from PySide6.QtWidgets import QApplication
 
-from app.engine_host.mock import MockEngine, MockSpec
+from app.engine_host.mock import MockSpec
 from app.orchestrator.service import Orchestrator
 from app.ui.backend_thread import BackendThread
 from app.ui.chat_panel import ChatPanel, Conversation
 from app.ui.chat_store import ChatStore
 from app.ui.embedded_bridge import EmbeddedBridge
 from tests.ui.fakes import FakeControls
+from tests.ui.support import mock_core
 
 ANSWER_TOKENS = 6
 LONG_FROM = 21
 
 
-async def start_core() -> tuple[Orchestrator, Any]:
-    orch = Orchestrator([MockEngine(MockSpec("mock0", ctx=4096, tokens_per_s=600))])
-    await orch.start()
-
-    async def stop() -> None:
-        await orch.shutdown(deadline_s=1.0)
-
-    return orch, stop
+start_core = mock_core(MockSpec("mock0", ctx=4096, tokens_per_s=600))
 
 
 async def until(pred: Callable[[], object]) -> None:

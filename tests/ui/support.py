@@ -1,7 +1,11 @@
-"""Helpers shared by the chat tests: scripted task events and sending a prompt."""
+"""Helpers shared by the chat tests: scripted task events, sending a prompt, and a real
+core over mock pools for the backend thread."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from app.engine_host.mock import MockEngine, MockSpec
 from app.orchestrator.events import (
     END,
     STARTED,
@@ -13,6 +17,8 @@ from app.orchestrator.events import (
     TaskEvent,
     TokenEvent,
 )
+from app.orchestrator.service import Orchestrator
+from app.orchestrator.state import OrchestratorConfig
 from app.ui.chat_panel import Conversation
 from tests.ui.conftest import QtAsync
 
@@ -43,3 +49,24 @@ def type_and_send(conv: Conversation, text: str, qloop: QtAsync) -> None:
     conv.prompt.setPlainText(text)
     conv.send_button.click()
     qloop.sleep(0.01)
+
+
+StopCore = Callable[[], Awaitable[None]]
+
+
+def mock_core(
+    *specs: MockSpec, config: OrchestratorConfig | None = None
+) -> Callable[[], Awaitable[tuple[Orchestrator, StopCore]]]:
+    """Return the start function of a ``BackendThread``: a started core over mock pools
+    of ``specs`` and the coroutine function that shuts it down."""
+
+    async def start() -> tuple[Orchestrator, StopCore]:
+        orch = Orchestrator([MockEngine(spec) for spec in specs], config)
+        await orch.start()
+
+        async def stop() -> None:
+            await orch.shutdown(deadline_s=1.0)
+
+        return orch, stop
+
+    return start

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.engine_host.mock import MockEngine, MockSpec
+from app.engine_host.mock import MockSpec
 from app.orchestrator.contracts import ChatMessage
 from app.orchestrator.events import END, ERROR, EndEvent, ErrorData, ErrorEvent
 from app.orchestrator.service import Orchestrator
@@ -21,7 +21,7 @@ from app.ui.conversation import TRIM_MARKER
 from app.ui.embedded_bridge import EmbeddedBridge
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, FakeControls
-from tests.ui.support import script, type_and_send
+from tests.ui.support import mock_core, script, type_and_send
 
 
 def test_trimming_keeps_the_system_prompt_and_drops_the_oldest_turns() -> None:
@@ -52,15 +52,8 @@ def test_unanswered_user_turns_are_not_sent_again() -> None:
 Core = tuple[Orchestrator, BackendThread[Orchestrator]]
 
 
-async def start_core() -> tuple[Orchestrator, Any]:
-    engines = [MockEngine(MockSpec("mock0", ctx=512, slots=1, tokens_per_s=400))]
-    orch = Orchestrator(engines)  # sessions keep their default limit of 8 turns
-    await orch.start()
-
-    async def stop() -> None:
-        await orch.shutdown(deadline_s=1.0)
-
-    return orch, stop
+# sessions keep their default limit of 8 turns
+start_core = mock_core(MockSpec("mock0", ctx=512, slots=1, tokens_per_s=400))
 
 
 @pytest.fixture
@@ -137,17 +130,11 @@ def test_queued_status_shows_the_position_then_started(
     bridge.close()
 
 
-async def start_dense_core() -> tuple[Orchestrator, Any]:
-    """A core whose one pool tokenizes text twice as densely as the core estimates
-    (as code or other scripts do), so an admitted answer can fill the context."""
-    spec = MockSpec("mock0", ctx=1024, slots=1, tokens_per_s=5000, chars_per_token=2.0)
-    orch = Orchestrator([MockEngine(spec)])
-    await orch.start()
-
-    async def stop() -> None:
-        await orch.shutdown(deadline_s=1.0)
-
-    return orch, stop
+# a pool that tokenizes text twice as densely as the core estimates (as code or other
+# scripts do), so an admitted answer can fill the context
+start_dense_core = mock_core(
+    MockSpec("mock0", ctx=1024, slots=1, tokens_per_s=5000, chars_per_token=2.0)
+)
 
 
 @pytest.fixture
@@ -274,16 +261,10 @@ def test_closing_a_chat_while_it_is_summarised_still_opens_the_new_chat(
     bridge.close()
 
 
-async def start_very_dense_core() -> tuple[Orchestrator, Any]:
-    """A pool whose tokenizer counts a token per character (four times the estimate)."""
-    spec = MockSpec("mock0", ctx=1024, slots=1, tokens_per_s=5000, chars_per_token=1.0)
-    orch = Orchestrator([MockEngine(spec)])
-    await orch.start()
-
-    async def stop() -> None:
-        await orch.shutdown(deadline_s=1.0)
-
-    return orch, stop
+# a pool whose tokenizer counts a token per character (four times the estimate)
+start_very_dense_core = mock_core(
+    MockSpec("mock0", ctx=1024, slots=1, tokens_per_s=5000, chars_per_token=1.0)
+)
 
 
 def test_a_summary_sends_less_of_the_chat_until_the_engine_can_answer(

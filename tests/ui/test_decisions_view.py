@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from PySide6.QtCore import Qt
 
-from app.engine_host.mock import MockEngine, MockSpec
+from app.engine_host.mock import MockSpec
 from app.orchestrator.contracts import (
     CandidateRecord,
     DecisionRecord,
@@ -26,6 +26,7 @@ from app.ui.error_text import REFUSALS
 from app.ui.main_window import MainWindow
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, FakeControls
+from tests.ui.support import mock_core
 
 
 def decision(task_id: str, selected: str | None = "gpu1", **kw: Any) -> DecisionRecord:
@@ -222,15 +223,9 @@ def test_a_refusal_shows_a_plain_sentence_and_keeps_the_code_in_details(
     assert "GET /" not in view.detail_title.text() and code not in view.detail_title.text()
 
 
-async def start_core() -> tuple[Orchestrator, Any]:
-    spec = MockSpec("mock0", ctx=128, tokens_per_s=0)
-    orch = Orchestrator([MockEngine(spec)], OrchestratorConfig(session_max_turns=1))
-    await orch.start()
-
-    async def stop() -> None:
-        await orch.shutdown(deadline_s=1.0)
-
-    return orch, stop
+start_core = mock_core(
+    MockSpec("mock0", ctx=128, tokens_per_s=0), config=OrchestratorConfig(session_max_turns=1)
+)
 
 
 def test_refusals_of_the_real_core_are_listed_with_their_sentence(

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from app.engine_host.mock import MockEngine, MockSpec
+from app.engine_host.mock import MockSpec
 from app.orchestrator.contracts import TaskRequest
 from app.orchestrator.errors import OrchError
 from app.orchestrator.service import Orchestrator
@@ -19,18 +18,12 @@ from app.ui.bridge import MAX_UPDATES_PER_S
 from app.ui.embedded_bridge import EmbeddedBridge
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeControls
+from tests.ui.support import mock_core
 
 TOKENS = 600  # at 3000 tokens/s: 0.2 s per stream
 
 
-async def start_core() -> tuple[Orchestrator, Any]:
-    orch = Orchestrator([MockEngine(MockSpec("m0", tokens_per_s=3000, slots=4))])
-    await orch.start()
-
-    async def stop() -> None:
-        await orch.shutdown(deadline_s=1.0)
-
-    return orch, stop
+start_core = mock_core(MockSpec("m0", tokens_per_s=3000, slots=4))
 
 
 @pytest.fixture
