@@ -18,7 +18,7 @@ from PySide6.QtCore import (
     Qt,
     QTimer,
 )
-from PySide6.QtGui import QAction, QColor, QKeySequence
+from PySide6.QtGui import QAction, QColor, QHideEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -150,7 +150,12 @@ def _tooltip(task: TaskView) -> str:
 
 
 class TasksView(QWidget):
-    """The task list (with Cancel) above the log tail."""
+    """The task list (with Cancel) above the log tail.
+
+    While hidden (another tab of the window is current) it only collects the
+    changed tasks, and applies them in one pass when it is shown: a hidden
+    table whose columns size to their contents would otherwise measure every
+    row on each update."""
 
     def __init__(self, bridge: Bridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -158,6 +163,7 @@ class TasksView(QWidget):
         self.model = TaskTableModel(MAX_TASKS, self)
         self._pending: dict[str, TaskView] = {}
         self._full_refresh = False
+        self._hidden = False
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
         self._flush_timer.setInterval(FLUSH_MS)
@@ -240,8 +246,21 @@ class TasksView(QWidget):
         self._schedule()
 
     def _schedule(self) -> None:
-        if not self._flush_timer.isActive():
+        if not self._hidden and not self._flush_timer.isActive():
             self._flush_timer.start()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """Apply what changed while hidden, in one pass."""
+        super().showEvent(event)
+        self._hidden = False
+        if self._pending or self._full_refresh:
+            self.flush()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        """Stop updating the table while hidden (changes keep being collected)."""
+        super().hideEvent(event)
+        self._hidden = True
+        self._flush_timer.stop()
 
     def flush(self) -> None:
         """Apply the pending updates to the model now (one pass)."""
@@ -264,6 +283,8 @@ class TasksView(QWidget):
 
     def select_task(self, task_id: str) -> bool:
         """Select ``task_id`` in the table; returns False when it is not listed."""
+        if self._pending or self._full_refresh:
+            self.flush()
         row = self.model.row_of(task_id)
         if row is None:
             return False

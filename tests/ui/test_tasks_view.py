@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtWidgets import QTabWidget, QWidget
 
 from app.orchestrator.contracts import Priority, TaskView
 from app.ui.log_tail import LogTailer, parse_line
-from app.ui.tasks_view import TasksView
+from app.ui.tasks_view import FLUSH_MS, TasksView
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeBridge, FakeControls
 
@@ -90,6 +91,30 @@ def test_task_changes_are_coalesced(qtbot: Any, log_file: Path) -> None:
     qtbot.waitUntil(lambda: view.model.rowCount() == 1, timeout=2000)
     assert view.model.cell(0, 5) == "49"
     assert len(inserts) == 1
+
+
+def test_a_hidden_view_leaves_its_table_alone_and_catches_up_once_shown(
+    qtbot: Any, log_file: Path
+) -> None:
+    view, _ = make_view(qtbot, log_file, [task("t0", tokens_out=1)])
+    tabs = QTabWidget()
+    qtbot.addWidget(tabs)
+    tabs.addTab(view, "Tasks")
+    tabs.addTab(QWidget(), "Chat")
+    tabs.show()
+    tabs.setCurrentIndex(1)  # the tasks tab is hidden now
+    changes: list[int] = []
+    view.model.dataChanged.connect(lambda *_: changes.append(1))
+    view.model.rowsInserted.connect(lambda *_: changes.append(1))
+    for i in range(20):
+        view.bridge.tasksChanged.emit((task("t0", tokens_out=i), task("t1", created=2e9)))
+    qtbot.wait(int(FLUSH_MS * 2.5))  # two flush periods
+    assert changes == []
+    assert view.model.task_ids() == ["t0"]
+    tabs.setCurrentIndex(0)
+    assert view.model.task_ids() == ["t1", "t0"]  # applied at once, in one pass
+    assert view.model.cell(1, 5) == "19"
+    assert len(changes) == 2  # one insert, one update
 
 
 def test_sample_refreshes_from_the_bridge(qtbot: Any, log_file: Path) -> None:
