@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,7 +35,15 @@ from app.orchestrator.contracts import (
 from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
 from app.orchestrator.ports import GpuInfo, GpuInventory
-from app.ui.bridge import MAX_UPDATES_PER_S, AppControls, CoreSample, StreamFeed
+from app.ui.bridge import (
+    MAX_UPDATES_PER_S,
+    AppControls,
+    CoreSample,
+    OnEnd,
+    OnEvents,
+    StreamFeed,
+    follow_stream,
+)
 
 if TYPE_CHECKING:
     from app.ui.models_client import ModelsClient
@@ -244,6 +252,9 @@ class HttpBridge(QObject):
                 yield events
         finally:
             reader.cancel()
+
+    def follow(self, task_id: str, on_events: OnEvents, on_end: OnEnd) -> Callable[[], None]:
+        return follow_stream(self, task_id, on_events, on_end)
 
     async def _read(self, task_id: str, feed: StreamFeed) -> None:
         try:

@@ -20,13 +20,16 @@ Rules every implementation keeps:
   unknown task, ...) and ``BackendGone`` once the backend has stopped; they
   never hang after the backend died.
 - ``stream`` yields a task's events in batches (lists of ``TaskEvent``), at
-  most about 30 batches a second; it ends after the terminal event.
+  most about 30 batches a second; it ends after the terminal event. ``follow``
+  delivers the same batches as plain calls on the Qt thread (the embedded
+  bridge calls every followed stream's callback from its one queued delivery,
+  with no asyncio task per stream); ``follow_stream`` builds it on ``stream``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +55,9 @@ from app.ui.models_client import ModelsClient
 
 #: The most signal emissions (or stream batches) per second a view receives.
 MAX_UPDATES_PER_S = 30
+
+OnEvents = Callable[[Sequence[TaskEvent]], None]
+OnEnd = Callable[[OrchError | None], None]
 
 
 class BackendGone(OrchError):
@@ -147,6 +153,12 @@ class Bridge(Protocol):
         """Yield the task's events (started, token*, metrics, end | error) in batches.
         Raises OrchError when the task cannot be streamed."""
 
+    def follow(self, task_id: str, on_events: OnEvents, on_end: OnEnd) -> Callable[[], None]:
+        """Call ``on_events(batch)`` on the Qt thread for the task's event batches (as
+        ``stream`` yields them), then ``on_end(None)``, or ``on_end(error)`` when the
+        stream fails. Returns a function that stops following: no call after it.
+        Never blocks."""
+
     async def cancel(self, task_id: str) -> None:
         """Cancel a queued or running task. Raises OrchError (unknown task)."""
 
@@ -213,6 +225,33 @@ class CoreSample:
             tokens_out=orch.tokens_out_by_pool(),
             ttfts=orch.recent_ttfts(),
         )
+
+
+def follow_stream(
+    bridge: Bridge, task_id: str, on_events: OnEvents, on_end: OnEnd
+) -> Callable[[], None]:
+    """``Bridge.follow`` on top of ``bridge.stream``: one task on the Qt loop reads the
+    stream and makes the calls. A failing callback ends the stream (``on_end(None)``)
+    and is reported through ``bridge.run``. Returns the stop function; never blocks."""
+
+    async def read() -> None:
+        try:
+            async for batch in bridge.stream(task_id):
+                on_events(batch)
+        except OrchError as exc:
+            on_end(exc)
+            return
+        except Exception:
+            on_end(None)
+            raise
+        on_end(None)
+
+    task = bridge.run(read(), "showing the answer")
+
+    def stop() -> None:
+        task.cancel()
+
+    return stop
 
 
 class StreamFeed:

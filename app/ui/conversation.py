@@ -1,20 +1,19 @@
 """One chat conversation: options, transcript, composer, streaming from the core.
 
 Each turn sends the whole conversation as ``messages``, trimmed to the pool's
-context (``chat_logic.trim_to_context``). Tokens are never written one by one:
+context (``chat_logic.trim_to_context``). Events arrive as plain calls per batch
+(``Bridge.follow``, no asyncio task per stream). Tokens are never written one by one:
 the transcript buffers them and appends them on a 25 ms timer; a finished
 answer is rendered from Markdown once (see ``transcript``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import html
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
@@ -63,20 +62,21 @@ TRIM_MARKER = "Earlier messages not sent to the model (they no longer fit its co
 
 
 class _Life:
-    """Whether a conversation's widgets still exist, and its stream task to cancel.
+    """Whether a conversation's widgets still exist, and how to stop following its stream.
 
     Plain Python, so ``end`` may run from ``destroyed`` after the C++ side is gone.
     """
 
     def __init__(self) -> None:
         self.alive = True
-        self.stream: asyncio.Task[Any] | None = None
+        self.stop: Callable[[], None] | None = None
 
     def end(self, *_: object) -> None:
         self.alive = False
-        if self.stream is not None and not self.stream.done():
+        stop, self.stop = self.stop, None
+        if stop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
-                self.stream.cancel()
+                stop()
 
 
 class Conversation(QWidget):
@@ -381,7 +381,7 @@ class Conversation(QWidget):
         self._update_buttons()
         self.status.setText(queued_text(resp.pool_id, resp.queue_position, self._predicted_ms))
         self.transcript.start_stream()
-        self._life.stream = self._bridge.run(self._consume(self.task_id), "chat stream")
+        self._life.stop = self._bridge.follow(self.task_id, self._on_events, self._on_stream_end)
 
     def cancel(self) -> None:
         """Ask the core to stop this conversation's answer. Never blocks."""
@@ -392,16 +392,20 @@ class Conversation(QWidget):
 
     # ---- streaming ------------------------------------------------------------------
 
-    async def _consume(self, task_id: str) -> None:
-        try:
-            async for batch in self._bridge.stream(task_id):
-                for event in batch:
-                    self._on_event(event)
-        except OrchError as exc:
+    def _on_events(self, batch: Sequence[TaskEvent]) -> None:
+        """The bridge's plain call per batch of this turn's events (Qt thread)."""
+        for event in batch:
+            self._on_event(event)
+
+    def _on_stream_end(self, error: OrchError | None) -> None:
+        """The bridge's call after the last batch: show a stream failure, end the turn."""
+        self._life.stop = None
+        if not self._life.alive:
+            return
+        if error is not None:
             self.flush()
-            self._show_error(exc.code, exc.message, exc.pool_id)
-        finally:
-            self._end_turn()
+            self._show_error(error.code, error.message, error.pool_id)
+        self._end_turn()
 
     def _on_event(self, event: TaskEvent) -> None:
         if event.kind == TOKEN:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from app.orchestrator.artifacts_port import ArtifactRegistry, StoredArtifact
 from app.orchestrator.catalog_port import ModelCatalog
@@ -35,7 +36,15 @@ from app.orchestrator.errors import OrchError
 from app.orchestrator.events import CoreEvent, PoolChanged, TaskChanged, TaskEvent
 from app.orchestrator.ports import GpuInventory
 from app.orchestrator.service import Orchestrator
-from app.ui.bridge import MAX_UPDATES_PER_S, AppControls, BackendGone, CoreSample, StreamFeed
+from app.ui.bridge import (
+    MAX_UPDATES_PER_S,
+    AppControls,
+    BackendGone,
+    CoreSample,
+    OnEnd,
+    OnEvents,
+    StreamFeed,
+)
 from app.ui.models_client import EmbeddedModels, ModelsClient, reload_with
 
 log = logging.getLogger("llama_orch.ui")
@@ -133,6 +142,15 @@ class Outbox:
         self._deliver(batch)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Follower:
+    """One followed stream's callbacks (Qt thread) and its pump on the backend loop."""
+
+    on_events: OnEvents
+    on_end: OnEnd
+    pump: concurrent.futures.Future[None]
+
+
 class _Relay(QObject):
     """Signals emitted on the backend thread, delivered queued on the Qt thread."""
 
@@ -194,7 +212,7 @@ class EmbeddedBridge(QObject):
         self._gone: str | None = None
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
-        self._feeds: dict[str, StreamFeed] = {}
+        self._followers: dict[str, _Follower] = {}
         self._relay = _Relay()
         queued = Qt.ConnectionType.QueuedConnection
         self._relay.batch.connect(self._on_batch, queued)
@@ -259,16 +277,30 @@ class EmbeddedBridge(QObject):
         if self._closed:
             return
         for task_id, events in batch.events.items():
-            if (feed := self._feeds.get(task_id)) is not None:
-                feed.push(events)
+            if (follower := self._followers.get(task_id)) is not None:
+                self._call(task_id, follower.on_events, events)
         for task_id, error in batch.ended.items():
-            if (feed := self._feeds.get(task_id)) is not None:
-                feed.end(error)
+            if (follower := self._followers.pop(task_id, None)) is not None:
+                self._call(task_id, follower.on_end, error)
         self._apply_views(batch)
         if batch.sample is not None:
             self._gpu = batch.sample.gpu
             self.gpuChanged.emit(batch.sample.gpu)
             self.sampled.emit(batch.sample)
+
+    def _call(self, task_id: str, fn: Callable[[Any], None], arg: Any) -> None:
+        """Make one follower's call; a failing one ends its stream and is reported,
+        and the other streams are still delivered."""
+        try:
+            fn(arg)
+        except Exception as exc:
+            log.exception("showing task %s failed", task_id)
+            self.report_error(f"showing the answer failed: {exc}")
+            follower = self._followers.pop(task_id, None)
+            if follower is not None:
+                follower.pump.cancel()
+                with contextlib.suppress(Exception):
+                    follower.on_end(None)
 
     def _apply_views(self, batch: Batch) -> None:
         if batch.tasks:
@@ -287,8 +319,9 @@ class EmbeddedBridge(QObject):
     @Slot(str)
     def _on_crash(self, why: str) -> None:
         self._gone = f"the backend stopped unexpectedly ({why})"
-        for feed in list(self._feeds.values()):
-            feed.end(BackendGone(self._gone))
+        followers, self._followers = self._followers, {}
+        for task_id, follower in followers.items():
+            self._call(task_id, follower.on_end, BackendGone(self._gone))
         self.report_error(
             f"The backend stopped unexpectedly ({why}); its engines were stopped. "
             "Quit and start llama-orch again."
@@ -335,14 +368,31 @@ class EmbeddedBridge(QObject):
         return await self.call(_sync(self._orch.submit, req, identity="gui"))
 
     async def stream(self, task_id: str) -> AsyncIterator[Sequence[TaskEvent]]:
-        feed = self._feeds[task_id] = StreamFeed()
-        pump = self._runner.call(self._outbox.pump(self._orch, task_id))
+        feed = StreamFeed()
+        stop = self.follow(task_id, feed.push, feed.end)
         try:
             async for events in feed.batches():  # the outbox already paces the batches
                 yield events
         finally:
-            self._feeds.pop(task_id, None)
+            stop()
+
+    def follow(self, task_id: str, on_events: OnEvents, on_end: OnEnd) -> Callable[[], None]:
+        """The outbox's one queued delivery calls ``on_events`` / ``on_end`` directly
+        (no asyncio task per stream). On a stopped backend ``on_end(BackendGone)``
+        comes from the Qt event loop, never from inside this call."""
+        if self._gone is not None or not self._runner.serving:
+            gone = BackendGone(self._gone or "the backend is not running")
+            QTimer.singleShot(0, self, lambda: on_end(gone))
+            return lambda: None
+        pump = self._runner.call(self._outbox.pump(self._orch, task_id))
+        follower = self._followers[task_id] = _Follower(on_events, on_end, pump)
+
+        def stop() -> None:
+            if self._followers.get(task_id) is follower:
+                del self._followers[task_id]
             pump.cancel()
+
+        return stop
 
     async def cancel(self, task_id: str) -> None:
         await self.call(_sync(self._orch.cancel, task_id))

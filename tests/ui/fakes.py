@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -23,6 +23,7 @@ from app.orchestrator.contracts import (
 from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
 from app.orchestrator.ports import GpuInfo, GpuInventory
+from app.ui.bridge import OnEnd, OnEvents, follow_stream
 
 
 def pool_view(pool_id: str = "gpu0", **kw: Any) -> PoolView:
@@ -179,6 +180,9 @@ class FakeBridge(QObject):
             else:
                 await asyncio.sleep(0)
             yield [event]
+
+    def follow(self, task_id: str, on_events: OnEvents, on_end: OnEnd) -> Callable[[], None]:
+        return follow_stream(self, task_id, on_events, on_end)
 
     # Commands record when called (as the widget calls them), and run when awaited.
 

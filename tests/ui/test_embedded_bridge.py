@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from app.orchestrator.errors import OrchError
 from app.orchestrator.service import Orchestrator
 from app.ui.backend_thread import BackendThread
 from app.ui.bridge import MAX_UPDATES_PER_S
+from app.ui.chat_panel import ChatPanel
 from app.ui.embedded_bridge import EmbeddedBridge
 from tests.ui.conftest import QtAsync
 from tests.ui.fakes import FakeControls
@@ -86,3 +88,24 @@ def test_samples_arrive_on_the_qt_thread(qloop: QtAsync, bridge: EmbeddedBridge)
     bridge.sampled.connect(lambda _s: threads.append(threading.current_thread().name))
     qloop.wait_until(lambda: len(threads) >= 2)
     assert set(threads) == {threading.main_thread().name}
+
+
+def test_chats_follow_their_streams_without_an_asyncio_task_per_stream(
+    qtbot: Any, qloop: QtAsync, bridge: EmbeddedBridge
+) -> None:
+    panel = ChatPanel(bridge)
+    qtbot.addWidget(panel)
+    convs = [panel.current()] + [panel.new_conversation() for _ in range(3)]
+    for conv in convs:
+        conv.prompt.setPlainText("go")
+        conv.max_tokens.setValue(TOKENS)
+        conv.send()
+    qloop.wait_until(lambda: all(c.transcript.flushes > 1 for c in convs))  # tokens arrive
+    streaming = [c for c in convs if c.busy]
+    assert len(streaming) == 4
+    tasks = [t for t in asyncio.all_tasks(qloop.loop) if not t.done()]
+    assert len(tasks) <= 1, tasks  # only the test's own poll of wait_until
+    qloop.wait_until(lambda: not any(c.busy for c in convs), timeout=20)
+    for conv in convs:
+        assert conv.messages[-1].role == "assistant"
+        assert f"{TOKENS} tokens" in conv.messages[-1].stats
