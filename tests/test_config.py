@@ -609,7 +609,7 @@ def test_default_settings_without_gpus_has_only_a_cpu_demo_pool(
 
     (demo,) = settings.pools
     assert (demo.id, demo.engine, demo.model) == ("demo", "llamacpp", f"file:{model}")
-    assert (demo.device_mask, demo.ctx, demo.slots, demo.demo) == ("cpu", 2048, 1, True)
+    assert (demo.device_mask, demo.ctx, demo.slots, demo.demo) == ("cpu", 2048, 4, True)
     assert settings.allow_cpu_inference is False
     assert load_settings(tmp_path / "c.toml", NO_ENV).model_dump() == settings.model_dump()
 

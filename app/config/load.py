@@ -74,11 +74,23 @@ def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
     return xdg_dir(env, "XDG_CONFIG_HOME", ".config") / "llama-orch" / "config.toml"
 
 
+DEMO_SLOTS = 4
+
+
 def default_settings(gpu_indices: Sequence[int], demo_model_path: Path) -> Settings:
-    """Return the first-start config: a model-less llamacpp pool per GPU plus the demo pool."""
+    """Return the first-start config: a model-less llamacpp pool per GPU plus the demo pool.
+
+    The demo pool answers four clients at once (llama-server slots; its model is tiny, so
+    four contexts of 2,048 tokens cost little memory).
+    """
     pools = [PoolSettings(id=f"gpu{i}", model="", device_mask=str(i)) for i in gpu_indices]
     demo_mask = str(min(gpu_indices)) if gpu_indices else "cpu"
     demo = PoolSettings(
-        id="demo", model=f"file:{demo_model_path}", device_mask=demo_mask, ctx=2048, demo=True
+        id="demo",
+        model=f"file:{demo_model_path}",
+        device_mask=demo_mask,
+        ctx=2048,
+        slots=DEMO_SLOTS,
+        demo=True,
     )
     return Settings(pools=[*pools, demo])

@@ -192,7 +192,9 @@ def test_first_start_writes_default_config_and_serves_demo_model(tmp_path: Path)
         pools = _pools_when(base, lambda ps: any(p["ready"] for p in ps), 90)
         assert pools and any(p["ready"] for p in pools), "the demo pool did not become ready"
         config = (tmp_path / "config" / "llama-orch" / "config.toml").read_text()
-        assert 'id = "demo"' in config and "demo = true" in config
+        assert 'id = "demo"' in config and "demo = true" in config and "slots = 4" in config
+        (demo,) = [p for p in pools if p["pool_id"] == "demo"]
+        assert (demo["engine"], demo["slots_total"]) == ("llamacpp", 4), demo
         _, body = _stream_task(base, {"prompt": "Hello", "max_tokens": 8, "seed": 3}, 30)
         assert body.count("event: token") == 8 and "event: end" in body
         assert _processes_mentioning(str(tmp_path)), "the engine process should be running"
