@@ -38,6 +38,7 @@ from app.orchestrator.ports import GpuInfo, GpuInventory
 from app.ui.bridge import (
     MAX_UPDATES_PER_S,
     AppControls,
+    BridgeSignals,
     CoreSample,
     OnEnd,
     OnEvents,
@@ -110,16 +111,10 @@ def parse_metrics(text: str) -> tuple[dict[str, int], tuple[GpuInfo, ...]]:
     return counters, gpus
 
 
-class HttpBridge(QObject):
+class HttpBridge(BridgeSignals):
     """The ``Bridge`` of ``gui --connect``. Emits ``statusChanged`` (a sentence) when
     the connection is lost or back."""
 
-    tasksChanged = Signal(object)
-    poolsChanged = Signal(object)
-    decisionsMade = Signal(object)
-    gpuChanged = Signal(object)
-    sampled = Signal(object)
-    errorRaised = Signal(str)
     statusChanged = Signal(str)
 
     def __init__(

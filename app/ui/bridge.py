@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from PySide6.QtCore import SignalInstance
+from PySide6.QtCore import QObject, Signal, SignalInstance
 
 from app.orchestrator.artifacts_port import StoredArtifact
 from app.orchestrator.catalog_port import ModelCatalog
@@ -225,6 +225,17 @@ class CoreSample:
             tokens_out=orch.tokens_out_by_pool(),
             ttfts=orch.recent_ttfts(),
         )
+
+
+class BridgeSignals(QObject):
+    """The ``Bridge`` protocol's signals, declared once for every implementation."""
+
+    tasksChanged = Signal(object)
+    poolsChanged = Signal(object)
+    decisionsMade = Signal(object)
+    gpuChanged = Signal(object)
+    sampled = Signal(object)
+    errorRaised = Signal(str)
 
 
 def follow_stream(

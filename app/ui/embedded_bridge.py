@@ -40,6 +40,7 @@ from app.ui.bridge import (
     MAX_UPDATES_PER_S,
     AppControls,
     BackendGone,
+    BridgeSignals,
     CoreSample,
     OnEnd,
     OnEvents,
@@ -185,15 +186,8 @@ class _BackendControls:
         await self._bridge.call(self._inner.apply_settings(settings))
 
 
-class EmbeddedBridge(QObject):
+class EmbeddedBridge(BridgeSignals):
     """The ``Bridge`` of the desktop app: the backend runs on ``runner``'s thread."""
-
-    tasksChanged = Signal(object)
-    poolsChanged = Signal(object)
-    decisionsMade = Signal(object)
-    gpuChanged = Signal(object)
-    sampled = Signal(object)
-    errorRaised = Signal(str)
 
     def __init__(
         self,

@@ -7,8 +7,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
-
 from app.orchestrator.artifacts_port import StoredArtifact
 from app.orchestrator.contracts import (
     AdmissionResponse,
@@ -23,7 +21,7 @@ from app.orchestrator.contracts import (
 from app.orchestrator.errors import OrchError
 from app.orchestrator.events import TaskEvent
 from app.orchestrator.ports import GpuInfo, GpuInventory
-from app.ui.bridge import OnEnd, OnEvents, follow_stream
+from app.ui.bridge import BridgeSignals, OnEnd, OnEvents, follow_stream
 
 
 def pool_view(pool_id: str = "gpu0", **kw: Any) -> PoolView:
@@ -101,19 +99,12 @@ class FakeControls:
         self.settings = settings
 
 
-class FakeBridge(QObject):
+class FakeBridge(BridgeSignals):
     """A ``Bridge``; records every command.
 
     ``script[task_id]`` (or ``default_script``) lists the TaskEvents that
     ``stream`` yields, one per batch; ``delay`` paces them.
     """
-
-    tasksChanged = Signal(object)
-    poolsChanged = Signal(object)
-    decisionsMade = Signal(object)
-    gpuChanged = Signal(object)
-    errorRaised = Signal(str)
-    sampled = Signal(object)
 
     def __init__(self, controls: FakeControls | None = None) -> None:
         super().__init__()
