@@ -7,6 +7,7 @@ scripted: a connection dropped once mid-file, a wrong LFS digest, a paced body
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
 from dataclasses import dataclass, field
@@ -110,6 +111,15 @@ class FakeHub:
         resp = web.StreamResponse(status=206 if start else 200, headers=headers)
         resp.content_length = len(data) - start
         await resp.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the client canceled the download
+            await self._send(request, resp, data, start)
+        return resp
+
+    async def _send(
+        self, request: web.Request, resp: web.StreamResponse, data: bytes, start: int
+    ) -> None:
+        """Write ``data`` from ``start`` in chunks (with the scripted faults), then the end.
+        Raises ConnectionResetError when the client went away."""
         sent = 0
         for at in range(start, len(data), self.chunk_size):
             chunk = data[at : at + self.chunk_size]
@@ -118,10 +128,9 @@ class FakeHub:
                 self.drop_once_after = None
                 assert request.transport is not None
                 request.transport.close()
-                return resp
+                return
             await resp.write(chunk)
             sent += len(chunk)
             if self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
         await resp.write_eof()
-        return resp
