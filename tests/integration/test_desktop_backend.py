@@ -148,6 +148,9 @@ def test_quit_stops_the_backend_thread_and_every_engine(
         seen["pids"] = [e.engine_pid for e in seen["backend"].engines]
         seen["kinds"] = await lan_stream(seen["url"], 8)  # the window renders meanwhile
         window.grab()
+        # the window learns that the task ended one coalesced delivery after the client:
+        # quitting before that would rightly ask "Quit llama-orch?" first
+        await until(lambda: window.running_tasks() == 0, 10)
 
     seen = run_desktop(tmp_path, config, script, limit_s=110)
     assert seen.get("script_error") is None, repr(seen.get("script_error"))
